@@ -343,54 +343,45 @@ func TestCancelLeavesQueue(t *testing.T) {
 }
 
 // cancelOnGrant cancels a context the moment the engine grants to a queued
-// waiter, inside the engine's critical section, so the waiter sees the grant
-// and its cancellation at once.
-type cancelOnGrant struct{ cancel context.CancelFunc }
+// waiter, inside the engine's critical section: the waiter, parked in its
+// select, wakes for the cancellation while the grant is already made. This
+// is the race the engine must resolve by releasing the orphaned lease.
+type cancelOnGrant struct {
+	cancel context.CancelFunc
+	fence  *uint64
+}
 
 func (c cancelOnGrant) OnEvent(ev engine.Event) {
-	if ev.Type == engine.EventGranted && ev.FromQueue {
+	if ev.Type == engine.EventGranted && ev.FromQueue && *c.fence == 0 {
+		*c.fence = ev.Fence
 		c.cancel()
 	}
 }
 
 func TestCancelGrantRaceNeverStrandsALease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var cancelledWins, grantWins int
-		for i := 0; i < 200 && (cancelledWins == 0 || grantWins == 0 || i < 50); i++ {
-			ctx, cancel := context.WithCancel(t.Context())
-			e := engine.New(fakeclock.New(t0), cancelOnGrant{cancel}, engine.Limits{})
-			g := mustAcquire(t, e, "k", opts("h", time.Minute, 0))
-			racer := queue(ctx, e, "k", 1, opts("racer", time.Minute, time.Hour))
-			next := queue(t.Context(), e, "k", 1, opts("next", time.Minute, time.Hour))
-			if _, err := e.Release("k", g.Token, false); err != nil {
-				t.Fatal(err)
-			}
-			r := <-racer
-			if r.err == nil {
-				// The grant won the select: the caller owns the lease and releases it.
-				grantWins++
-				if _, err := e.Release("k", r.g.Token, false); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				cancelledWins++
-				if !errors.Is(r.err, engine.ErrCancelled) {
-					t.Fatalf("racer err = %v, want ErrCancelled", r.err)
-				}
-			}
-			// Either way the lease moves on to the next waiter.
-			n := <-next
-			if n.err != nil || n.g.Previous.Outcome != engine.OutcomeReleased {
-				t.Fatalf("next waiter: %+v, want a grant after a release", n)
-			}
-			if _, err := e.Release("k", n.g.Token, false); err != nil {
-				t.Fatal(err)
-			}
-			wantStats(t, e, engine.Stats{})
+		ctx, cancel := context.WithCancel(t.Context())
+		var racerFence uint64
+		e := engine.New(fakeclock.New(t0), cancelOnGrant{cancel, &racerFence}, engine.Limits{})
+		g := mustAcquire(t, e, "k", opts("h", time.Minute, 0))
+		racer := queue(ctx, e, "k", 1, opts("racer", time.Minute, time.Hour))
+		next := queue(t.Context(), e, "k", 1, opts("next", time.Minute, time.Hour))
+		if _, err := e.Release("k", g.Token, false); err != nil {
+			t.Fatal(err)
 		}
-		if cancelledWins == 0 || grantWins == 0 {
-			t.Logf("race branches seen: cancel %d, grant %d", cancelledWins, grantWins)
+		if r := <-racer; !errors.Is(r.err, engine.ErrCancelled) {
+			t.Fatalf("racer: %+v, want ErrCancelled", r)
 		}
+		// The racer's lease was released at once and handed on.
+		n := <-next
+		want := engine.Previous{Fence: racerFence, Outcome: engine.OutcomeReleased}
+		if n.err != nil || racerFence == 0 || n.g.Previous != want {
+			t.Fatalf("next waiter: %+v, want a grant after the racer's lease %+v", n, want)
+		}
+		if _, err := e.Release("k", n.g.Token, false); err != nil {
+			t.Fatal(err)
+		}
+		wantStats(t, e, engine.Stats{})
 	})
 }
 
