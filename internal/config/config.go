@@ -1,0 +1,146 @@
+// Package config loads mutexd's configuration into a typed Config: built-in
+// defaults, then a YAML file, then MUTEXD_* environment variables, then
+// command-line flags, each overriding the one before. viper stays inside
+// this package.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Config is the daemon's whole configuration.
+type Config struct {
+	// Listen is the HTTP listen address, host:port.
+	Listen string `mapstructure:"listen"`
+	// ShutdownTimeout bounds the drain on SIGTERM.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	Log             Log           `mapstructure:"log"`
+	Lock            Lock          `mapstructure:"lock"`
+	Limits          Limits        `mapstructure:"limits"`
+	Metrics         Metrics       `mapstructure:"metrics"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level"`
+	// Format is json or text.
+	Format string `mapstructure:"format"`
+}
+
+// Lock bounds lease and wait durations of acquires.
+type Lock struct {
+	DefaultTTL  time.Duration `mapstructure:"default_ttl"`
+	MaxTTL      time.Duration `mapstructure:"max_ttl"`
+	DefaultWait time.Duration `mapstructure:"default_wait"`
+	MaxWait     time.Duration `mapstructure:"max_wait"`
+}
+
+// Limits bound the engine's memory.
+type Limits struct {
+	MaxKeys          int `mapstructure:"max_keys"`
+	MaxWaitersPerKey int `mapstructure:"max_waiters_per_key"`
+	MaxWaiters       int `mapstructure:"max_waiters"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Path string `mapstructure:"path"`
+	// NamespaceSeparator splits a key's namespace (its metrics label) from
+	// the rest of the key.
+	NamespaceSeparator string `mapstructure:"namespace_separator"`
+	// MaxNamespaces caps the namespace label's distinct values; further
+	// namespaces are counted as "_other".
+	MaxNamespaces int `mapstructure:"max_namespaces"`
+}
+
+// MinTTL is the shortest lease the API grants.
+const MinTTL = time.Second
+
+// Default returns the built-in configuration: safe to run as is.
+func Default() Config {
+	return Config{
+		Listen:          "127.0.0.1:7070",
+		ShutdownTimeout: 15 * time.Second,
+		Log:             Log{Level: "info", Format: "json"},
+		Lock: Lock{
+			DefaultTTL:  30 * time.Second,
+			MaxTTL:      time.Hour,
+			DefaultWait: 30 * time.Second,
+			MaxWait:     10 * time.Minute,
+		},
+		Limits:  Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000},
+		Metrics: Metrics{Path: "/metrics", NamespaceSeparator: ":", MaxNamespaces: 50},
+	}
+}
+
+// Validate reports the first invalid value, naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		bad("listen", "%q is not a host:port address", c.Listen)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	l := c.Lock
+	if l.MaxTTL < MinTTL {
+		bad("lock.max_ttl", "must be at least %s, got %s", MinTTL, l.MaxTTL)
+	}
+	if l.DefaultTTL < MinTTL || l.DefaultTTL > l.MaxTTL {
+		bad("lock.default_ttl", "must be between %s and lock.max_ttl (%s), got %s", MinTTL, l.MaxTTL, l.DefaultTTL)
+	}
+	if l.MaxWait < 0 {
+		bad("lock.max_wait", "must not be negative, got %s", l.MaxWait)
+	}
+	if l.DefaultWait < 0 || l.DefaultWait > l.MaxWait {
+		bad("lock.default_wait", "must be between 0 and lock.max_wait (%s), got %s", l.MaxWait, l.DefaultWait)
+	}
+	for key, v := range map[string]int{
+		"limits.max_keys":            c.Limits.MaxKeys,
+		"limits.max_waiters_per_key": c.Limits.MaxWaitersPerKey,
+		"limits.max_waiters":         c.Limits.MaxWaiters,
+		"metrics.max_namespaces":     c.Metrics.MaxNamespaces,
+	} {
+		if v < 1 {
+			bad(key, "must be at least 1, got %d", v)
+		}
+	}
+	p := c.Metrics.Path
+	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" {
+		bad("metrics.path", "must be a path such as /metrics that no API route uses, got %q", p)
+	}
+	if n := len(c.Metrics.NamespaceSeparator); n < 1 || n > 8 {
+		bad("metrics.namespace_separator", "must be 1 to 8 bytes, got %q", c.Metrics.NamespaceSeparator)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	// Report in key order so the message is stable.
+	first := errs[0]
+	for _, err := range errs[1:] {
+		if err.Error() < first.Error() {
+			first = err
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrInvalid, first)
+}
+
+// ErrInvalid wraps every configuration error: a bad value, an unknown key,
+// an unreadable file.
+var ErrInvalid = errors.New("invalid configuration")

@@ -1,0 +1,136 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/mutexd/mutexd/internal/config"
+)
+
+func load(t *testing.T, yaml string, args ...string) (config.Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	config.AddFlags(fs)
+	if yaml != "" {
+		path := filepath.Join(t.TempDir(), "mutexd.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", path)
+	}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return config.Load(fs)
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	if err := config.Default().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(nil)
+	if err != nil || !reflect.DeepEqual(c, config.Default()) {
+		t.Fatalf("Load(nil) = %+v, %v; want the defaults", c, err)
+	}
+}
+
+func TestExampleFileIsExactlyTheDefaults(t *testing.T) {
+	raw, err := os.ReadFile("../../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := load(t, string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, config.Default()) {
+		t.Fatalf("config.example.yaml loads to %+v, want the defaults %+v", c, config.Default())
+	}
+	// Every key is listed in the example.
+	for _, key := range config.Keys() {
+		leaf := key[strings.LastIndex(key, ".")+1:]
+		if !strings.Contains(string(raw), "\n"+strings.Repeat(" ", 2*strings.Count(key, "."))+leaf+":") {
+			t.Errorf("config.example.yaml does not list %s", key)
+		}
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	yaml := "listen: 127.0.0.1:9000\nlock:\n  default_ttl: 20s\n  default_wait: 5\nlog:\n  level: warn\n"
+	t.Setenv("MUTEXD_LOCK_DEFAULT_TTL", "45s")
+	t.Setenv("MUTEXD_LIMITS_MAX_KEYS", "1_000")
+	t.Setenv("MUTEXD_LISTEN", "127.0.0.1:9001")
+	c, err := load(t, yaml, "--log-level", "debug", "--listen", "127.0.0.1:9002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.Default()
+	want.Listen = "127.0.0.1:9002"          // flag beats env and file
+	want.Lock.DefaultTTL = 45 * time.Second // env beats file
+	want.Lock.DefaultWait = 5 * time.Second // file beats default; bare number = seconds
+	want.Log.Level = "debug"
+	want.Limits.MaxKeys = 1000
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestEnvOnlyValueIsRead(t *testing.T) {
+	t.Setenv("MUTEXD_METRICS_NAMESPACE_SEPARATOR", "/")
+	c, err := load(t, "")
+	if err != nil || c.Metrics.NamespaceSeparator != "/" {
+		t.Fatalf("got %q, %v; want /", c.Metrics.NamespaceSeparator, err)
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	tests := []struct {
+		name, yaml, env, wantKey string
+	}{
+		{"negative duration", "lock:\n  max_wait: -1s\n", "", "lock.max_wait"},
+		{"default ttl over max", "lock:\n  default_ttl: 2h\n", "", "lock.default_ttl"},
+		{"ttl below a second", "lock:\n  default_ttl: 10ms\n", "", "lock.default_ttl"},
+		{"unknown log level", "log:\n  level: loud\n", "", "log.level"},
+		{"unknown format", "log:\n  format: xml\n", "", "log.format"},
+		{"typo'd key", "lock:\n  default_tll: 5s\n", "", "lock.default_tll"},
+		{"unknown section", "lcok:\n  default_ttl: 5s\n", "", "lcok"},
+		{"bad duration", "shutdown_timeout: soon\n", "", "shutdown_timeout"},
+		{"bad number", "limits:\n  max_keys: many\n", "", "limits.max_keys"},
+		{"zero limit", "limits:\n  max_waiters: 0\n", "", "limits.max_waiters"},
+		{"bad listen", "listen: nowhere\n", "", "listen"},
+		{"metrics path clash", "metrics:\n  path: /v1/locks\n", "", "metrics.path"},
+		{"bad env", "", "MUTEXD_LOCK_MAX_TTL=forever", "lock.max_ttl"},
+		{"bad yaml", "lock: [\n", "", "mutexd.yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env != "" {
+				k, v, _ := strings.Cut(tt.env, "=")
+				t.Setenv(k, v)
+			}
+			_, err := load(t, tt.yaml)
+			if !errors.Is(err, config.ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tt.wantKey) || strings.Contains(msg, "\n") {
+				t.Fatalf("err = %q, want one line naming %s", msg, tt.wantKey)
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	config.AddFlags(fs)
+	_ = fs.Parse([]string{"--config", filepath.Join(t.TempDir(), "absent.yaml")})
+	if _, err := config.Load(fs); !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "absent.yaml") {
+		t.Fatalf("err = %v, want ErrInvalid naming the file", err)
+	}
+}

@@ -1,0 +1,228 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix prefixes every environment variable: lock.default_ttl is read
+// from MUTEXD_LOCK_DEFAULT_TTL.
+const EnvPrefix = "MUTEXD"
+
+// Flags are the command-line flags that override configuration keys.
+var flagKeys = map[string]string{
+	"listen":    "listen",
+	"log-level": "log.level",
+}
+
+// AddFlags defines --config and the flags that override keys on fs.
+func AddFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "path of a YAML configuration file")
+	fs.String("listen", "", "listen address host:port (key listen)")
+	fs.String("log-level", "", "debug, info, warn or error (key log.level)")
+}
+
+// Load builds the configuration from the defaults, the YAML file named by
+// the --config flag (if set), MUTEXD_* environment variables and the flags
+// defined by AddFlags that were set on fs (which may be nil). The result
+// is validated. Every error wraps ErrInvalid and names the key at fault.
+func Load(fs *pflag.FlagSet) (Config, error) {
+	v := viper.New()
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	fields := leaves(reflect.ValueOf(Default()), "")
+	for _, f := range fields {
+		v.SetDefault(f.key, f.def.Interface())
+	}
+	if fs != nil {
+		if path, _ := fs.GetString("config"); path != "" {
+			v.SetConfigFile(path)
+			v.SetConfigType("yaml")
+			if err := v.ReadInConfig(); err != nil {
+				return Config{}, fmt.Errorf("%w: %s: %s", ErrInvalid, path, oneLine(err))
+			}
+			if err := rejectUnknown(v, fields, path); err != nil {
+				return Config{}, err
+			}
+		}
+		for flag, key := range flagKeys {
+			if f := fs.Lookup(flag); f != nil && f.Changed {
+				v.Set(key, f.Value.String())
+			}
+		}
+	}
+	var c Config
+	dst := reflect.ValueOf(&c).Elem()
+	for _, f := range fields {
+		if err := set(dst.FieldByIndex(f.index), v.Get(f.key)); err != nil {
+			return Config{}, fmt.Errorf("%w: %s: %s", ErrInvalid, f.key, err)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Keys returns every configuration key, dotted, in definition order.
+func Keys() []string {
+	var keys []string
+	for _, f := range leaves(reflect.ValueOf(Default()), "") {
+		keys = append(keys, f.key)
+	}
+	return keys
+}
+
+type leaf struct {
+	key   string
+	index []int
+	def   reflect.Value
+}
+
+// leaves lists the non-struct fields of a config struct with their dotted keys.
+func leaves(v reflect.Value, prefix string) []leaf {
+	var out []leaf
+	t := v.Type()
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		key := prefix + sf.Tag.Get("mapstructure")
+		if sf.Type.Kind() == reflect.Struct {
+			for _, l := range leaves(v.Field(i), key+".") {
+				l.index = append([]int{i}, l.index...)
+				out = append(out, l)
+			}
+			continue
+		}
+		out = append(out, leaf{key: key, index: []int{i}, def: v.Field(i)})
+	}
+	return out
+}
+
+// rejectUnknown fails on a key in the file that Config does not have: a
+// typo must not silently leave a default in force.
+func rejectUnknown(v *viper.Viper, fields []leaf, path string) error {
+	known := map[string]bool{}
+	for _, f := range fields {
+		known[f.key] = true
+		for p := f.key; strings.Contains(p, "."); {
+			p = p[:strings.LastIndex(p, ".")]
+			known[p] = true
+		}
+	}
+	var unknown []string
+	for _, k := range v.AllKeys() {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return fmt.Errorf("%w: %s: unknown key %q", ErrInvalid, path, unknown[0])
+	}
+	return nil
+}
+
+// set converts a raw value from viper (YAML, environment string or flag
+// string) to the field's type. A duration is a Go duration string ("30s",
+// "1500ms") or a bare number of seconds.
+func set(dst reflect.Value, raw any) error {
+	switch dst.Interface().(type) {
+	case time.Duration:
+		d, err := parseDuration(raw)
+		if err != nil {
+			return err
+		}
+		dst.SetInt(int64(d))
+	case string:
+		switch s := raw.(type) {
+		case string:
+			dst.SetString(s)
+		case int, int64, float64, bool:
+			dst.SetString(fmt.Sprint(s))
+		default:
+			return fmt.Errorf("want a string, got %v", raw)
+		}
+	case int:
+		n, err := parseInt(raw)
+		if err != nil {
+			return err
+		}
+		dst.SetInt(int64(n))
+	case bool:
+		b, err := parseBool(raw)
+		if err != nil {
+			return err
+		}
+		dst.SetBool(b)
+	default:
+		return fmt.Errorf("unsupported type %s", dst.Type())
+	}
+	return nil
+}
+
+func parseDuration(raw any) (time.Duration, error) {
+	switch x := raw.(type) {
+	case time.Duration:
+		return x, nil
+	case int:
+		return time.Duration(x) * time.Second, nil
+	case int64:
+		return time.Duration(x) * time.Second, nil
+	case float64:
+		return time.Duration(x * float64(time.Second)), nil
+	case string:
+		s := strings.TrimSpace(x)
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return time.Duration(n) * time.Second, nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration such as 30s, 1500ms or 2m", x)
+		}
+		return d, nil
+	}
+	return 0, fmt.Errorf("%v is not a duration such as 30s, 1500ms or 2m", raw)
+}
+
+func parseInt(raw any) (int, error) {
+	switch x := raw.(type) {
+	case int:
+		return x, nil
+	case int64:
+		return int(x), nil
+	case float64:
+		if x == float64(int(x)) {
+			return int(x), nil
+		}
+	case string:
+		s := strings.ReplaceAll(strings.TrimSpace(x), "_", "")
+		if n, err := strconv.Atoi(s); err == nil {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("%v is not a whole number", raw)
+}
+
+func parseBool(raw any) (bool, error) {
+	switch x := raw.(type) {
+	case bool:
+		return x, nil
+	case string:
+		if b, err := strconv.ParseBool(strings.TrimSpace(x)); err == nil {
+			return b, nil
+		}
+	}
+	return false, fmt.Errorf("%v is not true or false", raw)
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
