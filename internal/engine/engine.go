@@ -38,7 +38,7 @@ type Engine struct {
 type shard struct {
 	mu       sync.Mutex // guards the following
 	keys     map[string]*keyState
-	expiries leaseHeap             // keys whose holder has a deadline, by deadline
+	expiries leaseHeap              // keys whose holder has a deadline, by deadline
 	waiting  map[*keyState]struct{} // keys with at least one waiter
 	timer    Timer                  // fires at timerAt to expire leases
 	timerAt  time.Time              // zero when the timer is not armed

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// run executes the command line args and returns the error to exit with.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil && isFlagError(err) {
+		return usageError{err: err}
+	}
+	return err
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	serve := newServeCmd(stderr)
+	root := &cobra.Command{
+		Use:           "mutexd",
+		Short:         "A lock server: keyed FIFO leases over HTTP",
+		Long:          "mutexd is a lock server: keyed, strictly FIFO, leased locks over a plain HTTP JSON API.\nWith no subcommand it serves (same as \"mutexd serve\").",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE:          serve.RunE,
+	}
+	root.Flags().AddFlagSet(serve.Flags())
+	root.AddCommand(serve, newVersionCmd(stdout))
+	return root
+}
+
+// isFlagError reports errors cobra raises for bad flags or arguments.
+func isFlagError(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"unknown flag", "unknown shorthand", "flag needs an argument", "invalid argument", "unknown command", "accepts ", "requires at least", "requires at most", "arg(s)"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mutexd/mutexd/internal/config"
+	"github.com/mutexd/mutexd/internal/server"
+)
+
+func newServeCmd(stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the lock server (the default)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cmd.Flags())
+			if err != nil {
+				return usageError{err: err}
+			}
+			log := newLogger(stderr, cfg.Log)
+			srv, err := server.New(cfg, version, log)
+			if errors.Is(err, config.ErrInvalid) {
+				return usageError{err: err}
+			} else if err != nil {
+				return err
+			}
+			return srv.Run(cmd.Context())
+		},
+	}
+	config.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,411 @@
+// Package api is mutexd's HTTP JSON API v1 over a Locker. Handlers are thin:
+// parse and validate parameters, make one Locker call, encode the result.
+// Every error, from the engine or from validation, becomes a JSON
+// {"error","message"} body in one place (handleError).
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// Locker is the lock engine as the API needs it.
+type Locker interface {
+	Acquire(ctx context.Context, key string, o engine.AcquireOptions) (engine.Grant, error)
+	Release(key string, token engine.Token, failed bool) (engine.Ended, error)
+	Renew(key string, token engine.Token, ttl time.Duration) (engine.Renewal, error)
+	ForceRelease(key string) (engine.Ended, error)
+	Inspect(key string, maxQueue int) engine.KeyInfo
+	List(prefix, after string, limit int) ([]engine.KeySummary, string)
+}
+
+var _ Locker = (*engine.Engine)(nil)
+
+// RouteObserver records the requests of one route and method.
+type RouteObserver interface {
+	Observe(code int, d time.Duration)
+}
+
+// Observer hands out one RouteObserver per route template and method.
+type Observer interface {
+	Route(route, method string) RouteObserver
+}
+
+// Bounds are the limits acquire and renew parameters must respect.
+type Bounds struct {
+	DefaultTTL  time.Duration
+	MinTTL      time.Duration
+	MaxTTL      time.Duration
+	DefaultWait time.Duration
+	MaxWait     time.Duration
+}
+
+// Options configure a Server.
+type Options struct {
+	Locker Locker
+	Bounds Bounds
+	// Observer records HTTP metrics; nil records none.
+	Observer Observer
+	// Metrics serves MetricsPath when both are set.
+	Metrics     http.Handler
+	MetricsPath string
+	Logger      *slog.Logger
+}
+
+// Server is the HTTP API. It is an http.Handler.
+type Server struct {
+	echo     *echo.Echo
+	locker   Locker
+	bounds   Bounds
+	log      *slog.Logger
+	ready    atomic.Bool
+	idPrefix string
+	idSeq    atomic.Uint64
+}
+
+// errNotReady refuses acquires while the server is not ready.
+var errNotReady = errors.New("server not ready")
+
+// New builds the API. It starts not ready: call SetReady(true) once the
+// listener is up.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	var seed [4]byte
+	rand.Read(seed[:])
+	s := &Server{echo: echo.New(), locker: o.Locker, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-"}
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+
+	type route struct {
+		method, path string
+		h            echo.HandlerFunc
+	}
+	routes := []route{
+		{http.MethodPost, "/v1/locks/:key/acquire", s.acquire},
+		{http.MethodPost, "/v1/locks/:key/release", s.release},
+		{http.MethodPost, "/v1/locks/:key/renew", s.renew},
+		{http.MethodGet, "/v1/locks/:key", s.inspect},
+		{http.MethodDelete, "/v1/locks/:key", s.forceRelease},
+		{http.MethodGet, "/v1/locks", s.list},
+		{http.MethodGet, "/healthz", s.healthz},
+		{http.MethodGet, "/readyz", s.readyz},
+	}
+	if o.Metrics != nil && o.MetricsPath != "" {
+		routes = append(routes, route{http.MethodGet, o.MetricsPath, echo.WrapHandler(o.Metrics)})
+	}
+	observers := map[routeKey]RouteObserver{}
+	var unmatched RouteObserver
+	if o.Observer != nil {
+		for _, r := range routes {
+			observers[routeKey{r.path, r.method}] = o.Observer.Route(r.path, r.method)
+		}
+		unmatched = o.Observer.Route("unmatched", "any")
+	}
+	e.Use(s.requestID, instrument(observers, unmatched), s.recoverPanic)
+	for _, r := range routes {
+		e.Add(r.method, r.path, r.h)
+	}
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// SetReady switches /readyz and acquires on or off.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+type routeKey struct{ path, method string }
+
+// requestID echoes a sane X-Request-Id or assigns one.
+func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if id == "" || len(id) > 128 || !printable(id) {
+			id = s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
+		}
+		c.Response().Header()[echo.HeaderXRequestID] = []string{id}
+		return next(c)
+	}
+}
+
+// instrument records each request's status and latency by route template.
+func instrument(observers map[routeKey]RouteObserver, unmatched RouteObserver) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		if unmatched == nil {
+			return next
+		}
+		return func(c echo.Context) error {
+			start := time.Now()
+			if err := next(c); err != nil {
+				c.Error(err)
+			}
+			o, ok := observers[routeKey{c.Path(), c.Request().Method}]
+			if !ok {
+				o = unmatched
+			}
+			o.Observe(c.Response().Status, time.Since(start))
+			return nil
+		}
+	}
+}
+
+// recoverPanic turns a handler panic into a logged JSON 500. The engine
+// never panics with a shard locked on a request's behalf, so it stays
+// consistent.
+func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				err = fmt.Errorf("panic in handler: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (s *Server) acquire(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	r := c.Request()
+	p, err := parseParams(r, pTTL, pWait, pOwner, pOnError)
+	if err != nil {
+		return err
+	}
+	o, err := s.acquireOptions(&p, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	if !s.ready.Load() {
+		return errNotReady
+	}
+	g, err := s.locker.Acquire(r.Context(), key, o)
+	if err != nil {
+		return err
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendGrant(*buf, g)
+	return writeJSON(c, http.StatusOK, *buf)
+}
+
+func (s *Server) acquireOptions(p *params, remote string) (engine.AcquireOptions, error) {
+	b := s.bounds
+	o := engine.AcquireOptions{Owner: remote}
+	var err error
+	if o.TTL, err = durationParam(p, pTTL, b.DefaultTTL, b.MinTTL, b.MaxTTL, "invalid_ttl"); err != nil {
+		return o, err
+	}
+	if o.Wait, err = durationParam(p, pWait, b.DefaultWait, 0, b.MaxWait, "invalid_wait"); err != nil {
+		return o, err
+	}
+	if owner, ok := p.get(pOwner); ok {
+		if err := validOwner(owner); err != nil {
+			return o, err
+		}
+		o.Owner = owner
+	}
+	switch v, _ := p.get(pOnError); v {
+	case "", "continue":
+	case "stop":
+		o.OnError = engine.OnErrorStop
+	default:
+		return o, badRequest("invalid_on_error", "on_error must be continue or stop; got %q.", clip(v))
+	}
+	return o, nil
+}
+
+// leaseToken reads the required token. A malformed token cannot be the live
+// lease, so it is answered like any other wrong token.
+func leaseToken(p *params) (engine.Token, error) {
+	s, _ := p.get(pToken)
+	if s == "" {
+		return engine.Token{}, badRequest("missing_token", "token is required: the token returned by acquire.")
+	}
+	t, ok := engine.ParseToken(s)
+	if !ok {
+		return engine.Token{}, engine.ErrNotHolder
+	}
+	return t, nil
+}
+
+func (s *Server) release(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	p, err := parseParams(c.Request(), pToken, pOutcome)
+	if err != nil {
+		return err
+	}
+	var failed bool
+	switch v, _ := p.get(pOutcome); v {
+	case "", "ok":
+	case "failed":
+		failed = true
+	default:
+		return badRequest("invalid_outcome", "outcome must be ok or failed; got %q.", clip(v))
+	}
+	token, err := leaseToken(&p)
+	if err != nil {
+		return err
+	}
+	ended, err := s.locker.Release(key, token, failed)
+	if err != nil {
+		return err
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendReleased(*buf, key, ended)
+	return writeJSON(c, http.StatusOK, *buf)
+}
+
+func (s *Server) renew(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	p, err := parseParams(c.Request(), pToken, pTTL)
+	if err != nil {
+		return err
+	}
+	ttl, err := durationParam(&p, pTTL, 0, s.bounds.MinTTL, s.bounds.MaxTTL, "invalid_ttl")
+	if err != nil {
+		return err
+	}
+	token, err := leaseToken(&p)
+	if err != nil {
+		return err
+	}
+	r, err := s.locker.Renew(key, token, ttl)
+	if err != nil {
+		return err
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendRenewal(*buf, key, r)
+	return writeJSON(c, http.StatusOK, *buf)
+}
+
+type holderJSON struct {
+	Owner      string `json:"owner"`
+	Fence      uint64 `json:"fence"`
+	AcquiredAt string `json:"acquired_at"`
+	ExpiresAt  string `json:"expires_at"`
+	OnError    string `json:"on_error"`
+}
+
+type waiterJSON struct {
+	Owner        string `json:"owner"`
+	WaitingSince string `json:"waiting_since"`
+}
+
+type keyJSON struct {
+	Key     string       `json:"key"`
+	Held    bool         `json:"held"`
+	Holder  *holderJSON  `json:"holder"`
+	Waiters int          `json:"waiters"`
+	Queue   []waiterJSON `json:"queue"`
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+func (s *Server) inspect(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	if _, err := parseParams(c.Request()); err != nil {
+		return err
+	}
+	info := s.locker.Inspect(key, MaxQueueShown)
+	out := keyJSON{Key: key, Held: info.Held, Waiters: info.Waiters, Queue: make([]waiterJSON, len(info.Queue))}
+	if info.Held {
+		h := info.Holder
+		out.Holder = &holderJSON{Owner: h.Owner, Fence: h.Fence, AcquiredAt: formatTime(h.AcquiredAt), ExpiresAt: formatTime(h.ExpiresAt), OnError: h.OnError.String()}
+	}
+	for i, w := range info.Queue {
+		out.Queue[i] = waiterJSON{Owner: w.Owner, WaitingSince: formatTime(w.WaitingSince)}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+type summaryJSON struct {
+	Key     string `json:"key"`
+	Held    bool   `json:"held"`
+	Owner   string `json:"owner"`
+	Waiters int    `json:"waiters"`
+}
+
+type listJSON struct {
+	Locks []summaryJSON `json:"locks"`
+	Next  string        `json:"next"`
+}
+
+func (s *Server) list(c echo.Context) error {
+	p, err := parseParams(c.Request(), pPrefix, pLimit, pAfter)
+	if err != nil {
+		return err
+	}
+	limit := DefaultLimit
+	if v, ok := p.get(pLimit); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxLimit {
+			return badRequest("invalid_limit", "limit must be a whole number from 1 to %d; got %q.", MaxLimit, clip(v))
+		}
+		limit = n
+	}
+	prefix, _ := p.get(pPrefix)
+	after, _ := p.get(pAfter)
+	rows, next := s.locker.List(prefix, after, limit)
+	out := listJSON{Locks: make([]summaryJSON, len(rows)), Next: next}
+	for i, r := range rows {
+		out.Locks[i] = summaryJSON{Key: r.Key, Held: r.Held, Owner: r.Owner, Waiters: r.Waiters}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) forceRelease(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	if _, err := parseParams(c.Request()); err != nil {
+		return err
+	}
+	ended, err := s.locker.ForceRelease(key)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"key": key, "released": true, "fence": ended.Fence, "held_ms": ended.Held.Milliseconds()})
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if !s.ready.Load() {
+		return errNotReady
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}

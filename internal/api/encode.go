@@ -1,0 +1,155 @@
+package api
+
+import (
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// The hot responses (acquire, release, renew, errors) are encoded by hand:
+// their shapes are fixed and small, and encoding/json's reflection and
+// allocations would cost more than the lock itself.
+
+// TimeFormat is RFC 3339 with milliseconds; times are always UTC.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBuf() *[]byte { b := bufPool.Get().(*[]byte); *b = (*b)[:0]; return b }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		bufPool.Put(b)
+	}
+}
+
+var jsonContentType = []string{echo.MIMEApplicationJSON}
+
+// writeJSON writes an already encoded JSON body.
+func writeJSON(c echo.Context, status int, body []byte) error {
+	r := c.Response()
+	r.Header()[echo.HeaderContentType] = jsonContentType
+	r.WriteHeader(status)
+	_, err := r.Write(body)
+	return err
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, TimeFormat)
+	return append(b, '"')
+}
+
+func appendMillis(b []byte, d time.Duration) []byte {
+	return strconv.AppendInt(b, d.Milliseconds(), 10)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD;
+// <, > and & are escaped so a body is safe to embed in HTML.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendGrant encodes an acquire's 200 body.
+func appendGrant(b []byte, g engine.Grant) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, g.Key)
+	b = append(b, `,"token":"`...)
+	b = g.Token.AppendHex(b)
+	b = append(b, `","fence":`...)
+	b = strconv.AppendUint(b, g.Fence, 10)
+	b = append(b, `,"owner":`...)
+	b = appendString(b, g.Owner)
+	b = append(b, `,"ttl_ms":`...)
+	b = appendMillis(b, g.TTL)
+	b = append(b, `,"expires_at":`...)
+	b = appendTime(b, g.ExpiresAt)
+	b = append(b, `,"waited_ms":`...)
+	b = appendMillis(b, g.Waited)
+	b = append(b, `,"previous":`...)
+	if g.Previous.Outcome == engine.OutcomeNone {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, `{"fence":`...)
+		b = strconv.AppendUint(b, g.Previous.Fence, 10)
+		b = append(b, `,"outcome":"`...)
+		b = append(b, g.Previous.Outcome.String()...)
+		b = append(b, `"}`...)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendReleased encodes a release's 200 body.
+func appendReleased(b []byte, key string, e engine.Ended) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, key)
+	b = append(b, `,"fence":`...)
+	b = strconv.AppendUint(b, e.Fence, 10)
+	b = append(b, `,"released":true,"held_ms":`...)
+	b = appendMillis(b, e.Held)
+	return append(b, "}\n"...)
+}
+
+// appendRenewal encodes a renew's 200 body.
+func appendRenewal(b []byte, key string, r engine.Renewal) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, key)
+	b = append(b, `,"fence":`...)
+	b = strconv.AppendUint(b, r.Fence, 10)
+	b = append(b, `,"ttl_ms":`...)
+	b = appendMillis(b, r.TTL)
+	b = append(b, `,"expires_at":`...)
+	b = appendTime(b, r.ExpiresAt)
+	return append(b, "}\n"...)
+}

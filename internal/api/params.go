@@ -1,0 +1,243 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Limits of user input.
+const (
+	MaxKeyBytes   = 256
+	MaxOwnerBytes = 128
+	MaxBodyBytes  = 64 << 10
+	MaxQueueShown = 100
+	DefaultLimit  = 100
+	MaxLimit      = 1000
+)
+
+// params are a request's parameters, from the query string and from a JSON
+// body (which wins where both name one). Only the names in the route's
+// allowed set are accepted: a typo is an error, not a silent default.
+type params struct {
+	vals [numParams]string
+	set  [numParams]bool
+}
+
+type param uint8
+
+const (
+	pTTL param = iota
+	pWait
+	pOwner
+	pOnError
+	pToken
+	pOutcome
+	pPrefix
+	pLimit
+	pAfter
+	numParams
+)
+
+var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after"}
+
+func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
+
+// parseParams reads the query string and, for requests with a body, a JSON
+// object, accepting only the parameters in allowed.
+func parseParams(r *http.Request, allowed ...param) (params, error) {
+	var p params
+	if r.URL.RawQuery != "" {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return p, badRequest("invalid_query", "The query string is malformed: %s.", err)
+		}
+		for name, vs := range q {
+			k, ok := lookupParam(name, allowed)
+			if !ok {
+				return p, unknownParam(name, allowed)
+			}
+			p.vals[k], p.set[k] = vs[len(vs)-1], true
+		}
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return p, nil
+	}
+	if r.ContentLength > MaxBodyBytes {
+		return p, echo.ErrStatusRequestEntityTooLarge
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if err != nil {
+		return p, badRequest("invalid_body", "The request body could not be read.")
+	}
+	if len(raw) > MaxBodyBytes {
+		return p, echo.ErrStatusRequestEntityTooLarge
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return p, nil
+	}
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return p, badRequest("invalid_body", "The request body must be a JSON object of parameters.")
+	}
+	for name, v := range body {
+		k, ok := lookupParam(name, allowed)
+		if !ok {
+			return p, unknownParam(name, allowed)
+		}
+		s, err := scalar(v)
+		if err != nil {
+			return p, badRequest("invalid_body", "Parameter %q must be a string or a number.", name)
+		}
+		p.vals[k], p.set[k] = s, true
+	}
+	return p, nil
+}
+
+// scalar returns a JSON string's text or a JSON number's digits.
+func scalar(v json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(v, &s); err == nil {
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(v, &n); err != nil {
+		return "", err
+	}
+	return n.String(), nil
+}
+
+func lookupParam(name string, allowed []param) (param, bool) {
+	for _, k := range allowed {
+		if paramNames[k] == name {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+func unknownParam(name string, allowed []param) error {
+	names := make([]string, len(allowed))
+	for i, k := range allowed {
+		names[i] = paramNames[k]
+	}
+	if len(name) > 64 {
+		name = name[:64] + "..."
+	}
+	return badRequest("invalid_parameter", "Unknown parameter %q; this call takes %s.", strings.ToValidUTF8(name, "?"), strings.Join(names, ", "))
+}
+
+// pathKey returns the route's {key} segment, unescaped and validated.
+func pathKey(c echo.Context) (string, error) {
+	key := c.Param("key")
+	if c.Request().URL.RawPath != "" {
+		// echo routed on the escaped path, so the segment is still escaped.
+		k, err := url.PathUnescape(key)
+		if err != nil {
+			return "", badRequest("invalid_key", "The key is not a valid URL-escaped path segment.")
+		}
+		key = k
+	}
+	if err := validKey(key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// validKey checks a key: 1 to 256 bytes of UTF-8 without control characters.
+func validKey(key string) error {
+	if len(key) == 0 || len(key) > MaxKeyBytes {
+		return badRequest("invalid_key", "A key is 1 to %d bytes; got %d.", MaxKeyBytes, len(key))
+	}
+	if !printable(key) {
+		return badRequest("invalid_key", "A key must be valid UTF-8 without control characters.")
+	}
+	return nil
+}
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= utf8.RuneSelf {
+			return printableSlow(s[i:])
+		} else if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func printableSlow(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func validOwner(owner string) error {
+	if len(owner) > MaxOwnerBytes || !printable(owner) {
+		return badRequest("invalid_owner", "owner is at most %d bytes of UTF-8 without control characters.", MaxOwnerBytes)
+	}
+	return nil
+}
+
+// parseDuration reads a Go duration ("30s", "1500ms", "2m") or a bare whole
+// number of seconds.
+func parseDuration(s string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < 0 || n > int64(1<<62/time.Second) {
+			return 0, errors.New("out of range")
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// durationParam reads an optional duration parameter within [lo, hi].
+func durationParam(p *params, k param, def, lo, hi time.Duration, code string) (time.Duration, error) {
+	s, ok := p.get(k)
+	if !ok {
+		return def, nil
+	}
+	d, err := parseDuration(s)
+	if err != nil || d < lo || d > hi {
+		return 0, badRequest(code, "%s must be a duration from %s to %s (such as 30s, 1500ms, 2m, or whole seconds); got %q.",
+			paramNames[k], fmtDuration(lo), fmtDuration(hi), clip(s))
+	}
+	return d, nil
+}
+
+// fmtDuration prints whole units without trailing zero parts ("1h", not "1h0m0s").
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	for _, suffix := range []string{"0s", "0m"} {
+		if len(s) > len(suffix) && strings.HasSuffix(s, suffix) && (strings.HasSuffix(s, "m0s") || strings.HasSuffix(s, "h0m")) {
+			s = strings.TrimSuffix(s, suffix)
+		}
+	}
+	return s
+}
+
+// clip shortens user input quoted back in an error message.
+func clip(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// eventLog logs one line per lease that ends in failure or expiry (and per
+// force-release). The engine calls OnEvent with a shard locked, so lines
+// are queued and written by one goroutine; when the queue is full (an
+// expiry storm) lines are dropped and counted rather than slowing grants.
+type eventLog struct {
+	log     *slog.Logger
+	ch      chan engine.Event
+	done    chan struct{}
+	dropped atomic.Int64
+	once    sync.Once
+}
+
+const eventLogQueue = 4096
+
+func newEventLog(log *slog.Logger) *eventLog {
+	return &eventLog{log: log, ch: make(chan engine.Event, eventLogQueue), done: make(chan struct{})}
+}
+
+// OnEvent queues the events worth a log line.
+func (l *eventLog) OnEvent(ev engine.Event) {
+	if ev.Type != engine.EventEnded || ev.Outcome == engine.OutcomeReleased {
+		return
+	}
+	select {
+	case l.ch <- ev:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// start runs the writer until stop is called. ch is never closed, since
+// the engine may still report a release after shutdown; the writer drains
+// what is queued when stopped.
+func (l *eventLog) start(wg *sync.WaitGroup) {
+	wg.Go(func() {
+		for {
+			select {
+			case ev := <-l.ch:
+				l.write(ev)
+			case <-l.done:
+				for {
+					select {
+					case ev := <-l.ch:
+						l.write(ev)
+					default:
+						l.write(engine.Event{}) // reports drops, if any
+						return
+					}
+				}
+			}
+		}
+	})
+}
+
+// stop ends the writer once it has written what is queued.
+func (l *eventLog) stop() { l.once.Do(func() { close(l.done) }) }
+
+func (l *eventLog) write(ev engine.Event) {
+	if n := l.dropped.Swap(0); n > 0 {
+		l.log.Warn("lease-end log lines dropped under load", "dropped", n)
+	}
+	if ev.Type == 0 {
+		return
+	}
+	level := slog.LevelWarn
+	msg := "lease expired"
+	switch ev.Outcome {
+	case engine.OutcomeFailed:
+		msg = "lease released as failed"
+	case engine.OutcomeForced:
+		msg, level = "lease force-released", slog.LevelInfo
+	}
+	l.log.Log(context.Background(), level, msg, "key", ev.Key, "owner", ev.Owner, "fence", ev.Fence,
+		"held_ms", ev.Held.Milliseconds(), "on_error", ev.OnError.String())
+}
