@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// defaultAddr is the server address the client commands use by default.
+const defaultAddr = "http://127.0.0.1:7070"
+
+// serverAddr returns --addr, else MUTEXD_ADDR, else the default, as a base URL.
+func serverAddr(cmd *cobra.Command) string {
+	addr, _ := cmd.Flags().GetString("addr")
+	if addr == "" {
+		addr = os.Getenv("MUTEXD_ADDR")
+	}
+	if addr == "" {
+		addr = defaultAddr
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return strings.TrimRight(addr, "/")
+}
+
+func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "healthcheck",
+		Short: "Exit 0 when the server's /readyz answers 200 (for container HEALTHCHECKs)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			timeout, _ := cmd.Flags().GetDuration("timeout")
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			url := serverAddr(cmd) + "/readyz"
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return usageError{err: fmt.Errorf("healthcheck: %w", err)}
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("healthcheck: %s unreachable: %w", url, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("healthcheck: %s answered %s", url, resp.Status)
+			}
+			fmt.Fprintln(stdout, "ready")
+			return nil
+		},
+	}
+	cmd.Flags().String("addr", "", "server address (default $MUTEXD_ADDR or "+defaultAddr+")")
+	cmd.Flags().Duration("timeout", 3*time.Second, "give up after this long")
+	return cmd
+}
