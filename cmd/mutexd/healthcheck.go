@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -15,11 +16,16 @@ import (
 // defaultAddr is the server address the client commands use by default.
 const defaultAddr = "http://127.0.0.1:7070"
 
-// serverAddr returns --addr, else MUTEXD_ADDR, else the default, as a base URL.
+// serverAddr returns --addr, else MUTEXD_ADDR, else the address the daemon
+// listens on according to MUTEXD_LISTEN (so a container that moves the
+// daemon to another port still finds it), else the default, as a base URL.
 func serverAddr(cmd *cobra.Command) string {
 	addr, _ := cmd.Flags().GetString("addr")
 	if addr == "" {
 		addr = os.Getenv("MUTEXD_ADDR")
+	}
+	if addr == "" {
+		addr = listenURL(os.Getenv("MUTEXD_LISTEN"))
 	}
 	if addr == "" {
 		addr = defaultAddr
@@ -28,6 +34,23 @@ func serverAddr(cmd *cobra.Command) string {
 		addr = "http://" + addr
 	}
 	return strings.TrimRight(addr, "/")
+}
+
+// listenURL turns a listen address (host:port) into the URL a local client
+// reaches it at: a wildcard host becomes loopback. It returns "" for an
+// empty or malformed address.
+func listenURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "" {
+		return ""
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
@@ -56,7 +79,7 @@ func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().String("addr", "", "server address (default $MUTEXD_ADDR or "+defaultAddr+")")
+	cmd.Flags().String("addr", "", "server address (default $MUTEXD_ADDR, else derived from $MUTEXD_LISTEN, else "+defaultAddr+")")
 	cmd.Flags().Duration("timeout", 3*time.Second, "give up after this long")
 	return cmd
 }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+
+	"github.com/mutexd/mutexd/internal/config"
+	"github.com/mutexd/mutexd/internal/server"
+)
+
+func TestListenURL(t *testing.T) {
+	for _, tc := range []struct{ listen, want string }{
+		{"0.0.0.0:7070", "http://127.0.0.1:7070"},
+		{":8080", "http://127.0.0.1:8080"},
+		{"[::]:9000", "http://[::1]:9000"},
+		{"127.0.0.1:7071", "http://127.0.0.1:7071"},
+		{"10.1.2.3:7070", "http://10.1.2.3:7070"},
+		{"", ""},
+		{"7070", ""},
+		{"host:", ""},
+	} {
+		if got := listenURL(tc.listen); got != tc.want {
+			t.Errorf("listenURL(%q) = %q, want %q", tc.listen, got, tc.want)
+		}
+	}
+}
+
+// TestHealthcheckFollowsListen runs a real daemon on a free port and checks
+// that healthcheck finds it through MUTEXD_LISTEN alone (the container case:
+// MUTEXD_LISTEN=0.0.0.0:PORT), and that --addr and MUTEXD_ADDR still win.
+func TestHealthcheckFollowsListen(t *testing.T) {
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	srv, err := server.New(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	_, port, _ := net.SplitHostPort(srv.Addr().String())
+	dead := deadAddr(t)
+
+	for _, tc := range []struct {
+		name        string
+		listen, env string
+		args        []string
+		wantErr     bool
+	}{
+		{name: "listen wildcard", listen: "0.0.0.0:" + port},
+		{name: "listen empty host", listen: ":" + port},
+		{name: "MUTEXD_ADDR wins", listen: "0.0.0.0:" + port, env: dead, wantErr: true},
+		{name: "--addr wins", listen: "0.0.0.0:" + port, env: dead, args: []string{"--addr", srv.Addr().String()}},
+		{name: "--addr unreachable", listen: "0.0.0.0:" + port, args: []string{"--addr", dead}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("MUTEXD_LISTEN", tc.listen)
+			t.Setenv("MUTEXD_ADDR", tc.env)
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), append([]string{"healthcheck", "--timeout", "5s"}, tc.args...), &stdout, &stderr)
+			if gotErr := err != nil; gotErr != tc.wantErr {
+				t.Fatalf("healthcheck error = %v, want error %v (stdout %q)", err, tc.wantErr, stdout.String())
+			}
+			if !tc.wantErr && stdout.String() != "ready\n" {
+				t.Errorf("stdout = %q, want %q", stdout.String(), "ready\n")
+			}
+		})
+	}
+}
+
+// deadAddr returns an address on which nothing listens.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
