@@ -1,0 +1,57 @@
+package api
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// FuzzAppendString checks the hand-rolled JSON string encoder: its output
+// is always valid JSON that decodes back to the input (with invalid UTF-8
+// replaced), and never contains a raw <, > or &.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", `q"uote\`, "ctl\x00\x1f\n\t\r", "<img src=x onerror=alert(1)>", "café ☕", "\xff\xfe", "\u2028\u2029"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := appendString(nil, s)
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("appendString(%q) = %s: invalid JSON: %v", s, b, err)
+		}
+		if want := strings.ToValidUTF8(s, "\ufffd"); utf8.ValidString(s) && got != want {
+			t.Fatalf("round trip of %q gave %q", s, got)
+		}
+		if strings.ContainsAny(string(b), "<>&") {
+			t.Fatalf("appendString(%q) = %s: unescaped HTML character", s, b)
+		}
+	})
+}
+
+func TestAppendGrantMatchesEncodingJSON(t *testing.T) {
+	g := engine.Grant{
+		Key: `we"ird<key>`, Fence: 1795687745297011, Owner: "w\n1", TTL: 1500 * time.Millisecond,
+		ExpiresAt: time.Date(2026, 11, 26, 10, 9, 15, 297_600_000, time.FixedZone("X", 3600)),
+		Waited:    2500 * time.Microsecond,
+		Previous:  engine.Previous{Fence: 7, Outcome: engine.OutcomeExpired},
+	}
+	g.Token[0] = 0xab
+	var got map[string]any
+	if err := json.Unmarshal(appendGrant(nil, g), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"key": `we"ird<key>`, "token": "ab000000000000000000000000000000", "fence": 1795687745297011.0,
+		"owner": "w\n1", "ttl_ms": 1500.0, "expires_at": "2026-11-26T09:09:15.297Z", "waited_ms": 2.0,
+		"previous": map[string]any{"fence": 7.0, "outcome": "expired"},
+	}
+	gotJSON, _ := json.Marshal(got)
+	wantJSON, _ := json.Marshal(want)
+	if string(gotJSON) != string(wantJSON) {
+		t.Fatalf("appendGrant:\n got %s\nwant %s", gotJSON, wantJSON)
+	}
+}
