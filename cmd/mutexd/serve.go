@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -28,11 +32,39 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 			} else if err != nil {
 				return err
 			}
+			stop := reloadOnHangup(cmd.Context(), srv)
+			defer stop()
 			return srv.Run(cmd.Context())
 		},
 	}
 	config.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// reloadOnHangup calls srv.Reload on every SIGHUP (tokens file, TLS
+// certificate) until ctx ends or the returned stop is called; stop waits
+// for the watcher to exit.
+func reloadOnHangup(ctx context.Context, srv *server.Server) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-hup:
+				_ = srv.Reload() // logged by Reload; the old settings stay
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
 }
 
 func newLogger(w io.Writer, c config.Log) *slog.Logger {

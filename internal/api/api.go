@@ -13,11 +13,13 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/engine"
 )
 
@@ -61,7 +63,11 @@ type Options struct {
 	// Metrics serves MetricsPath when both are set.
 	Metrics     http.Handler
 	MetricsPath string
-	Logger      *slog.Logger
+	// MetricsNeedToken makes MetricsPath need a client token.
+	MetricsNeedToken bool
+	// Auth decides who may call what; nil allows everyone.
+	Auth   *auth.Guard
+	Logger *slog.Logger
 }
 
 // Server is the HTTP API. It is an http.Handler.
@@ -73,6 +79,10 @@ type Server struct {
 	ready    atomic.Bool
 	idPrefix string
 	idSeq    atomic.Uint64
+
+	auth         *auth.Guard
+	metricsPath  string
+	metricsLevel auth.Level
 }
 
 // errNotReady refuses acquires while the server is not ready.
@@ -86,7 +96,14 @@ func New(o Options) *Server {
 	}
 	var seed [4]byte
 	rand.Read(seed[:])
-	s := &Server{echo: echo.New(), locker: o.Locker, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-"}
+	s := &Server{echo: echo.New(), locker: o.Locker, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
+		auth: o.Auth, metricsPath: o.MetricsPath}
+	if s.auth == nil {
+		s.auth = &auth.Guard{}
+	}
+	if o.MetricsNeedToken {
+		s.metricsLevel = auth.Client
+	}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -116,7 +133,7 @@ func New(o Options) *Server {
 		}
 		unmatched = o.Observer.Route("unmatched", "any")
 	}
-	e.Use(s.requestID, instrument(observers, unmatched), s.recoverPanic)
+	e.Use(s.requestID, instrument(observers, unmatched), s.recoverPanic, s.authorize)
 	for _, r := range routes {
 		e.Add(r.method, r.path, r.h)
 	}
@@ -162,6 +179,36 @@ func instrument(observers map[routeKey]RouteObserver, unmatched RouteObserver) e
 			return nil
 		}
 	}
+}
+
+// authorize lets a request through when its token suffices for its route:
+// force-release and listing need an admin token (keys may carry user ids),
+// every other /v1 call (unknown ones too, so routes cannot be probed) a
+// client token; health, readiness and, unless configured otherwise,
+// metrics need none.
+func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if t := s.auth.Tokens(); t.Enabled() {
+			if err := t.Check(c.Request().Header.Get(echo.HeaderAuthorization), s.level(c)); err != nil {
+				return err
+			}
+		}
+		return next(c)
+	}
+}
+
+// level is the auth.Level the request's route needs.
+func (s *Server) level(c echo.Context) auth.Level {
+	r := c.Request()
+	switch p := c.Path(); {
+	case r.Method == http.MethodGet && p == "/v1/locks", r.Method == http.MethodDelete && p == "/v1/locks/:key":
+		return auth.Admin
+	case r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/"):
+		return auth.Client
+	case p == s.metricsPath && s.metricsPath != "":
+		return s.metricsLevel
+	}
+	return auth.Public
 }
 
 // recoverPanic turns a handler panic into a logged JSON 500. The engine

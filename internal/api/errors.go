@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/engine"
 )
 
@@ -21,6 +22,8 @@ type Error struct {
 	Waiters *int
 	// RetryAfter, when positive, is sent as a Retry-After header in seconds.
 	RetryAfter int
+	// Challenge, when set, is sent as the WWW-Authenticate header (401).
+	Challenge string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -57,6 +60,10 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_keys", Message: "Too many keys are active; retry later.", RetryAfter: 1}
 	case errors.Is(err, engine.ErrUnavailable), errors.Is(err, errNotReady):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "The server is not accepting acquires right now; retry shortly.", RetryAfter: 1}
+	case errors.Is(err, auth.ErrUnauthorized):
+		return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "A valid bearer token is required: send Authorization: Bearer <token>.", Challenge: "Bearer"}
+	case errors.Is(err, auth.ErrForbidden):
+		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: "This call needs an admin token (auth.admin_tokens)."}
 	case errors.Is(err, engine.ErrCancelled):
 		return &Error{Status: statusClientClosed, Code: "cancelled", Message: "The client went away while waiting."}
 	case errors.As(err, &he):
@@ -94,6 +101,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if ae.Status == statusClientClosed {
 		c.Response().Status = ae.Status // recorded in metrics; nothing is written
 		return
+	}
+	if ae.Challenge != "" {
+		c.Response().Header().Set("WWW-Authenticate", ae.Challenge)
 	}
 	if ae.RetryAfter > 0 {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))

@@ -10,6 +10,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/mutexd/mutexd/internal/auth"
 )
 
 // Config is the daemon's whole configuration.
@@ -22,6 +24,7 @@ type Config struct {
 	Lock            Lock          `mapstructure:"lock"`
 	Limits          Limits        `mapstructure:"limits"`
 	Metrics         Metrics       `mapstructure:"metrics"`
+	Auth            Auth          `mapstructure:"auth"`
 }
 
 // Log configures logging.
@@ -56,6 +59,25 @@ type Metrics struct {
 	// MaxNamespaces caps the namespace label's distinct values; further
 	// namespaces are counted as "_other".
 	MaxNamespaces int `mapstructure:"max_namespaces"`
+	// RequireAuth makes Path need a bearer token like the /v1 calls.
+	RequireAuth bool `mapstructure:"require_auth"`
+}
+
+// Auth configures bearer-token authentication. With no tokens at all every
+// call is allowed (the default, bound to loopback).
+type Auth struct {
+	// Tokens may call every /v1 route except force-release and listing.
+	Tokens []string `mapstructure:"tokens"`
+	// TokensFile holds more client tokens, one a line; it is re-read on
+	// SIGHUP.
+	TokensFile string `mapstructure:"tokens_file"`
+	// AdminTokens may call everything, force-release and listing included.
+	AdminTokens []string `mapstructure:"admin_tokens"`
+}
+
+// Enabled reports whether any token source is configured.
+func (a Auth) Enabled() bool {
+	return len(a.Tokens) > 0 || len(a.AdminTokens) > 0 || a.TokensFile != ""
 }
 
 // MinTTL is the shortest lease the API grants.
@@ -124,6 +146,14 @@ func (c Config) Validate() error {
 	p := c.Metrics.Path
 	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" {
 		bad("metrics.path", "must be a path such as /metrics that no API route uses, got %q", p)
+	}
+	for list, toks := range map[string][]string{"auth.tokens": c.Auth.Tokens, "auth.admin_tokens": c.Auth.AdminTokens} {
+		for i, tok := range toks {
+			if err := auth.CheckToken(tok); err != nil {
+				// Never quote a token back.
+				bad(list, "entry %d: %s", i+1, err)
+			}
+		}
 	}
 	if n := len(c.Metrics.NamespaceSeparator); n < 1 || n > 8 {
 		bad("metrics.namespace_separator", "must be 1 to 8 bytes, got %q", c.Metrics.NamespaceSeparator)

@@ -134,3 +134,37 @@ func TestMissingFile(t *testing.T) {
 		t.Fatalf("err = %v, want ErrInvalid naming the file", err)
 	}
 }
+
+func TestAuthLists(t *testing.T) {
+	const a, b = "token-aaaaaaaaaaaaaaaa", "token-bbbbbbbbbbbbbbbb"
+	c, err := load(t, "auth:\n  tokens: ["+a+", "+b+"]\n  admin_tokens:\n    - "+b+"\nmetrics:\n  require_auth: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Auth.Tokens, []string{a, b}) || !reflect.DeepEqual(c.Auth.AdminTokens, []string{b}) || !c.Metrics.RequireAuth {
+		t.Fatalf("got %+v, metrics %+v", c.Auth, c.Metrics)
+	}
+	t.Setenv("MUTEXD_AUTH_ADMIN_TOKENS", " "+a+" ,"+b+",")
+	c, err = load(t, "")
+	if err != nil || !reflect.DeepEqual(c.Auth.AdminTokens, []string{a, b}) {
+		t.Fatalf("from env: got %q, %v", c.Auth.AdminTokens, err)
+	}
+}
+
+func TestBadTokenIsNeverQuoted(t *testing.T) {
+	for _, yaml := range []string{
+		"auth:\n  tokens: [short-secret]\n",
+		"auth:\n  admin_tokens: [\"with space 0123456789\"]\n",
+		"auth:\n  tokens: {short-secret: 1}\n",
+	} {
+		_, err := load(t, yaml)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "auth.") {
+			t.Fatalf("%q: err = %v, want ErrInvalid naming the auth key", yaml, err)
+		}
+		for _, secret := range []string{"short-secret", "with space"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("error %q quotes the token", err)
+			}
+		}
+	}
+}

@@ -109,9 +109,9 @@ func leaves(v reflect.Value, prefix string) []leaf {
 // rejectUnknown fails on a key in the file that Config does not have: a
 // typo must not silently leave a default in force.
 func rejectUnknown(v *viper.Viper, fields []leaf, path string) error {
-	known := map[string]bool{}
+	known, leafKeys := map[string]bool{}, map[string]bool{}
 	for _, f := range fields {
-		known[f.key] = true
+		known[f.key], leafKeys[f.key] = true, true
 		for p := f.key; strings.Contains(p, "."); {
 			p = p[:strings.LastIndex(p, ".")]
 			known[p] = true
@@ -119,9 +119,18 @@ func rejectUnknown(v *viper.Viper, fields []leaf, path string) error {
 	}
 	var unknown []string
 	for _, k := range v.AllKeys() {
-		if !known[k] {
-			unknown = append(unknown, k)
+		if known[k] {
+			continue
 		}
+		// A map where a value belongs: name the key, not the map's contents
+		// (they may be secrets).
+		for p := k; strings.Contains(p, "."); {
+			p = p[:strings.LastIndex(p, ".")]
+			if leafKeys[p] {
+				return fmt.Errorf("%w: %s: %s: want a single value or a list, not a map", ErrInvalid, path, p)
+			}
+		}
+		unknown = append(unknown, k)
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
@@ -162,6 +171,12 @@ func set(dst reflect.Value, raw any) error {
 			return err
 		}
 		dst.SetBool(b)
+	case []string:
+		l, err := parseList(raw)
+		if err != nil {
+			return err
+		}
+		dst.Set(reflect.ValueOf(l))
 	default:
 		return fmt.Errorf("unsupported type %s", dst.Type())
 	}
@@ -221,6 +236,35 @@ func parseBool(raw any) (bool, error) {
 		}
 	}
 	return false, fmt.Errorf("%v is not true or false", raw)
+}
+
+// parseList reads a YAML list of strings, or a comma-separated string from
+// the environment. An empty list is nil, like the default. The error never
+// quotes the value: lists may hold secrets.
+func parseList(raw any) ([]string, error) {
+	var out []string
+	switch x := raw.(type) {
+	case nil:
+	case []string:
+		out = append(out, x...)
+	case []any:
+		for _, v := range x {
+			s, ok := v.(string)
+			if !ok {
+				return nil, fmt.Errorf("want a list of strings")
+			}
+			out = append(out, s)
+		}
+	case string:
+		for s := range strings.SplitSeq(x, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	default:
+		return nil, fmt.Errorf("want a list of strings")
+	}
+	return out, nil
 }
 
 func oneLine(err error) string {

@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/mutexd/mutexd/internal/api"
+	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/engine"
 	"github.com/mutexd/mutexd/internal/metrics"
@@ -29,6 +31,7 @@ type Server struct {
 	http    *http.Server
 	ln      net.Listener
 	events  *eventLog
+	guard   *auth.Guard
 }
 
 // HTTP server limits. A long-poll acquire is bounded by its own wait, so
@@ -45,7 +48,10 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, guard: &auth.Guard{}}
+	if err := s.loadTokens(); err != nil {
+		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
 	s.metrics = metrics.New(metrics.Options{
 		NamespaceSeparator: cfg.Metrics.NamespaceSeparator,
 		MaxNamespaces:      cfg.Metrics.MaxNamespaces,
@@ -67,10 +73,12 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 			DefaultWait: cfg.Lock.DefaultWait,
 			MaxWait:     cfg.Lock.MaxWait,
 		},
-		Observer:    routeMetrics{s.metrics},
-		Metrics:     s.metrics.Handler(),
-		MetricsPath: cfg.Metrics.Path,
-		Logger:      log,
+		Observer:         routeMetrics{s.metrics},
+		Metrics:          s.metrics.Handler(),
+		MetricsPath:      cfg.Metrics.Path,
+		MetricsNeedToken: cfg.Metrics.RequireAuth,
+		Auth:             s.guard,
+		Logger:           log,
 	})
 	s.http = &http.Server{
 		Handler:           s.api,
@@ -111,7 +119,8 @@ func (s *Server) Run(ctx context.Context) error {
 		"default_ttl", c.Lock.DefaultTTL.String(), "max_ttl", c.Lock.MaxTTL.String(),
 		"default_wait", c.Lock.DefaultWait.String(), "max_wait", c.Lock.MaxWait.String(),
 		"max_keys", c.Limits.MaxKeys, "max_waiters_per_key", c.Limits.MaxWaitersPerKey,
-		"max_waiters", c.Limits.MaxWaiters)
+		"max_waiters", c.Limits.MaxWaiters, "auth", s.guard.Tokens().Enabled())
+	s.warnExposure()
 
 	select {
 	case err := <-serveErr:
@@ -136,6 +145,60 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return err
+}
+
+// loadTokens builds the tokens in force from the configuration and the
+// tokens file. On error the tokens in force stay as they were.
+func (s *Server) loadTokens() error {
+	a := s.cfg.Auth
+	client := a.Tokens
+	if a.TokensFile != "" {
+		more, err := auth.ReadFile(a.TokensFile)
+		if err != nil {
+			return fmt.Errorf("auth.tokens_file: %w", err)
+		}
+		client = append(slices.Clip(client), more...)
+	}
+	t, err := auth.NewTokens(client, a.AdminTokens)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if a.TokensFile != "" && !t.Enabled() {
+		// An emptied file must not silently open the server to everyone.
+		return fmt.Errorf("auth.tokens_file: %s has no tokens and no other tokens are configured", a.TokensFile)
+	}
+	s.guard.Set(t)
+	return nil
+}
+
+// Reload re-reads what may change while the daemon runs (the tokens
+// file). cmd/mutexd calls it on SIGHUP. On error everything in force is
+// kept, and the error is logged and returned.
+func (s *Server) Reload() error {
+	if err := s.loadTokens(); err != nil {
+		s.log.Error("reload failed; keeping the previous tokens", "err", err)
+		return err
+	}
+	client, admin := s.guard.Tokens().Count()
+	s.log.Info("reloaded", "client_tokens", client, "admin_tokens", admin)
+	return nil
+}
+
+// warnExposure logs what an operator should know about who can reach the
+// locks: an open API on a non-loopback address, or nobody able to
+// force-release.
+func (s *Server) warnExposure() {
+	t := s.guard.Tokens()
+	if !t.Enabled() {
+		if a, ok := s.ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+			s.log.Warn("listening on a non-loopback address without authentication: anyone who can reach it can take and release locks; set auth.tokens",
+				"addr", a.String())
+		}
+		return
+	}
+	if _, admin := t.Count(); admin == 0 {
+		s.log.Info("no auth.admin_tokens: force-release and listing keys are refused to every token")
+	}
 }
 
 // routeMetrics adapts metrics.Metrics to api.Observer.
