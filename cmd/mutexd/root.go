@@ -33,7 +33,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		RunE:          serve.RunE,
 	}
 	root.Flags().AddFlagSet(serve.Flags())
-	root.AddCommand(serve, newVersionCmd(stdout), newHealthcheckCmd(stdout))
+	root.AddCommand(serve, newVersionCmd(stdout), newHealthcheckCmd(stdout), newBenchCmd(stdout, stderr))
 	return root
 }
 
