@@ -65,6 +65,9 @@ type Options struct {
 	MetricsPath string
 	// MetricsNeedToken makes MetricsPath need a client token.
 	MetricsNeedToken bool
+	// Debug, when set, is served under DebugPrefix (net/http/pprof); with
+	// auth on it needs an admin token, since profiles reveal keys and owners.
+	Debug http.Handler
 	// Auth decides who may call what; nil allows everyone.
 	Auth   *auth.Guard
 	Logger *slog.Logger
@@ -84,6 +87,9 @@ type Server struct {
 	metricsPath  string
 	metricsLevel auth.Level
 }
+
+// DebugPrefix is where Options.Debug is served.
+const DebugPrefix = "/debug/pprof/"
 
 // errNotReady refuses acquires while the server is not ready.
 var errNotReady = errors.New("server not ready")
@@ -124,6 +130,10 @@ func New(o Options) *Server {
 	}
 	if o.Metrics != nil && o.MetricsPath != "" {
 		routes = append(routes, route{http.MethodGet, o.MetricsPath, echo.WrapHandler(o.Metrics)})
+	}
+	if o.Debug != nil {
+		h := echo.WrapHandler(o.Debug)
+		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", h}, route{http.MethodPost, DebugPrefix + "*", h})
 	}
 	observers := map[routeKey]RouteObserver{}
 	var unmatched RouteObserver
@@ -207,6 +217,8 @@ func (s *Server) level(c echo.Context) auth.Level {
 		return auth.Client
 	case p == s.metricsPath && s.metricsPath != "":
 		return s.metricsLevel
+	case strings.HasPrefix(r.URL.Path, DebugPrefix):
+		return auth.Admin
 	}
 	return auth.Public
 }

@@ -25,6 +25,15 @@ type Config struct {
 	Limits          Limits        `mapstructure:"limits"`
 	Metrics         Metrics       `mapstructure:"metrics"`
 	Auth            Auth          `mapstructure:"auth"`
+	Debug           Debug         `mapstructure:"debug"`
+}
+
+// Debug holds switches for diagnosing the daemon.
+type Debug struct {
+	// Pprof serves net/http/pprof under /debug/pprof/ on the API listener
+	// (admin token needed when auth is on). Off by default: profiles
+	// reveal keys and owners, and a CPU profile costs CPU.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 // Log configures logging.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -77,6 +78,7 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		Metrics:          s.metrics.Handler(),
 		MetricsPath:      cfg.Metrics.Path,
 		MetricsNeedToken: cfg.Metrics.RequireAuth,
+		Debug:            debugHandler(cfg.Debug),
 		Auth:             s.guard,
 		Logger:           log,
 	})
@@ -93,6 +95,21 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	}
 	s.ln = ln
 	return s, nil
+}
+
+// debugHandler returns the net/http/pprof handlers on a private mux when
+// debug.pprof is on, else nil.
+func debugHandler(c config.Debug) http.Handler {
+	if !c.Pprof {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(api.DebugPrefix, pprof.Index)
+	mux.HandleFunc(api.DebugPrefix+"cmdline", pprof.Cmdline)
+	mux.HandleFunc(api.DebugPrefix+"profile", pprof.Profile)
+	mux.HandleFunc(api.DebugPrefix+"symbol", pprof.Symbol)
+	mux.HandleFunc(api.DebugPrefix+"trace", pprof.Trace)
+	return mux
 }
 
 // Addr is the address the server listens on.
