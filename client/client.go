@@ -1,0 +1,305 @@
+// Package client is the Go client of mutexd, the lock server: acquire a
+// keyed FIFO lease, keep it alive while work runs, release it with an
+// outcome.
+//
+// Most programs need one call:
+//
+//	c, err := client.New("http://127.0.0.1:7070")
+//	...
+//	err = c.Do(ctx, "invoice:42", func(ctx context.Context, l *client.Lease) error {
+//		return charge(ctx, l.Fence) // ctx is cancelled if the lease is lost
+//	})
+//
+// Do acquires the lock, renews the lease in the background, runs the
+// function, and releases the lease with outcome ok, or failed when the
+// function returns an error or panics. Programs that need the steps apart
+// use Acquire, Lease.KeepAlive, Lease.Lost and Lease.Release.
+//
+// Every error matches one of the package's sentinels with errors.Is
+// (ErrTimeout, ErrNotHolder, ErrUnavailable, ...); answers from the server
+// are *APIError values carrying status, code and message.
+//
+// Retries: a call that certainly did not reach the server (connection
+// refused, any dial error) and a 503 unavailable answer are retried with
+// capped, jittered exponential backoff, within the caller's context and the
+// client's RetryPolicy. Nothing else is retried: an acquire whose request
+// may have been granted is never sent twice, so a retry cannot leave behind
+// a lease nobody knows about.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultAddr is the address a mutexd server listens on by default.
+const DefaultAddr = "http://127.0.0.1:7070"
+
+// Client talks to one mutexd server. It is safe for concurrent use.
+type Client struct {
+	base  string // scheme://host[:port][/path], no trailing slash
+	hc    *http.Client
+	token string
+	owner string
+	retry RetryPolicy
+}
+
+// RetryPolicy bounds the retries of calls that certainly did not reach the
+// server (dial errors such as connection refused) and of 503 unavailable
+// answers. The n-th retry waits a random duration in [d/2, d] with d =
+// min(MaxBackoff, MinBackoff·2ⁿ), and at least the server's Retry-After
+// (capped at MaxBackoff). The caller's context bounds everything.
+type RetryPolicy struct {
+	// MaxAttempts is the number of tries in all; 1 disables retries.
+	MaxAttempts int
+	// MinBackoff is the first retry's delay.
+	MinBackoff time.Duration
+	// MaxBackoff caps every delay.
+	MaxBackoff time.Duration
+}
+
+// DefaultRetryPolicy returns the policy of a new Client: up to 6 tries,
+// the retries spread over about 1.5 to 3 seconds.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 6, MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}
+}
+
+// backoff returns the delay before retry n (0-based).
+func (p RetryPolicy) backoff(n int, retryAfter time.Duration) time.Duration {
+	d := p.MinBackoff
+	for i := 0; i < n && d < p.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, p.MaxBackoff)
+	if d > 0 {
+		d = d/2 + rand.N(d/2+1)
+	}
+	return max(d, min(retryAfter, p.MaxBackoff))
+}
+
+// Option configures a Client.
+type Option func(*Client) error
+
+// WithHTTPClient makes the client send its requests through hc (for TLS
+// settings, proxies, instrumentation). An acquire waits for its grant in
+// one long request, so hc.Timeout must be zero or longer than the longest
+// wait; use contexts for deadlines instead.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *Client) error {
+		if hc == nil {
+			return errors.New("WithHTTPClient: nil *http.Client")
+		}
+		c.hc = hc
+		return nil
+	}
+}
+
+// WithToken sends token as "Authorization: Bearer <token>" on every call.
+func WithToken(token string) Option {
+	return func(c *Client) error {
+		if strings.ContainsAny(token, "\r\n") {
+			return errors.New("WithToken: the token contains a line break")
+		}
+		c.token = token
+		return nil
+	}
+}
+
+// WithOwner sets the owner name acquires report when they name none (see
+// Owner). Without it the server records the client's address.
+func WithOwner(owner string) Option {
+	return func(c *Client) error { c.owner = owner; return nil }
+}
+
+// WithRetry replaces DefaultRetryPolicy.
+func WithRetry(p RetryPolicy) Option {
+	return func(c *Client) error {
+		if p.MaxAttempts < 1 || p.MinBackoff < 0 || p.MaxBackoff < p.MinBackoff {
+			return fmt.Errorf("WithRetry: need MaxAttempts >= 1 and 0 <= MinBackoff <= MaxBackoff, got %+v", p)
+		}
+		c.retry = p
+		return nil
+	}
+}
+
+// New returns a client for the server at baseURL ("http://host:port" or
+// "https://host:port", optionally with a path prefix when behind a proxy).
+func New(baseURL string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("client: base URL %q: %w", baseURL, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("client: base URL %q must be http:// or https:// with a host and no query", baseURL)
+	}
+	c := &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{}, retry: DefaultRetryPolicy()}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// BaseURL returns the server address the client talks to.
+func (c *Client) BaseURL() string { return c.base }
+
+// keyPath returns the escaped path of a key's resource plus suffix.
+func keyPath(key, suffix string) (string, error) {
+	if key == "" {
+		return "", fmt.Errorf("%w: the key is empty", ErrInvalid)
+	}
+	return "/v1/locks/" + url.PathEscape(key) + suffix, nil
+}
+
+// request is one API call.
+type request struct {
+	method string
+	path   string     // escaped, from the API root
+	query  url.Values // GET parameters
+	body   any        // POST parameters, sent as a JSON object
+}
+
+// response is a 2xx answer.
+type response struct {
+	sentAt time.Time // just before the attempt that got this answer was sent
+	body   []byte
+}
+
+// maxBody bounds a success body (a listing of 1000 keys fits easily).
+const maxBody = 8 << 20
+
+// do sends r, retrying only what certainly did not reach the server or was
+// refused with 503, and returns the 2xx answer or the error.
+func (c *Client) do(ctx context.Context, r request) (response, error) {
+	var body []byte
+	if r.body != nil {
+		var err error
+		if body, err = json.Marshal(r.body); err != nil {
+			return response{}, err
+		}
+	}
+	target := c.base + r.path
+	if len(r.query) > 0 {
+		target += "?" + r.query.Encode()
+	}
+	for attempt := 1; ; attempt++ {
+		resp, retryAfter, err := c.send(ctx, r.method, target, body)
+		if err == nil {
+			return resp, nil
+		}
+		if !retryable(err) || attempt >= c.retry.MaxAttempts || ctx.Err() != nil {
+			return response{}, err
+		}
+		t := time.NewTimer(c.retry.backoff(attempt-1, retryAfter))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return response{}, fmt.Errorf("%w (gave up retrying: %w)", err, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+// send makes one attempt. The error is an *APIError for a non-2xx answer,
+// an unreachableError when the request certainly was not sent, else the
+// transport's error.
+func (c *Client) send(ctx context.Context, method, target string, body []byte) (response, time.Duration, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return response{}, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	sentAt := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return response{}, 0, fmt.Errorf("%s %s: %w", method, c.base, context.Cause(ctx))
+		}
+		if notSent(err) {
+			return response{}, 0, unreachableError{err: stripURL(err)}
+		}
+		return response{}, 0, fmt.Errorf("%s %s: %w", method, c.base, stripURL(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		ae := decodeAPIError(resp.StatusCode, resp.Header, b)
+		return response{}, ae.RetryAfter, ae
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return response{}, 0, fmt.Errorf("%s %s: reading the answer: %w", method, c.base, err)
+	}
+	return response{sentAt: sentAt, body: b}, 0, nil
+}
+
+// unreachableError is a request that never reached the server.
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string { return "mutexd unreachable: " + e.err.Error() }
+func (e unreachableError) Unwrap() []error {
+	return []error{ErrUnavailable, e.err}
+}
+
+// retryable reports whether a failed attempt may be sent again: it either
+// never reached the server or was refused with 503.
+func retryable(err error) bool {
+	var ue unreachableError
+	var ae *APIError
+	return errors.As(err, &ue) || (errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable)
+}
+
+// notSent reports transport errors that prove the request was never sent:
+// the connection could not even be made.
+func notSent(err error) bool {
+	var op *net.OpError
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// stripURL drops *url.Error's method and URL: the message names the server
+// once, and a query string never leaks into logs.
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// decode unmarshals a 2xx body.
+func decode(r response, v any) error {
+	if err := json.Unmarshal(r.body, v); err != nil {
+		return fmt.Errorf("malformed answer from the server: %w", err)
+	}
+	return nil
+}
+
+// millis renders d the way the API reads durations.
+func millis(d time.Duration) string {
+	return fmt.Sprintf("%dms", d.Milliseconds())
+}

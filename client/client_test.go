@@ -1,0 +1,617 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mutexd/mutexd/client"
+	"github.com/mutexd/mutexd/internal/config"
+	"github.com/mutexd/mutexd/internal/servertest"
+)
+
+// newClient returns a client of s.
+func newClient(t *testing.T, s *servertest.Server, opts ...client.Option) *client.Client {
+	t.Helper()
+	c, err := client.New(s.URL, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// eventually polls cond every 10 ms until it holds or 10 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func waiters(t *testing.T, c *client.Client, key string) int {
+	t.Helper()
+	st, err := c.Inspect(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Waiters
+}
+
+func TestNewRejectsBadURLs(t *testing.T) {
+	for _, u := range []string{"", "127.0.0.1:7070", "ftp://h", "http://", "http://h/?a=1", "http://h/#x", "http://[::1"} {
+		if _, err := client.New(u); err == nil {
+			t.Errorf("New(%q) = nil error, want one", u)
+		}
+	}
+	for _, u := range []string{"http://127.0.0.1:7070", "https://locks.example.com/", "http://h:1/prefix"} {
+		if _, err := client.New(u); err != nil {
+			t.Errorf("New(%q) = %v", u, err)
+		}
+	}
+	if _, err := client.New("http://h", client.WithRetry(client.RetryPolicy{})); err == nil {
+		t.Error("WithRetry(zero policy) accepted")
+	}
+	if _, err := client.New("http://h", client.WithToken("a\nb")); err == nil {
+		t.Error("WithToken with a line break accepted")
+	}
+}
+
+func TestAcquireRelease(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s, client.WithOwner("worker-1"))
+	ctx := t.Context()
+
+	l, err := c.Acquire(ctx, "invoice/42", client.TTL(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Key != "invoice/42" || l.Owner != "worker-1" || len(l.Token) != 32 || l.Fence == 0 || l.Previous != nil || l.TTL() != 5*time.Second {
+		t.Errorf("lease = %+v, ttl %s", l, l.TTL())
+	}
+	if d := time.Until(l.ExpiresAt()); d < 3*time.Second || d > 6*time.Second {
+		t.Errorf("ExpiresAt in %s, want about 5s", d)
+	}
+	st, err := c.Inspect(ctx, "invoice/42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Held || st.Holder == nil || st.Holder.Owner != "worker-1" || st.Holder.Fence != l.Fence {
+		t.Errorf("Inspect = %+v, want held by worker-1 with fence %d", st, l.Fence)
+	}
+	// A waiter queued behind the lease is told how it ended.
+	next := make(chan *client.Lease, 1)
+	go func() {
+		l2, err := c.Acquire(ctx, "invoice/42", client.Owner("worker-2"), client.Wait(10*time.Second))
+		if err != nil {
+			t.Error(err)
+		}
+		next <- l2
+	}()
+	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "invoice/42") == 1 })
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); !errors.Is(err, client.ErrNotHolder) {
+		t.Errorf("second Release = %v, want ErrNotHolder", err)
+	}
+	l2 := <-next
+	if l2 == nil {
+		t.FailNow()
+	}
+	defer l2.Release(ctx)
+	if l2.Owner != "worker-2" || l2.Fence <= l.Fence || l2.Previous == nil || l2.Previous.Fence != l.Fence || l2.Previous.Outcome != "released" {
+		t.Errorf("second lease = %+v (previous %+v), want owner worker-2, a higher fence, previous released %d", l2, l2.Previous, l.Fence)
+	}
+}
+
+func TestTryLockOnHeldKey(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	l, err := c.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(t.Context())
+	_, err = c.Acquire(t.Context(), "k", client.Wait(0))
+	var ae *client.APIError
+	if !errors.Is(err, client.ErrTimeout) || !errors.As(err, &ae) || ae.Status != http.StatusLocked || ae.Code != "timeout" {
+		t.Fatalf("try-lock on a held key = %v, want ErrTimeout from a 423", err)
+	}
+	if errors.Is(err, client.ErrNotHolder) || errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("%v matches unrelated sentinels", err)
+	}
+}
+
+func TestCancelWhileWaitingLeavesTheQueue(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	holder, err := c.Acquire(ctx, "k", client.TTL(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	wctx, cancel := context.WithCancel(ctx)
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(wctx, "k", client.Wait(time.Minute), client.Owner("quitter"))
+		got <- err
+	}()
+	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "k") == 1 })
+	cancel()
+	select {
+	case err := <-got:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled Acquire = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Acquire did not return after its context was cancelled")
+	}
+	eventually(t, "the waiter leaves the queue", func() bool { return waiters(t, c, "k") == 0 })
+
+	// The quitter must not hold the lock once the holder lets go.
+	if err := holder.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next, err := c.Acquire(ctx, "k", client.Wait(0))
+	if err != nil {
+		t.Fatalf("acquire after the holder released and the waiter left: %v", err)
+	}
+	next.Release(ctx)
+}
+
+func TestKeepAliveKeepsAShortLeaseAlive(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	l, err := c.Acquire(ctx, "k", client.TTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.KeepAlive(ctx)
+	l.KeepAlive(ctx) // a second call does nothing
+	select {
+	case <-l.Lost():
+		t.Fatalf("lease lost while kept alive: %v", l.Err())
+	case <-time.After(3500 * time.Millisecond): // three and a half TTLs
+	}
+	st, err := c.Inspect(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Holder == nil || st.Holder.Fence != l.Fence {
+		t.Fatalf("after 3.5 TTLs the key is %+v, want still held with fence %d", st, l.Fence)
+	}
+	if l.Err() != nil {
+		t.Errorf("Err() = %v on a live lease", l.Err())
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release after KeepAlive: %v", err)
+	}
+	select {
+	case <-l.Lost():
+		t.Error("Lost closed by a release")
+	default:
+	}
+}
+
+func TestLostWhenForceReleased(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	l, err := c.Acquire(ctx, "k", client.TTL(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.KeepAlive(ctx)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, s.URL+"/v1/locks/k", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("force-release: %s", resp.Status)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost did not close after a force-release")
+	}
+	if err := l.Err(); !errors.Is(err, client.ErrLeaseLost) || !errors.Is(err, client.ErrNotHolder) {
+		t.Errorf("Err() = %v, want ErrLeaseLost wrapping ErrNotHolder", err)
+	}
+}
+
+func TestLostWhenServerStops(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	l, err := c.Acquire(ctx, "k", client.TTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.KeepAlive(ctx)
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost did not close after the server stopped")
+	}
+	// The lease is declared lost before the server could have expired it:
+	// no later than one TTL after the last renewal, minus the margin.
+	if d := time.Since(stopped); d > time.Second {
+		t.Errorf("Lost closed %s after the server stopped, want within one TTL (1s)", d)
+	}
+	if err := l.Err(); !errors.Is(err, client.ErrLeaseLost) || !strings.Contains(err.Error(), "deadline") {
+		t.Errorf("Err() = %v, want ErrLeaseLost about the deadline", err)
+	}
+}
+
+func TestDo(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	boom := errors.New("boom")
+	tests := []struct {
+		name        string
+		fn          func(context.Context, *client.Lease) error
+		wantErr     error
+		wantPanic   bool
+		wantOutcome string
+	}{
+		{"ok", func(context.Context, *client.Lease) error { return nil }, nil, false, "released"},
+		{"error", func(context.Context, *client.Lease) error { return boom }, boom, false, "failed"},
+		{"panic", func(context.Context, *client.Lease) error { panic(boom) }, nil, true, "failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "do-" + tt.name
+			var fence uint64
+			var err error
+			// A waiter queued behind Do's lease is told how it ended.
+			next := make(chan *client.Lease, 1)
+			panicked := func() (p any) {
+				defer func() { p = recover() }()
+				err = c.Do(ctx, key, func(fctx context.Context, l *client.Lease) error {
+					fence = l.Fence
+					go func() {
+						l2, err := c.Acquire(ctx, key, client.Wait(10*time.Second))
+						if err != nil {
+							t.Error(err)
+						}
+						next <- l2
+					}()
+					eventually(t, "the waiter is queued", func() bool { return waiters(t, c, key) == 1 })
+					return tt.fn(fctx, l)
+				})
+				return nil
+			}()
+			if (panicked != nil) != tt.wantPanic || (tt.wantPanic && panicked != boom) {
+				t.Fatalf("panic = %v, want panic %v", panicked, tt.wantPanic)
+			}
+			if !tt.wantPanic && !errors.Is(err, tt.wantErr) || tt.wantErr == nil && err != nil {
+				t.Fatalf("Do = %v, want %v", err, tt.wantErr)
+			}
+			l2 := <-next
+			if l2 == nil {
+				t.FailNow()
+			}
+			defer l2.Release(ctx)
+			if l2.Previous == nil || l2.Previous.Fence != fence || l2.Previous.Outcome != tt.wantOutcome {
+				t.Errorf("previous = %+v, want fence %d outcome %s", l2.Previous, fence, tt.wantOutcome)
+			}
+		})
+	}
+}
+
+func TestDoCancelsFnWhenLeaseIsLost(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	err := c.Do(ctx, "k", func(ctx context.Context, l *client.Lease) error {
+		if _, err := s.Engine().ForceRelease("k"); err != nil {
+			t.Errorf("force-release: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			t.Error("fn's context not cancelled after the lease was lost")
+		}
+		if cause := context.Cause(ctx); !errors.Is(cause, client.ErrLeaseLost) {
+			t.Errorf("cause = %v, want ErrLeaseLost", cause)
+		}
+		return nil
+	}, client.TTL(time.Second))
+	if !errors.Is(err, client.ErrLeaseLost) {
+		t.Errorf("Do = %v, want ErrLeaseLost", err)
+	}
+}
+
+func TestDoDoesNotRunFnWithoutTheLock(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	l, err := c.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(t.Context())
+	ran := false
+	err = c.Do(t.Context(), "k", func(context.Context, *client.Lease) error { ran = true; return nil }, client.Wait(0))
+	if ran || !errors.Is(err, client.ErrTimeout) {
+		t.Errorf("Do on a held key: ran %v, err %v; want not run, ErrTimeout", ran, err)
+	}
+}
+
+func TestServerErrorsMatchSentinels(t *testing.T) {
+	s := servertest.Start(t, func(c *config.Config) { c.Limits.MaxWaitersPerKey = 1 })
+	c := newClient(t, s)
+	ctx := t.Context()
+
+	// on_error=stop: the waiter is aborted when the holder fails.
+	h, err := c.Acquire(ctx, "stop", client.OnError(client.Stop))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aborted := make(chan error, 1)
+	go func() { _, err := c.Acquire(ctx, "stop", client.Wait(time.Minute)); aborted <- err }()
+	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "stop") == 1 })
+
+	// The per-key waiter limit (1) is reached.
+	_, tooMany := c.Acquire(ctx, "stop", client.Wait(time.Minute))
+	if err := h.Fail(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name string
+		err  error
+		want error
+		code string
+	}{
+		{"aborted", <-aborted, client.ErrAborted, "aborted"},
+		{"too many waiters", tooMany, client.ErrTooManyWaiters, "too_many_waiters"},
+		{"long key", errOf(c.Acquire(ctx, strings.Repeat("k", 300))), client.ErrInvalid, "invalid_key"},
+		{"ttl too long", errOf(c.Acquire(ctx, "k", client.TTL(100*time.Hour))), client.ErrInvalid, "invalid_ttl"},
+		{"renew with a stale token", h.Renew(ctx, 0), client.ErrNotHolder, "not_holder"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ae *client.APIError
+			if !errors.Is(tt.err, tt.want) || !errors.As(tt.err, &ae) || ae.Code != tt.code {
+				t.Errorf("err = %v, want %v with code %s", tt.err, tt.want, tt.code)
+			}
+		})
+	}
+
+	for _, bad := range []client.AcquireOption{client.TTL(0), client.TTL(-time.Second), client.Wait(-time.Second)} {
+		if _, err := c.Acquire(ctx, "k", bad); !errors.Is(err, client.ErrInvalid) {
+			t.Errorf("Acquire with a bad option = %v, want ErrInvalid", err)
+		}
+	}
+	if _, err := c.Acquire(ctx, ""); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("Acquire of the empty key = %v, want ErrInvalid", err)
+	}
+}
+
+func errOf(_ any, err error) error { return err }
+
+func TestInspectAndList(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	for _, k := range []string{"a:1", "a:2", "a:3", "b:1"} {
+		l, err := c.Acquire(ctx, k, client.Owner("o-"+k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Release(ctx)
+	}
+	go c.Acquire(ctx, "a:1", client.Owner("waiter"), client.Wait(time.Minute))
+	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "a:1") == 1 })
+	st, err := c.Inspect(ctx, "a:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Held || st.Holder.Owner != "o-a:1" || st.Holder.OnError != "continue" || len(st.Queue) != 1 || st.Queue[0].Owner != "waiter" || st.Queue[0].WaitingSince.IsZero() {
+		t.Errorf("Inspect = %+v", st)
+	}
+	free, err := c.Inspect(ctx, "free")
+	if err != nil || free.Held || free.Holder != nil || free.Waiters != 0 {
+		t.Errorf("Inspect(free) = %+v, %v", free, err)
+	}
+
+	var keys []string
+	o := client.ListOptions{Prefix: "a:", Limit: 2}
+	for page := 0; ; page++ {
+		p, err := c.List(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range p.Locks {
+			keys = append(keys, fmt.Sprintf("%s/%v/%s/%d", r.Key, r.Held, r.Owner, r.Waiters))
+		}
+		if p.Next == "" || page > 5 {
+			break
+		}
+		o.After = p.Next
+	}
+	if got, want := strings.Join(keys, " "), "a:1/true/o-a:1/1 a:2/true/o-a:2/0 a:3/true/o-a:3/0"; got != want {
+		t.Errorf("List pages = %s, want %s", got, want)
+	}
+	if _, err := c.List(ctx, client.ListOptions{Limit: 5000}); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("List(limit 5000) = %v, want ErrInvalid", err)
+	}
+}
+
+// fakeServer answers every request with handler and counts them.
+func fakeServer(t *testing.T, handler func(n int64, w http.ResponseWriter, r *http.Request)) (*httptest.Server, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler(n.Add(1), w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &n
+}
+
+const grantBody = `{"key":"k","token":"00112233445566778899aabbccddeeff","fence":7,"owner":"o","ttl_ms":30000,"expires_at":"2030-01-01T00:00:00.000Z","waited_ms":0,"previous":null}`
+
+var fastRetry = client.WithRetry(client.RetryPolicy{MaxAttempts: 4, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+
+func TestRetriesUnavailable(t *testing.T) {
+	srv, n := fakeServer(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+		if n <= 2 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":"unavailable","message":"Shutting down."}`)
+			return
+		}
+		fmt.Fprint(w, grantBody)
+	})
+	c, err := client.New(srv.URL, fastRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Acquire(t.Context(), "k")
+	if err != nil || l.Fence != 7 {
+		t.Fatalf("Acquire = %+v, %v; want the grant after two 503s", l, err)
+	}
+	if n.Load() != 3 {
+		t.Errorf("%d attempts, want 3", n.Load())
+	}
+
+	// Retries give up after MaxAttempts with ErrUnavailable.
+	n.Store(-100)
+	_, err = c.Acquire(t.Context(), "k")
+	if !errors.Is(err, client.ErrUnavailable) || n.Load() != -96 {
+		t.Errorf("after 4 503s: %v with %d attempts, want ErrUnavailable after 4", err, n.Load()+100)
+	}
+}
+
+func TestNeverRetriesAnAcquireThatMayHaveBeenGranted(t *testing.T) {
+	srv, n := fakeServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		// The request arrived; the connection dies before an answer.
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	c, err := client.New(srv.URL, fastRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire(t.Context(), "k"); err == nil || errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("Acquire over a dying connection = %v, want a transport error that is not ErrUnavailable", err)
+	}
+	if n.Load() != 1 {
+		t.Errorf("%d attempts, want exactly 1", n.Load())
+	}
+}
+
+func TestRetriesConnectionRefusedUntilTheServerIsUp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens here now: connections are refused
+
+	c, err := client.New("http://"+addr, client.WithRetry(client.RetryPolicy{MaxAttempts: 1000, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		l, err := c.Acquire(t.Context(), "k", client.Owner("patient"))
+		if err == nil && l.Owner != "patient" {
+			err = fmt.Errorf("lease %+v", l)
+		}
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // several refused attempts
+	s := servertest.Start(t, func(c *config.Config) { c.Listen = addr })
+	_ = s
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("Acquire after the server came up: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Acquire did not succeed once the server was up")
+	}
+
+	// With nothing listening and a short context, the error says both.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	c2, _ := client.New("http://127.0.0.1:1")
+	_, err = c2.Acquire(ctx, "k")
+	if !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("Acquire against a closed port = %v, want ErrUnavailable saying refused", err)
+	}
+}
+
+func TestSendsBearerToken(t *testing.T) {
+	var mu sync.Mutex
+	var auth []string
+	srv, _ := fakeServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auth = append(auth, r.Header.Get("Authorization"))
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"error":"unauthorized","message":"A bearer token is required."}`)
+			return
+		}
+		fmt.Fprint(w, grantBody)
+	})
+	c, _ := client.New(srv.URL, client.WithToken("s3cret"))
+	if _, err := c.Acquire(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	anon, _ := client.New(srv.URL)
+	if _, err := anon.Acquire(t.Context(), "k"); !errors.Is(err, client.ErrUnauthorized) {
+		t.Errorf("without a token: %v, want ErrUnauthorized", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(auth) != 2 || auth[0] != "Bearer s3cret" || auth[1] != "" {
+		t.Errorf("Authorization headers = %q", auth)
+	}
+}
+
+func TestTokenStaysOutOfURLs(t *testing.T) {
+	srv, _ := fakeServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.String(), "0011") {
+			t.Errorf("token in URL %s", r.URL)
+		}
+		if strings.HasSuffix(r.URL.Path, "/acquire") {
+			fmt.Fprint(w, grantBody)
+			return
+		}
+		fmt.Fprint(w, `{"key":"k","fence":7,"released":true,"held_ms":1}`)
+	})
+	c, _ := client.New(srv.URL)
+	l, err := c.Acquire(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,273 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Lease is a granted lock. Its fields never change; the expiry does, with
+// every renewal.
+//
+// The server is the authority on a lease. The client also tracks a local
+// deadline, a safe lower bound of the server's expiry measured on the
+// local monotonic clock from when each grant or renewal was requested, and
+// declares the lease lost (Lost, Err) a safety margin before that deadline
+// passes without a successful renewal.
+type Lease struct {
+	// Key is the locked key.
+	Key string
+	// Token is the lease's secret: only it can renew or release the lease.
+	Token string
+	// Fence strictly increases with every grant on the server. Pass it to
+	// the resource you protect, and have it reject writes carrying a fence
+	// lower than the highest it has seen.
+	Fence uint64
+	// Owner is the owner name the server recorded.
+	Owner string
+	// Waited is how long the acquire waited in the queue.
+	Waited time.Duration
+	// Previous describes how the lease before this one ended; nil when the
+	// key was free.
+	Previous *Previous
+
+	c     *Client
+	lost  chan struct{}
+	timer *time.Timer // fires at the local deadline minus the margin
+
+	mu        sync.Mutex // guards the following
+	ttl       time.Duration
+	expiresAt time.Time // the server's clock
+	deadline  time.Time // local monotonic lower bound of the server's expiry
+	ended     bool      // released, or Release/Fail under way
+	err       error     // why the lease was lost; set before lost closes
+	renewErr  error     // the last failed renewal, for the loss message
+	kaCancel  context.CancelFunc
+	kaDone    chan struct{} // closed when the KeepAlive goroutine exits
+}
+
+// Previous is how the lease before this one on the key ended.
+type Previous struct {
+	// Fence is the previous lease's fence.
+	Fence uint64 `json:"fence"`
+	// Outcome is "released", "failed", "expired" or "forced".
+	Outcome string `json:"outcome"`
+}
+
+// newLease starts tracking a grant requested at sentAt (local time) that
+// waited waited on the server: the server's expiry is at least
+// sentAt+waited+ttl.
+func newLease(c *Client, g grantJSON, sentAt time.Time) *Lease {
+	l := &Lease{
+		Key: g.Key, Token: g.Token, Fence: g.Fence, Owner: g.Owner,
+		Waited: time.Duration(g.WaitedMS) * time.Millisecond, Previous: g.Previous,
+		c: c, lost: make(chan struct{}),
+		ttl: time.Duration(g.TTLMS) * time.Millisecond, expiresAt: g.ExpiresAt,
+	}
+	l.deadline = sentAt.Add(l.Waited + l.ttl)
+	l.timer = time.AfterFunc(time.Until(l.deadline.Add(-safetyMargin(l.ttl))), l.checkDeadline)
+	return l
+}
+
+// safetyMargin is how long before the local deadline a lease that was not
+// renewed counts as lost: a tenth of the TTL, at most 5 s. It absorbs clock
+// rate differences and gives a holder time to stop before another is
+// granted.
+func safetyMargin(ttl time.Duration) time.Duration { return min(ttl/10, 5*time.Second) }
+
+// renewInterval is how often KeepAlive renews: a third of the TTL, so two
+// renewals can fail before the lease is lost.
+func renewInterval(ttl time.Duration) time.Duration { return ttl / 3 }
+
+// retryInterval is how soon KeepAlive tries again after a failed renewal.
+func retryInterval(ttl time.Duration) time.Duration {
+	return min(max(ttl/20, 20*time.Millisecond), time.Second)
+}
+
+// TTL returns the lease's current time to live, as last granted or renewed.
+func (l *Lease) TTL() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ttl
+}
+
+// ExpiresAt returns when the server will expire the lease unless it is
+// renewed, on the server's clock, as of the last grant or renewal.
+func (l *Lease) ExpiresAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.expiresAt
+}
+
+// Lost returns a channel that is closed when the lease can no longer be
+// proven live: a renewal was refused (it expired or was force-released),
+// or no renewal succeeded before the local deadline minus the safety
+// margin. Err then says why. A lease ended by Release or Fail is not lost.
+func (l *Lease) Lost() <-chan struct{} { return l.lost }
+
+// Err returns nil while the lease is not lost, and afterwards an error
+// wrapping ErrLeaseLost that says why.
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// loseLocked marks the lease lost. l.mu must be held.
+func (l *Lease) loseLocked(why error) {
+	if l.err != nil || l.ended {
+		return
+	}
+	l.err = fmt.Errorf("%w: %s: %w", ErrLeaseLost, l.Key, why)
+	l.timer.Stop()
+	close(l.lost)
+}
+
+// checkDeadline runs on the timer: the lease is lost unless a renewal moved
+// the deadline meanwhile.
+func (l *Lease) checkDeadline() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended || l.err != nil {
+		return
+	}
+	if left := time.Until(l.deadline.Add(-safetyMargin(l.ttl))); left > 0 {
+		l.timer.Reset(left)
+		return
+	}
+	why := errors.New("no renewal succeeded before the lease's deadline")
+	if l.renewErr != nil {
+		why = fmt.Errorf("no renewal succeeded before the lease's deadline; last attempt: %w", l.renewErr)
+	}
+	l.loseLocked(why)
+}
+
+type renewalJSON struct {
+	TTLMS     int64     `json:"ttl_ms"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Renew extends the lease to ttl from now; ttl 0 renews it for its own
+// TTL. A refusal (ErrNotHolder) means the lease is gone and closes Lost.
+func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
+	if ttl < 0 {
+		return fmt.Errorf("%w: negative TTL %s", ErrInvalid, ttl)
+	}
+	path, err := keyPath(l.Key, "/renew")
+	if err != nil {
+		return err
+	}
+	body := map[string]string{"token": l.Token}
+	if ttl > 0 {
+		body["ttl"] = millis(ttl)
+	}
+	resp, err := l.c.do(ctx, request{method: http.MethodPost, path: path, body: body})
+	if err == nil {
+		var r renewalJSON
+		if err = decode(resp, &r); err == nil {
+			l.mu.Lock()
+			l.ttl, l.expiresAt, l.renewErr = time.Duration(r.TTLMS)*time.Millisecond, r.ExpiresAt, nil
+			if d := resp.sentAt.Add(l.ttl); d.After(l.deadline) {
+				l.deadline = d
+			}
+			l.mu.Unlock()
+			return nil
+		}
+	}
+	l.mu.Lock()
+	if errors.Is(err, ErrNotHolder) {
+		l.loseLocked(fmt.Errorf("renewal refused: %w", err))
+	} else {
+		l.renewErr = err
+	}
+	l.mu.Unlock()
+	return fmt.Errorf("renew %s: %w", l.Key, err)
+}
+
+// KeepAlive renews the lease in the background every third of its TTL
+// (sooner after a failed attempt) until ctx ends, the lease is released,
+// or it is lost. It returns at once; calls after the first do nothing.
+// Watch Lost to learn that the lease could not be kept.
+func (l *Lease) KeepAlive(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.kaDone != nil || l.ended || l.err != nil {
+		return
+	}
+	ctx, l.kaCancel = context.WithCancel(ctx)
+	l.kaDone = make(chan struct{})
+	go l.keepAlive(ctx, l.kaDone)
+}
+
+func (l *Lease) keepAlive(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	failing := false
+	for {
+		l.mu.Lock()
+		ttl, deadline := l.ttl, l.deadline
+		l.mu.Unlock()
+		next := deadline.Add(-ttl + renewInterval(ttl)) // a third of the TTL after the last successful request
+		if failing {
+			next = time.Now().Add(retryInterval(ttl))
+		}
+		t.Reset(time.Until(next))
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.lost:
+			return
+		case <-t.C:
+		}
+		// A renewal still in flight at the deadline is as good as failed.
+		rctx, cancel := context.WithDeadline(ctx, deadline.Add(-safetyMargin(ttl)))
+		err := l.Renew(rctx, 0)
+		cancel()
+		failing = err != nil
+	}
+}
+
+// stopKeepAlive stops the KeepAlive goroutine, if any, and waits for it.
+func (l *Lease) stopKeepAlive() {
+	l.mu.Lock()
+	cancel, done := l.kaCancel, l.kaDone
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// Release ends the lease with outcome ok: the next waiter is granted at
+// once. It stops KeepAlive first. ErrNotHolder means the lease had already
+// ended (it expired or was force-released).
+func (l *Lease) Release(ctx context.Context) error { return l.release(ctx, "ok") }
+
+// Fail ends the lease with outcome failed: the next holder sees
+// previous.outcome "failed", and on an on_error=stop key every queued
+// waiter is answered ErrAborted. Otherwise it is Release.
+func (l *Lease) Fail(ctx context.Context) error { return l.release(ctx, "failed") }
+
+func (l *Lease) release(ctx context.Context, outcome string) error {
+	l.stopKeepAlive()
+	path, err := keyPath(l.Key, "/release")
+	if err != nil {
+		return err
+	}
+	_, err = l.c.do(ctx, request{method: http.MethodPost, path: path, body: map[string]string{"token": l.Token, "outcome": outcome}})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err == nil:
+		l.ended = true
+		l.timer.Stop()
+		return nil
+	case errors.Is(err, ErrNotHolder):
+		l.loseLocked(fmt.Errorf("release refused: %w", err))
+	}
+	return fmt.Errorf("release %s: %w", l.Key, err)
+}

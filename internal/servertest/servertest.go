@@ -1,0 +1,79 @@
+// Package servertest runs a real mutexd daemon (internal/server) on a
+// loopback port for tests of the things that talk to it: the Go client and
+// the command line.
+package servertest
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/mutexd/mutexd/internal/config"
+	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/server"
+)
+
+// Server is a daemon serving on 127.0.0.1.
+type Server struct {
+	// URL is the base URL, "http://127.0.0.1:<port>".
+	URL string
+	// Config is the configuration it runs with.
+	Config config.Config
+
+	daemon   *server.Server
+	cancel   context.CancelFunc
+	done     chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Run starts a daemon on 127.0.0.1:0 with the default configuration,
+// changed by configure, logging to log. Call Stop to end it.
+func Run(log *slog.Logger, configure ...func(*config.Config)) (*Server, error) {
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	for _, f := range configure {
+		f(&cfg)
+	}
+	d, err := server.New(cfg, "test", log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{URL: "http://" + d.Addr().String(), Config: cfg, daemon: d, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- d.Run(ctx) }()
+	return s, nil
+}
+
+// Start is Run for one test: it logs warnings and errors to the test's
+// output, fails the test if the daemon cannot start, and stops it when the
+// test ends.
+func Start(t testing.TB, configure ...func(*config.Config)) *Server {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := Run(log, configure...)
+	if err != nil {
+		t.Fatalf("start mutexd: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("stop mutexd: %v", err)
+		}
+	})
+	return s
+}
+
+// Engine is the daemon's lock engine, for checking its state directly.
+func (s *Server) Engine() *engine.Engine { return s.daemon.Engine() }
+
+// Stop shuts the daemon down gracefully and waits until it has stopped:
+// its port refuses connections afterwards. Later calls return the first
+// call's result.
+func (s *Server) Stop() error {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		s.stopErr = <-s.done
+	})
+	return s.stopErr
+}
