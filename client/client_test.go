@@ -132,6 +132,12 @@ func TestTryLockOnHeldKey(t *testing.T) {
 	if errors.Is(err, client.ErrNotHolder) || errors.Is(err, client.ErrUnavailable) {
 		t.Errorf("%v matches unrelated sentinels", err)
 	}
+
+	ran := false
+	err = c.Do(t.Context(), "k", func(context.Context, *client.Lease) error { ran = true; return nil }, client.Wait(0))
+	if ran || !errors.Is(err, client.ErrTimeout) {
+		t.Errorf("Do on a held key: ran %v, err %v; want not run, ErrTimeout", ran, err)
+	}
 }
 
 func TestCancelWhileWaitingLeavesTheQueue(t *testing.T) {
@@ -172,15 +178,22 @@ func TestCancelWhileWaitingLeavesTheQueue(t *testing.T) {
 	next.Release(ctx)
 }
 
-func TestKeepAliveKeepsAShortLeaseAlive(t *testing.T) {
+// keptLease starts a server and acquires "k" for ttl with KeepAlive on.
+func keptLease(t *testing.T, ttl time.Duration) (*servertest.Server, *client.Client, *client.Lease) {
+	t.Helper()
 	s := servertest.Start(t)
 	c := newClient(t, s)
-	ctx := t.Context()
-	l, err := c.Acquire(ctx, "k", client.TTL(time.Second))
+	l, err := c.Acquire(t.Context(), "k", client.TTL(ttl))
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.KeepAlive(ctx)
+	l.KeepAlive(t.Context())
+	return s, c, l
+}
+
+func TestKeepAliveKeepsAShortLeaseAlive(t *testing.T) {
+	_, c, l := keptLease(t, time.Second)
+	ctx := t.Context()
 	l.KeepAlive(ctx) // a second call does nothing
 	select {
 	case <-l.Lost():
@@ -208,14 +221,8 @@ func TestKeepAliveKeepsAShortLeaseAlive(t *testing.T) {
 }
 
 func TestLostWhenForceReleased(t *testing.T) {
-	s := servertest.Start(t)
-	c := newClient(t, s)
+	s, _, l := keptLease(t, 3*time.Second)
 	ctx := t.Context()
-	l, err := c.Acquire(ctx, "k", client.TTL(3*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.KeepAlive(ctx)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, s.URL+"/v1/locks/k", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -236,14 +243,7 @@ func TestLostWhenForceReleased(t *testing.T) {
 }
 
 func TestLostWhenServerStops(t *testing.T) {
-	s := servertest.Start(t)
-	c := newClient(t, s)
-	ctx := t.Context()
-	l, err := c.Acquire(ctx, "k", client.TTL(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.KeepAlive(ctx)
+	s, _, l := keptLease(t, time.Second)
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -340,21 +340,6 @@ func TestDoCancelsFnWhenLeaseIsLost(t *testing.T) {
 	}, client.TTL(time.Second))
 	if !errors.Is(err, client.ErrLeaseLost) {
 		t.Errorf("Do = %v, want ErrLeaseLost", err)
-	}
-}
-
-func TestDoDoesNotRunFnWithoutTheLock(t *testing.T) {
-	s := servertest.Start(t)
-	c := newClient(t, s)
-	l, err := c.Acquire(t.Context(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Release(t.Context())
-	ran := false
-	err = c.Do(t.Context(), "k", func(context.Context, *client.Lease) error { ran = true; return nil }, client.Wait(0))
-	if ran || !errors.Is(err, client.ErrTimeout) {
-		t.Errorf("Do on a held key: ran %v, err %v; want not run, ErrTimeout", ran, err)
 	}
 }
 
