@@ -80,6 +80,7 @@ type Server struct {
 	bounds   Bounds
 	log      *slog.Logger
 	ready    atomic.Bool
+	readyAt  atomic.Int64 // unix nanoseconds when a not-ready server expects to be ready; 0 unknown
 	idPrefix string
 	idSeq    atomic.Uint64
 
@@ -93,6 +94,13 @@ const DebugPrefix = "/debug/pprof/"
 
 // errNotReady refuses acquires while the server is not ready.
 var errNotReady = errors.New("server not ready")
+
+// notReadyError is errNotReady with the number of seconds after which the
+// server expects to be ready (the Retry-After header).
+type notReadyError struct{ retryAfter int }
+
+func (e notReadyError) Error() string { return errNotReady.Error() }
+func (e notReadyError) Unwrap() error { return errNotReady }
 
 // New builds the API. It starts not ready: call SetReady(true) once the
 // listener is up.
@@ -154,7 +162,22 @@ func New(o Options) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
 
 // SetReady switches /readyz and acquires on or off.
-func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+func (s *Server) SetReady(ready bool) { s.readyAt.Store(0); s.ready.Store(ready) }
+
+// SetReadyAt switches /readyz and acquires off and tells callers, through
+// Retry-After, to come back at t (the end of a restart grace). The caller
+// still switches them on with SetReady(true).
+func (s *Server) SetReadyAt(t time.Time) { s.ready.Store(false); s.readyAt.Store(t.UnixNano()) }
+
+// notReady is the error of a request refused while the server is not ready.
+func (s *Server) notReady() error {
+	at := s.readyAt.Load()
+	if at == 0 {
+		return errNotReady
+	}
+	wait := time.Until(time.Unix(0, at))
+	return notReadyError{retryAfter: max(1, int((wait+time.Second-1)/time.Second))}
+}
 
 type routeKey struct{ path, method string }
 
@@ -255,7 +278,7 @@ func (s *Server) acquire(c echo.Context) error {
 		return err
 	}
 	if !s.ready.Load() {
-		return errNotReady
+		return s.notReady()
 	}
 	g, err := s.locker.Acquire(r.Context(), key, o)
 	if err != nil {
@@ -464,7 +487,7 @@ func (s *Server) healthz(c echo.Context) error {
 
 func (s *Server) readyz(c echo.Context) error {
 	if !s.ready.Load() {
-		return errNotReady
+		return s.notReady()
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

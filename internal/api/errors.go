@@ -59,7 +59,11 @@ func toError(err error) *Error {
 	case errors.Is(err, engine.ErrTooManyKeys):
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_keys", Message: "Too many keys are active; retry later.", RetryAfter: 1}
 	case errors.Is(err, engine.ErrUnavailable), errors.Is(err, errNotReady):
-		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "The server is not accepting acquires right now; retry shortly.", RetryAfter: 1}
+		retry := 1
+		if nr := (notReadyError{}); errors.As(err, &nr) {
+			retry = nr.retryAfter
+		}
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "The server is not accepting acquires right now; retry shortly.", RetryAfter: retry}
 	case errors.Is(err, auth.ErrUnauthorized):
 		return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "A valid bearer token is required: send Authorization: Bearer <token>.", Challenge: "Bearer"}
 	case errors.Is(err, auth.ErrForbidden):

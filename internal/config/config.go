@@ -26,6 +26,7 @@ type Config struct {
 	Metrics         Metrics       `mapstructure:"metrics"`
 	Auth            Auth          `mapstructure:"auth"`
 	Debug           Debug         `mapstructure:"debug"`
+	TLS             TLS           `mapstructure:"tls"`
 }
 
 // Debug holds switches for diagnosing the daemon.
@@ -35,6 +36,17 @@ type Debug struct {
 	// reveal keys and owners, and a CPU profile costs CPU.
 	Pprof bool `mapstructure:"pprof"`
 }
+
+// TLS configures HTTPS. Both files or neither.
+type TLS struct {
+	// CertFile is a PEM certificate chain; re-read on SIGHUP.
+	CertFile string `mapstructure:"cert_file"`
+	// KeyFile is the PEM private key of CertFile; re-read on SIGHUP.
+	KeyFile string `mapstructure:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Log configures logging.
 type Log struct {
@@ -50,6 +62,10 @@ type Lock struct {
 	MaxTTL      time.Duration `mapstructure:"max_ttl"`
 	DefaultWait time.Duration `mapstructure:"default_wait"`
 	MaxWait     time.Duration `mapstructure:"max_wait"`
+	// RestartGrace refuses acquires for this long after start, so every
+	// lease granted before a restart has expired before a new one is
+	// granted. Set it to at least the longest TTL clients use.
+	RestartGrace time.Duration `mapstructure:"restart_grace"`
 }
 
 // Limits bound the engine's memory.
@@ -57,6 +73,12 @@ type Limits struct {
 	MaxKeys          int `mapstructure:"max_keys"`
 	MaxWaitersPerKey int `mapstructure:"max_waiters_per_key"`
 	MaxWaiters       int `mapstructure:"max_waiters"`
+	// MaxConnections caps open client connections; more are refused.
+	MaxConnections int `mapstructure:"max_connections"`
+	// ReadHeaderTimeout cuts off a client that sends its headers too slowly.
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	// IdleTimeout closes a keep-alive connection idle this long.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -104,7 +126,8 @@ func Default() Config {
 			DefaultWait: 30 * time.Second,
 			MaxWait:     10 * time.Minute,
 		},
-		Limits:  Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000},
+		Limits: Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000,
+			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute},
 		Metrics: Metrics{Path: "/metrics", NamespaceSeparator: ":", MaxNamespaces: 50},
 	}
 }
@@ -146,6 +169,7 @@ func (c Config) Validate() error {
 		"limits.max_keys":            c.Limits.MaxKeys,
 		"limits.max_waiters_per_key": c.Limits.MaxWaitersPerKey,
 		"limits.max_waiters":         c.Limits.MaxWaiters,
+		"limits.max_connections":     c.Limits.MaxConnections,
 		"metrics.max_namespaces":     c.Metrics.MaxNamespaces,
 	} {
 		if v < 1 {
@@ -155,6 +179,18 @@ func (c Config) Validate() error {
 	p := c.Metrics.Path
 	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" {
 		bad("metrics.path", "must be a path such as /metrics that no API route uses, got %q", p)
+	}
+	if l.RestartGrace < 0 {
+		bad("lock.restart_grace", "must not be negative, got %s", l.RestartGrace)
+	}
+	if c.Limits.ReadHeaderTimeout <= 0 {
+		bad("limits.read_header_timeout", "must be positive, got %s", c.Limits.ReadHeaderTimeout)
+	}
+	if c.Limits.IdleTimeout <= 0 {
+		bad("limits.idle_timeout", "must be positive, got %s", c.Limits.IdleTimeout)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls.cert_file", "tls.cert_file and tls.key_file must be set together")
 	}
 	for list, toks := range map[string][]string{"auth.tokens": c.Auth.Tokens, "auth.admin_tokens": c.Auth.AdminTokens} {
 		for i, tok := range toks {

@@ -108,6 +108,11 @@ func TestInvalid(t *testing.T) {
 		{"metrics path clash", "metrics:\n  path: /v1/locks\n", "", "metrics.path"},
 		{"bad env", "", "MUTEXD_LOCK_MAX_TTL=forever", "lock.max_ttl"},
 		{"bad yaml", "lock: [\n", "", "mutexd.yaml"},
+		{"negative grace", "lock:\n  restart_grace: -1s\n", "", "lock.restart_grace"},
+		{"zero connections", "limits:\n  max_connections: 0\n", "", "limits.max_connections"},
+		{"zero header timeout", "limits:\n  read_header_timeout: 0s\n", "", "limits.read_header_timeout"},
+		{"zero idle timeout", "limits:\n  idle_timeout: 0s\n", "", "limits.idle_timeout"},
+		{"cert without key", "tls:\n  cert_file: cert.pem\n", "", "tls.cert_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

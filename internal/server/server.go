@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,14 +34,19 @@ type Server struct {
 	ln      net.Listener
 	events  *eventLog
 	guard   *auth.Guard
+	conns   *limitListener
+	cert    *certificate // nil without TLS
 }
 
 // HTTP server limits. A long-poll acquire is bounded by its own wait, so
-// there is no write timeout; slow or trickling headers are cut off.
+// there is no read or write timeout (a write timeout would cut a legitimate
+// 10-minute wait); slow or trickling headers are cut off by
+// limits.read_header_timeout, idle connections by limits.idle_timeout.
 const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
+	maxHeaderBytes = 64 << 10
+	// maxStreams bounds the concurrent requests (waits) on one HTTP/2
+	// connection.
+	maxStreams = 250
 )
 
 // New builds the daemon and binds its listener, so Addr is known and
@@ -52,6 +58,12 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, guard: &auth.Guard{}}
 	if err := s.loadTokens(); err != nil {
 		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	if cfg.TLS.Enabled() {
+		s.cert = &certificate{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile}
+		if err := s.cert.load(); err != nil {
+			return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+		}
 	}
 	s.metrics = metrics.New(metrics.Options{
 		NamespaceSeparator: cfg.Metrics.NamespaceSeparator,
@@ -82,18 +94,38 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		Auth:             s.guard,
 		Logger:           log,
 	})
+	// HTTP/1.1 and HTTP/2 (over TLS, or cleartext with prior knowledge): a
+	// program may multiplex many waits over one connection.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	if s.cert != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	s.http = &http.Server{
 		Handler:           s.api,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout,
+		IdleTimeout:       cfg.Limits.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
+		Protocols:         &protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	s.ln = ln
+	// Order matters: the cap counts TCP connections, and a refusal is
+	// written in the clear, so TLS wraps the capped listener, and a TLS
+	// client past the cap just sees its connection closed.
+	if s.cert != nil {
+		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, nil)
+		s.ln = tls.NewListener(s.conns, s.cert.config())
+	} else {
+		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, refusal503)
+		s.ln = s.conns
+	}
 	return s, nil
 }
 
@@ -129,21 +161,42 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.events.stop()
 
 	serveErr := make(chan error, 1)
-	wg.Go(func() { serveErr <- s.http.Serve(s.ln) })
-	s.api.SetReady(true)
 	c := s.cfg
+	// During the restart grace every lease granted before a restart may
+	// still be believed held by its client: grant nothing until they have
+	// all run out.
+	var graceOver <-chan time.Time
+	if g := c.Lock.RestartGrace; g > 0 {
+		t := time.NewTimer(g)
+		defer t.Stop()
+		graceOver = t.C
+		s.api.SetReadyAt(time.Now().Add(g))
+	} else {
+		s.api.SetReady(true)
+	}
+	wg.Go(func() { serveErr <- s.http.Serve(s.ln) })
 	s.log.Info("mutexd started", "addr", s.ln.Addr().String(), "version", s.metrics.Version(),
 		"default_ttl", c.Lock.DefaultTTL.String(), "max_ttl", c.Lock.MaxTTL.String(),
 		"default_wait", c.Lock.DefaultWait.String(), "max_wait", c.Lock.MaxWait.String(),
+		"restart_grace", c.Lock.RestartGrace.String(),
 		"max_keys", c.Limits.MaxKeys, "max_waiters_per_key", c.Limits.MaxWaitersPerKey,
-		"max_waiters", c.Limits.MaxWaiters, "auth", s.guard.Tokens().Enabled())
+		"max_waiters", c.Limits.MaxWaiters, "max_connections", c.Limits.MaxConnections,
+		"auth", s.guard.Tokens().Enabled(), "tls", s.cert != nil)
 	s.warnExposure()
 
-	select {
-	case err := <-serveErr:
-		s.engine.Close()
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case err := <-serveErr:
+			s.engine.Close()
+			return fmt.Errorf("serve: %w", err)
+		case <-graceOver:
+			graceOver = nil
+			s.api.SetReady(true)
+			s.log.Info("restart grace over: granting locks")
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	s.log.Info("shutting down", "timeout", c.ShutdownTimeout.String())
 	// Order matters: stop advertising readiness, then answer every waiter
@@ -189,16 +242,23 @@ func (s *Server) loadTokens() error {
 }
 
 // Reload re-reads what may change while the daemon runs (the tokens
-// file). cmd/mutexd calls it on SIGHUP. On error everything in force is
+// file, the TLS certificate and key). cmd/mutexd calls it on SIGHUP. On error everything in force is
 // kept, and the error is logged and returned.
 func (s *Server) Reload() error {
+	var errs []error
 	if err := s.loadTokens(); err != nil {
 		s.log.Error("reload failed; keeping the previous tokens", "err", err)
-		return err
+		errs = append(errs, err)
+	}
+	if s.cert != nil {
+		if err := s.cert.load(); err != nil {
+			s.log.Error("reload failed; keeping the previous certificate", "err", err)
+			errs = append(errs, err)
+		}
 	}
 	client, admin := s.guard.Tokens().Count()
-	s.log.Info("reloaded", "client_tokens", client, "admin_tokens", admin)
-	return nil
+	s.log.Info("reloaded", "client_tokens", client, "admin_tokens", admin, "tls", s.cert != nil, "errors", len(errs))
+	return errors.Join(errs...)
 }
 
 // warnExposure logs what an operator should know about who can reach the

@@ -1,0 +1,338 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeCert writes a fresh self-signed certificate for 127.0.0.1 named cn
+// to dir and returns the paths and a pool that trusts it.
+func writeCert(t *testing.T, dir, cn string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// servedCN connects with a fresh TLS handshake and returns the certificate's
+// common name and the negotiated protocol.
+func servedCN(t *testing.T, addr string) (string, string) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st := conn.ConnectionState()
+	return st.PeerCertificates[0].Subject.CommonName, st.NegotiatedProtocol
+}
+
+func TestTLSServesAndReloads(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := writeCert(t, dir, "first")
+	cfg := testConfig()
+	cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
+	cfg.Auth.Tokens = []string{tokA}
+	d := startDaemon(t, cfg)
+	addr := d.srv.Addr().String()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	defer client.CloseIdleConnections()
+	base := "https://" + addr
+	code, _, body := call(t, client, "POST", base+"/v1/locks/tls/acquire?wait=0", tokA)
+	if code != 200 || body["token"] == nil {
+		t.Fatalf("acquire over TLS: %d %v", code, body)
+	}
+	if cn, proto := servedCN(t, addr); cn != "first" || proto != "h2" {
+		t.Fatalf("served %q over %q, want first over h2", cn, proto)
+	}
+	// Plain HTTP to a TLS port gets nothing useful.
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP was served on the TLS port")
+		}
+	}
+
+	// Rotate: new files, SIGHUP (Reload); new handshakes get the new certificate.
+	writeCert(t, dir, "second")
+	if err := d.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if cn, _ := servedCN(t, addr); cn != "second" {
+		t.Fatalf("after reload served %q, want second", cn)
+	}
+	// A broken key keeps the certificate in force.
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.srv.Reload(); err == nil {
+		t.Fatal("Reload with a broken key succeeded")
+	}
+	if cn, _ := servedCN(t, addr); cn != "second" {
+		t.Fatalf("after a failed reload served %q, want second", cn)
+	}
+}
+
+func TestHTTP2Cleartext(t *testing.T) {
+	d := startDaemon(t, testConfig())
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Post(d.url+"/v1/locks/h2c/acquire", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+		t.Fatalf("h2c acquire: %d over %s, want 200 over HTTP/2.0", resp.StatusCode, resp.Proto)
+	}
+}
+
+func TestRestartGrace(t *testing.T) {
+	cfg := testConfig()
+	cfg.Lock.RestartGrace = 1500 * time.Millisecond
+	start := time.Now()
+	d := startDaemon(t, cfg)
+	c := http.DefaultClient
+	code, h, body := call(t, c, "POST", d.url+"/v1/locks/g/acquire", "")
+	if code != 503 || body["error"] != "unavailable" {
+		t.Fatalf("acquire during the grace: %d %v, want 503 unavailable", code, body)
+	}
+	if ra, _ := strconv.Atoi(h.Get("Retry-After")); ra < 1 || ra > 2 {
+		t.Fatalf("Retry-After %q, want 1 or 2 (seconds left of the grace)", h.Get("Retry-After"))
+	}
+	if code, _, _ := call(t, c, "GET", d.url+"/readyz", ""); code != 503 && time.Since(start) < cfg.Lock.RestartGrace {
+		t.Fatalf("readyz during the grace: %d, want 503", code)
+	}
+	if code, _, _ := call(t, c, "GET", d.url+"/healthz", ""); code != 200 {
+		t.Fatalf("healthz during the grace: %d, want 200", code)
+	}
+	eventually(t, 10*time.Second, "readyz turns 200 after the grace", func() bool {
+		code, _, _ := call(t, c, "GET", d.url+"/readyz", "")
+		return code == 200
+	})
+	if el := time.Since(start); el < cfg.Lock.RestartGrace {
+		t.Fatalf("ready after %s, before the grace of %s ended", el, cfg.Lock.RestartGrace)
+	}
+	if code, _, body := call(t, c, "POST", d.url+"/v1/locks/g/acquire", ""); code != 200 {
+		t.Fatalf("acquire after the grace: %d %v", code, body)
+	}
+}
+
+// TestRestartKeepsExclusion restarts the daemon on the same address while a
+// client holds a lease: with restart_grace at least the TTL, nobody else is
+// granted the key before that lease has run out, and the next fence is
+// higher.
+func TestRestartKeepsExclusion(t *testing.T) {
+	const ttl = 2 * time.Second
+	cfg := testConfig()
+	a := startDaemon(t, cfg)
+	c := http.DefaultClient
+	sent := time.Now()
+	code, _, body := call(t, c, "POST", a.url+"/v1/locks/job/acquire?ttl=2s", "")
+	if code != 200 {
+		t.Fatalf("acquire: %d %v", code, body)
+	}
+	oldFence := body["fence"].(float64)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = a.srv.Addr().String()
+	cfg.Lock.RestartGrace = ttl
+	b := startDaemon(t, cfg)
+	for {
+		code, _, body = call(t, c, "POST", b.url+"/v1/locks/job/acquire?wait=0", "")
+		if code == 200 {
+			break
+		}
+		if code != 503 {
+			t.Fatalf("acquire after restart: %d %v, want 503 then 200", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if held := time.Since(sent); held < ttl {
+		t.Fatalf("granted again %s after the first grant, before its TTL of %s ran out", held, ttl)
+	}
+	if f := body["fence"].(float64); f <= oldFence {
+		t.Fatalf("fence after restart %v, want more than %v", f, oldFence)
+	}
+}
+
+func TestMaxConnectionsRefuses(t *testing.T) {
+	cfg := testConfig()
+	cfg.Limits.MaxConnections = 3
+	d := startDaemon(t, cfg)
+	addr := d.srv.Addr().String()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	get := func(c net.Conn) (*http.Response, error) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return nil, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	var held []net.Conn
+	for range 3 {
+		c := dial()
+		if resp, err := get(c); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("connection under the cap: %v %v", resp, err)
+		}
+		held = append(held, c)
+	}
+	answered := 0
+	for range 5 {
+		resp, err := get(dial())
+		if err != nil {
+			continue // closed or reset: also a refusal
+		}
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("connection over the cap answered %d, want 503 with Retry-After or a closed connection", resp.StatusCode)
+		}
+		answered++
+	}
+	if answered == 0 {
+		t.Fatal("no refused connection got the 503 answer")
+	}
+	// The held connections still work, and closing one frees a slot.
+	if resp, err := get(held[0]); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("held connection: %v %v", resp, err)
+	}
+	held[1].Close()
+	eventually(t, 5*time.Second, "a freed slot is reused", func() bool {
+		resp, err := get(dial())
+		return err == nil && resp.StatusCode == 200
+	})
+}
+
+func TestHeaderTricklerIsCutOff(t *testing.T) {
+	cfg := testConfig()
+	cfg.Limits.ReadHeaderTimeout = 300 * time.Millisecond
+	d := startDaemon(t, cfg)
+	c, err := net.Dial("tcp", d.srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	msg := "POST /v1/locks/slow/acquire HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Slow: drip\r\n", 100)
+	cut := false
+	for i := 0; i < len(msg) && time.Since(start) < 10*time.Second; i++ {
+		if _, err := c.Write([]byte{msg[i]}); err != nil {
+			cut = true
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+		// The server closing shows up as a readable EOF (or a 408).
+		_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		var b [64]byte
+		if _, err := c.Read(b[:]); err == io.EOF || (err == nil) {
+			cut = true
+			break
+		}
+	}
+	el := time.Since(start)
+	if !cut {
+		t.Fatalf("a client trickling header bytes for %s was not cut off", el)
+	}
+	if el < cfg.Limits.ReadHeaderTimeout || el > 5*time.Second {
+		t.Fatalf("cut off after %s, want about %s", el, cfg.Limits.ReadHeaderTimeout)
+	}
+}
+
+func TestLongPollOutlivesServerTimeouts(t *testing.T) {
+	cfg := testConfig()
+	cfg.Limits.ReadHeaderTimeout = 200 * time.Millisecond
+	cfg.Limits.IdleTimeout = 200 * time.Millisecond
+	d := startDaemon(t, cfg)
+	c := http.DefaultClient
+	if code, _, _ := call(t, c, "POST", d.url+"/v1/locks/poll/acquire?ttl=1m", ""); code != 200 {
+		t.Fatal("first acquire failed")
+	}
+	const wait = 1500 * time.Millisecond
+	start := time.Now()
+	code, _, body := call(t, c, "POST", d.url+"/v1/locks/poll/acquire?wait=1500ms", "")
+	el := time.Since(start)
+	if code != 423 || body["error"] != "timeout" {
+		t.Fatalf("long poll: %d %v, want 423 timeout", code, body)
+	}
+	if el < wait-50*time.Millisecond {
+		t.Fatalf("long poll ended after %s, before its wait of %s: cut by a server timeout", el, wait)
+	}
+}
+
+func TestOversizedHeadersRefused(t *testing.T) {
+	d := startDaemon(t, testConfig())
+	req, _ := http.NewRequestWithContext(context.Background(), "GET", d.url+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 200<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("200 KiB of headers: %d, want 431", resp.StatusCode)
+	}
+}
