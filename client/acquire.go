@@ -93,7 +93,7 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...AcquireOption)
 	}
 	path, err := keyPath(key, "/acquire")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("acquire: %w", err)
 	}
 	body := map[string]string{}
 	if o.hasTTL {

@@ -28,27 +28,6 @@ func newClient(t *testing.T, s *servertest.Server, opts ...client.Option) *clien
 	return c
 }
 
-// eventually polls cond every 10 ms until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func waiters(t *testing.T, c *client.Client, key string) int {
-	t.Helper()
-	st, err := c.Inspect(t.Context(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Waiters
-}
-
 func TestNewRejectsBadURLs(t *testing.T) {
 	for _, u := range []string{"", "127.0.0.1:7070", "ftp://h", "http://", "http://h/?a=1", "http://h/#x", "http://[::1"} {
 		if _, err := client.New(u); err == nil {
@@ -99,7 +78,7 @@ func TestAcquireRelease(t *testing.T) {
 		}
 		next <- l2
 	}()
-	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "invoice/42") == 1 })
+	servertest.Eventually(t, "the waiter is queued", func() bool { return s.Waiters("invoice/42") == 1 })
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +134,7 @@ func TestCancelWhileWaitingLeavesTheQueue(t *testing.T) {
 		_, err := c.Acquire(wctx, "k", client.Wait(time.Minute), client.Owner("quitter"))
 		got <- err
 	}()
-	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "k") == 1 })
+	servertest.Eventually(t, "the waiter is queued", func() bool { return s.Waiters("k") == 1 })
 	cancel()
 	select {
 	case err := <-got:
@@ -165,7 +144,7 @@ func TestCancelWhileWaitingLeavesTheQueue(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Acquire did not return after its context was cancelled")
 	}
-	eventually(t, "the waiter leaves the queue", func() bool { return waiters(t, c, "k") == 0 })
+	servertest.Eventually(t, "the waiter leaves the queue", func() bool { return s.Waiters("k") == 0 })
 
 	// The quitter must not hold the lock once the holder lets go.
 	if err := holder.Release(ctx); err != nil {
@@ -297,7 +276,7 @@ func TestDo(t *testing.T) {
 						}
 						next <- l2
 					}()
-					eventually(t, "the waiter is queued", func() bool { return waiters(t, c, key) == 1 })
+					servertest.Eventually(t, "the waiter is queued", func() bool { return s.Waiters(key) == 1 })
 					return tt.fn(fctx, l)
 				})
 				return nil
@@ -355,7 +334,7 @@ func TestServerErrorsMatchSentinels(t *testing.T) {
 	}
 	aborted := make(chan error, 1)
 	go func() { _, err := c.Acquire(ctx, "stop", client.Wait(time.Minute)); aborted <- err }()
-	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "stop") == 1 })
+	servertest.Eventually(t, "the waiter is queued", func() bool { return s.Waiters("stop") == 1 })
 
 	// The per-key waiter limit (1) is reached.
 	_, tooMany := c.Acquire(ctx, "stop", client.Wait(time.Minute))
@@ -408,7 +387,7 @@ func TestInspectAndList(t *testing.T) {
 		defer l.Release(ctx)
 	}
 	go c.Acquire(ctx, "a:1", client.Owner("waiter"), client.Wait(time.Minute))
-	eventually(t, "the waiter is queued", func() bool { return waiters(t, c, "a:1") == 1 })
+	servertest.Eventually(t, "the waiter is queued", func() bool { return s.Waiters("a:1") == 1 })
 	st, err := c.Inspect(ctx, "a:1")
 	if err != nil {
 		t.Fatal(err)
@@ -598,5 +577,40 @@ func TestTokenStaysOutOfURLs(t *testing.T) {
 	}
 	if err := l.Release(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestLeaseHandle(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	l, err := c.Acquire(ctx, "k", client.TTL(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newClient(t, s) // another process, given key and token
+	h := other.Lease("k", l.Token)
+	if h.TTL() != 0 || !h.ExpiresAt().IsZero() {
+		t.Errorf("fresh handle knows TTL %s, expiry %s", h.TTL(), h.ExpiresAt())
+	}
+	if err := h.Renew(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if h.TTL() != 10*time.Second || time.Until(h.ExpiresAt()) < 8*time.Second {
+		t.Errorf("after Renew: TTL %s, expiry in %s", h.TTL(), time.Until(h.ExpiresAt()))
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	bogus := other.Lease("k", strings.Repeat("0", 32))
+	bogus.KeepAlive(ctx)
+	select {
+	case <-bogus.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("KeepAlive of a wrong token did not lose the lease")
+	}
+	if !errors.Is(bogus.Err(), client.ErrNotHolder) {
+		t.Errorf("Err() = %v, want ErrNotHolder", bogus.Err())
 	}
 }

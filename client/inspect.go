@@ -42,7 +42,7 @@ type Waiter struct {
 func (c *Client) Inspect(ctx context.Context, key string) (*KeyStatus, error) {
 	path, err := keyPath(key, "")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("inspect: %w", err)
 	}
 	resp, err := c.do(ctx, request{method: http.MethodGet, path: path})
 	if err != nil {

@@ -34,11 +34,11 @@ type Lease struct {
 	// key was free.
 	Previous *Previous
 
-	c     *Client
-	lost  chan struct{}
-	timer *time.Timer // fires at the local deadline minus the margin
+	c    *Client
+	lost chan struct{}
 
-	mu        sync.Mutex // guards the following
+	mu        sync.Mutex  // guards the following
+	timer     *time.Timer // fires at the local deadline minus the margin
 	ttl       time.Duration
 	expiresAt time.Time // the server's clock
 	deadline  time.Time // local monotonic lower bound of the server's expiry
@@ -68,8 +68,35 @@ func newLease(c *Client, g grantJSON, sentAt time.Time) *Lease {
 		ttl: time.Duration(g.TTLMS) * time.Millisecond, expiresAt: g.ExpiresAt,
 	}
 	l.deadline = sentAt.Add(l.Waited + l.ttl)
-	l.timer = time.AfterFunc(time.Until(l.deadline.Add(-safetyMargin(l.ttl))), l.checkDeadline)
+	l.armLocked()
 	return l
+}
+
+// Lease returns a handle to a lease granted earlier, perhaps to another
+// process that passed on its key and token (as "mutexd lock" does through
+// MUTEXD_KEY and MUTEXD_LEASE_TOKEN), to renew or release it. Until its
+// first successful Renew, its TTL, expiry and deadline are unknown (zero)
+// and it cannot be declared lost by the clock; its Fence stays 0.
+func (c *Client) Lease(key, token string) *Lease {
+	return &Lease{Key: key, Token: token, c: c, lost: make(chan struct{})}
+}
+
+// armLocked (re)starts the deadline timer. l.mu must be held, or l not yet
+// shared.
+func (l *Lease) armLocked() {
+	d := time.Until(l.deadline.Add(-safetyMargin(l.ttl)))
+	if l.timer == nil {
+		l.timer = time.AfterFunc(d, l.checkDeadline)
+	} else {
+		l.timer.Reset(d)
+	}
+}
+
+// stopTimerLocked stops the deadline timer, if any. l.mu must be held.
+func (l *Lease) stopTimerLocked() {
+	if l.timer != nil {
+		l.timer.Stop()
+	}
 }
 
 // safetyMargin is how long before the local deadline a lease that was not
@@ -122,7 +149,7 @@ func (l *Lease) loseLocked(why error) {
 		return
 	}
 	l.err = fmt.Errorf("%w: %s: %w", ErrLeaseLost, l.Key, why)
-	l.timer.Stop()
+	l.stopTimerLocked()
 	close(l.lost)
 }
 
@@ -134,8 +161,8 @@ func (l *Lease) checkDeadline() {
 	if l.ended || l.err != nil {
 		return
 	}
-	if left := time.Until(l.deadline.Add(-safetyMargin(l.ttl))); left > 0 {
-		l.timer.Reset(left)
+	if time.Until(l.deadline.Add(-safetyMargin(l.ttl))) > 0 {
+		l.armLocked()
 		return
 	}
 	why := errors.New("no renewal succeeded before the lease's deadline")
@@ -158,7 +185,7 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	}
 	path, err := keyPath(l.Key, "/renew")
 	if err != nil {
-		return err
+		return fmt.Errorf("renew: %w", err)
 	}
 	body := map[string]string{"token": l.Token}
 	if ttl > 0 {
@@ -172,6 +199,9 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 			l.ttl, l.expiresAt, l.renewErr = time.Duration(r.TTLMS)*time.Millisecond, r.ExpiresAt, nil
 			if d := resp.sentAt.Add(l.ttl); d.After(l.deadline) {
 				l.deadline = d
+			}
+			if l.err == nil && !l.ended {
+				l.armLocked()
 			}
 			l.mu.Unlock()
 			return nil
@@ -211,6 +241,18 @@ func (l *Lease) keepAlive(ctx context.Context, done chan struct{}) {
 		l.mu.Lock()
 		ttl, deadline := l.ttl, l.deadline
 		l.mu.Unlock()
+		if ttl == 0 {
+			// A handle from Client.Lease: nothing is known until it renews.
+			if err := l.Renew(ctx, 0); err != nil {
+				if ctx.Err() == nil {
+					l.mu.Lock()
+					l.loseLocked(fmt.Errorf("the first renewal failed: %w", err))
+					l.mu.Unlock()
+				}
+				return
+			}
+			continue
+		}
 		next := deadline.Add(-ttl + renewInterval(ttl)) // a third of the TTL after the last successful request
 		if failing {
 			next = time.Now().Add(retryInterval(ttl))
@@ -256,7 +298,7 @@ func (l *Lease) release(ctx context.Context, outcome string) error {
 	l.stopKeepAlive()
 	path, err := keyPath(l.Key, "/release")
 	if err != nil {
-		return err
+		return fmt.Errorf("release: %w", err)
 	}
 	_, err = l.c.do(ctx, request{method: http.MethodPost, path: path, body: map[string]string{"token": l.Token, "outcome": outcome}})
 	l.mu.Lock()
@@ -264,7 +306,7 @@ func (l *Lease) release(ctx context.Context, outcome string) error {
 	switch {
 	case err == nil:
 		l.ended = true
-		l.timer.Stop()
+		l.stopTimerLocked()
 		return nil
 	case errors.Is(err, ErrNotHolder):
 		l.loseLocked(fmt.Errorf("release refused: %w", err))

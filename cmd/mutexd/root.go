@@ -33,7 +33,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		RunE:          serve.RunE,
 	}
 	root.Flags().AddFlagSet(serve.Flags())
-	root.AddCommand(serve, newVersionCmd(stdout), newHealthcheckCmd(stdout), newBenchCmd(stdout, stderr))
+	root.AddCommand(serve, newVersionCmd(stdout), newHealthcheckCmd(stdout), newBenchCmd(stdout, stderr),
+		newLockCmd(stdout, stderr), newAcquireCmd(stdout), newReleaseCmd(stdout), newRenewCmd(stdout),
+		newStatusCmd(stdout), newLsCmd(stdout))
 	return root
 }
 

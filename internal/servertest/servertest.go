@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/engine"
@@ -76,4 +77,24 @@ func (s *Server) Stop() error {
 		s.stopErr = <-s.done
 	})
 	return s.stopErr
+}
+
+// Waiters is the number of acquires queued on key right now.
+func (s *Server) Waiters(key string) int { return s.daemon.Engine().Inspect(key, 0).Waiters }
+
+// Held reports whether key has a live lease right now.
+func (s *Server) Held(key string) bool { return s.daemon.Engine().Inspect(key, 0).Held }
+
+// Eventually polls cond every 10 ms until it holds, and fails the test if
+// it does not within 10 s: a generous bound on a busy machine for things
+// that take milliseconds.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mutexd/mutexd/client"
+)
+
+func newAcquireCmd(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "acquire KEY",
+		Short: "Acquire a lock and print the lease (renew and release it yourself)",
+		Long: `acquire waits for the lock on KEY and prints the lease. Nothing renews it:
+it expires after --ttl unless renewed with "mutexd renew". For a command
+that runs while the lock is held, "mutexd lock" is simpler and safer.
+
+  -o json   the lease as JSON (the API's acquire answer)
+  -o env    export lines for eval: MUTEXD_KEY, MUTEXD_FENCE, MUTEXD_LEASE_TOKEN
+  -o token  the token alone
+
+Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
+2 bad usage.`,
+		Example: `  eval "$(mutexd acquire --ttl 5m -o env backup:db)" && run-backup && mutexd release backup:db`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, _ := cmd.Flags().GetString("output")
+			if out != "json" && out != "env" && out != "token" {
+				return usageError{err: fmt.Errorf("acquire: -o must be json, env or token, got %q", out)}
+			}
+			opts, wait, err := acquireOptions(cmd)
+			if err != nil {
+				return err
+			}
+			c, err := newAPIClient(cmd)
+			if err != nil {
+				return err
+			}
+			timeout, _ := cmd.Flags().GetDuration("timeout")
+			ctx, cancel := context.WithTimeout(cmd.Context(), wait+timeout)
+			defer cancel()
+			l, err := c.Acquire(ctx, args[0], opts...)
+			if err != nil {
+				return commandError(err, exitConflict)
+			}
+			return printLease(stdout, l, out)
+		},
+	}
+	addClientFlags(cmd)
+	addAcquireFlags(cmd, defaultOwner())
+	cmd.Flags().StringP("output", "o", "json", "json, env or token")
+	return cmd
+}
+
+// leaseJSON is the lease as acquire -o json prints it: the API's grant.
+type leaseJSON struct {
+	Key       string           `json:"key"`
+	Token     string           `json:"token"`
+	Fence     uint64           `json:"fence"`
+	Owner     string           `json:"owner"`
+	TTLMS     int64            `json:"ttl_ms"`
+	ExpiresAt string           `json:"expires_at"`
+	WaitedMS  int64            `json:"waited_ms"`
+	Previous  *client.Previous `json:"previous"`
+}
+
+func printLease(w io.Writer, l *client.Lease, format string) error {
+	var err error
+	switch format {
+	case "token":
+		_, err = fmt.Fprintln(w, l.Token)
+	case "env":
+		_, err = fmt.Fprintf(w, "export MUTEXD_KEY=%s\nexport MUTEXD_FENCE=%d\nexport MUTEXD_LEASE_TOKEN=%s\n", shellQuote(l.Key), l.Fence, l.Token)
+	default:
+		err = writeJSON(w, leaseJSON{
+			Key: l.Key, Token: l.Token, Fence: l.Fence, Owner: l.Owner,
+			TTLMS: l.TTL().Milliseconds(), ExpiresAt: formatTime(l.ExpiresAt()),
+			WaitedMS: l.Waited.Milliseconds(), Previous: l.Previous,
+		})
+	}
+	return err
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// formatTime prints a time as the API does: RFC 3339 UTC with milliseconds.
+func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/@%+=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mutexd/mutexd/client"
+)
+
+// Exit codes of the client commands (acquire, release, renew, status, ls,
+// lock), beyond 0 (done), 1 (any other failure) and 2 (bad usage, or a
+// parameter the server rejected).
+const (
+	// exitNotHolder: release or renew was refused because the token is not
+	// the key's live lease (it expired, was released, or is wrong).
+	exitNotHolder = 3
+	// exitConflict: not acquired within --wait (EX_TEMPFAIL from
+	// sysexits.h, as flock -E uses); lock's --conflict-exit-code changes it.
+	exitConflict = 75
+)
+
+// addClientFlags adds the flags every client command shares.
+func addClientFlags(cmd *cobra.Command) {
+	cmd.Flags().String("addr", "", "server address (default $MUTEXD_ADDR, else derived from $MUTEXD_LISTEN, else "+defaultAddr+"); the bearer token comes from $MUTEXD_TOKEN")
+	cmd.Flags().Duration("timeout", 30*time.Second, "give up a call that takes longer (an acquire gets --wait on top)")
+}
+
+// newAPIClient returns a client for the command's server address, sending
+// $MUTEXD_TOKEN as its bearer token.
+func newAPIClient(cmd *cobra.Command) (*client.Client, error) {
+	c, err := client.New(serverAddr(cmd), client.WithToken(os.Getenv("MUTEXD_TOKEN")))
+	if err != nil {
+		return nil, usageError{err: err}
+	}
+	return c, nil
+}
+
+// addAcquireFlags adds the flags of the commands that acquire.
+func addAcquireFlags(cmd *cobra.Command, defaultOwner string) {
+	f := cmd.Flags()
+	f.Duration("ttl", 30*time.Second, "lease time to live (renewed while held by lock)")
+	f.Duration("wait", 30*time.Second, "how long to wait in the queue; 0 tries once")
+	f.String("owner", defaultOwner, "owner name shown by status and ls")
+	f.String("on-error", "continue", "continue or stop: with stop, waiters queued when this holder fails are aborted")
+}
+
+// acquireOptions reads the flags addAcquireFlags added.
+func acquireOptions(cmd *cobra.Command) ([]client.AcquireOption, time.Duration, error) {
+	f := cmd.Flags()
+	ttl, _ := f.GetDuration("ttl")
+	wait, _ := f.GetDuration("wait")
+	owner, _ := f.GetString("owner")
+	onError, _ := f.GetString("on-error")
+	if ttl < time.Second {
+		return nil, 0, usageError{err: fmt.Errorf("--ttl must be at least 1s, got %s", ttl)}
+	}
+	if wait < 0 {
+		return nil, 0, usageError{err: fmt.Errorf("--wait must not be negative, got %s", wait)}
+	}
+	opts := []client.AcquireOption{client.TTL(ttl), client.Wait(wait), client.Owner(owner)}
+	switch onError {
+	case "continue":
+	case "stop":
+		opts = append(opts, client.OnError(client.Stop))
+	default:
+		return nil, 0, usageError{err: fmt.Errorf("--on-error must be continue or stop, got %q", onError)}
+	}
+	return opts, wait, nil
+}
+
+// defaultOwner names this machine, for the owner column of status and ls.
+func defaultOwner() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "mutexd-cli"
+	}
+	return h
+}
+
+// tokenArg returns args[i], else $MUTEXD_LEASE_TOKEN (what lock and
+// "acquire -o env" provide), so a token need not appear in ps.
+func tokenArg(cmd *cobra.Command, args []string, i int) (string, error) {
+	if len(args) > i {
+		return args[i], nil
+	}
+	if t := os.Getenv("MUTEXD_LEASE_TOKEN"); t != "" {
+		return t, nil
+	}
+	return "", usageError{err: errors.New(cmd.Name() + ": no TOKEN: pass it after KEY or set MUTEXD_LEASE_TOKEN")}
+}
+
+// commandError turns a client error into the command's exit: usage errors
+// exit 2, a refused token exitNotHolder, a wait that passed
+// conflictCode, anything else 1. The message is one line.
+func commandError(err error, conflictCode int) error {
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	switch {
+	case errors.Is(err, client.ErrInvalid):
+		return usageError{err: errors.New(msg)}
+	case errors.Is(err, client.ErrNotHolder):
+		return exitError{code: exitNotHolder, msg: msg}
+	case errors.Is(err, client.ErrTimeout):
+		return exitError{code: conflictCode, msg: msg}
+	}
+	return exitError{code: 1, msg: msg}
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mutexd/mutexd/client"
+)
+
+const lockUsage = "usage: mutexd lock [flags] KEY -- COMMAND [ARGS...]"
+
+func newLockCmd(stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lock [flags] KEY -- COMMAND [ARGS...]",
+		Short: "Run a command while holding a lock: flock(1) across machines",
+		Long: `lock waits for the lock on KEY, runs COMMAND while holding it, renews the
+lease in the background (every third of --ttl), and releases it when the
+command exits: with outcome ok on exit status 0, failed otherwise. It exits
+with the command's own status. The command finds MUTEXD_KEY, MUTEXD_FENCE,
+MUTEXD_LEASE_TOKEN and MUTEXD_ADDR in its environment. SIGINT, SIGTERM and
+SIGHUP are passed on to it.
+
+If the lease is lost while the command runs (the daemon is gone, or an
+operator force-released the key), --on-lost kill (the default) sends the
+command SIGTERM, then SIGKILL after --kill-after, and lock exits 1 with one
+line saying why; --on-lost warn only prints a warning.
+
+Exit codes: the command's status (128+N if signal N ended it); 75 (or
+--conflict-exit-code) when not acquired within --wait, without running the
+command; 1 when the daemon cannot be reached or the lease was lost; 2 on
+bad usage; 126 or 127 when COMMAND cannot be run; 128+N when signal N
+interrupted the wait.`,
+		Example: `  # A cron job that must never overlap, across every machine that runs it:
+  */5 * * * * mutexd lock --wait 0 --ttl 1m report:hourly -- /usr/local/bin/build-report`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 1 || len(args) < 2 {
+				return usageError{err: errors.New("lock: " + lockUsage)}
+			}
+			r, err := newLockRun(cmd, args[0], args[1:], stdout, stderr)
+			if err != nil {
+				return err
+			}
+			return r.run(cmd.Context())
+		},
+	}
+	addClientFlags(cmd)
+	addAcquireFlags(cmd, defaultOwner()+":"+strconv.Itoa(os.Getpid()))
+	f := cmd.Flags()
+	f.String("on-lost", "kill", "kill or warn: what to do with the command when the lease is lost")
+	f.Duration("kill-after", 10*time.Second, "with --on-lost kill, send SIGKILL this long after SIGTERM")
+	f.Int("conflict-exit-code", exitConflict, "exit code when not acquired within --wait")
+	return cmd
+}
+
+// lockRun is one "mutexd lock" invocation.
+type lockRun struct {
+	c            *client.Client
+	key          string
+	argv         []string
+	opts         []client.AcquireOption
+	wait         time.Duration
+	timeout      time.Duration // for each call, on top of wait for the acquire
+	killAfter    time.Duration
+	warnOnLost   bool
+	conflictCode int
+	stdout       io.Writer
+	stderr       io.Writer
+}
+
+func newLockRun(cmd *cobra.Command, key string, argv []string, stdout, stderr io.Writer) (*lockRun, error) {
+	opts, wait, err := acquireOptions(cmd)
+	if err != nil {
+		return nil, usageError{err: fmt.Errorf("lock: %w", err)}
+	}
+	r := &lockRun{key: key, argv: argv, opts: opts, wait: wait, stdout: stdout, stderr: stderr}
+	f := cmd.Flags()
+	r.timeout, _ = f.GetDuration("timeout")
+	r.killAfter, _ = f.GetDuration("kill-after")
+	r.conflictCode, _ = f.GetInt("conflict-exit-code")
+	onLost, _ := f.GetString("on-lost")
+	switch {
+	case onLost != "kill" && onLost != "warn":
+		return nil, usageError{err: fmt.Errorf("lock: --on-lost must be kill or warn, got %q", onLost)}
+	case r.conflictCode < 0 || r.conflictCode > 255:
+		return nil, usageError{err: fmt.Errorf("lock: --conflict-exit-code must be 0 to 255, got %d", r.conflictCode)}
+	case r.killAfter <= 0:
+		return nil, usageError{err: fmt.Errorf("lock: --kill-after must be positive, got %s", r.killAfter)}
+	case r.timeout <= 0:
+		return nil, usageError{err: fmt.Errorf("lock: --timeout must be positive, got %s", r.timeout)}
+	}
+	r.warnOnLost = onLost == "warn"
+	if r.c, err = newAPIClient(cmd); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// run acquires, runs the command under the lease, and releases. Signals
+// are handled here rather than through ctx: they go to the command, and
+// the lease must outlive them until the command has exited.
+func (r *lockRun) run(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, lockSignals()...)
+	defer signal.Stop(sigs)
+
+	lease, err := r.acquire(ctx, sigs)
+	if err != nil {
+		return err
+	}
+	lease.KeepAlive(ctx)
+	env := append(os.Environ(),
+		"MUTEXD_KEY="+lease.Key,
+		"MUTEXD_FENCE="+strconv.FormatUint(lease.Fence, 10),
+		"MUTEXD_LEASE_TOKEN="+lease.Token,
+		"MUTEXD_ADDR="+r.c.BaseURL())
+	j, err := startJob(r.argv, env, r.stdout, r.stderr)
+	if err != nil {
+		r.release(lease, false)
+		code := 126
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			code = 127
+		}
+		return exitError{code: code, msg: fmt.Sprintf("lock %s: cannot run %s: %v", r.key, r.argv[0], unwrapExec(err))}
+	}
+
+	exited := make(chan int, 1)
+	go func() { exited <- j.wait() }()
+	lost := lease.Lost()
+	var kill <-chan time.Time
+	var status int
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			j.forward(sig)
+		case <-lost:
+			lost = nil
+			if r.warnOnLost {
+				fmt.Fprintf(r.stderr, "mutexd: warning: %v; the command keeps running (--on-lost warn)\n", lease.Err())
+				continue
+			}
+			j.signal(syscall.SIGTERM)
+			kill = time.After(r.killAfter)
+		case <-kill:
+			kill = nil
+			j.signal(syscall.SIGKILL)
+		case status = <-exited:
+			break wait
+		}
+	}
+
+	if lostErr := lease.Err(); lostErr != nil {
+		if r.warnOnLost {
+			return exitStatus(status)
+		}
+		return exitError{code: 1, msg: fmt.Sprintf("lock %s: %v; the command was stopped (exit status %d)", r.key, lostErr, status)}
+	}
+	r.release(lease, status == 0)
+	return exitStatus(status)
+}
+
+// acquire waits for the lock. A signal while waiting gives up the wait
+// (the server drops the waiter) and ends lock with 128+N.
+func (r *lockRun) acquire(ctx context.Context, sigs <-chan os.Signal) (*client.Lease, error) {
+	actx, cancel := context.WithTimeout(ctx, r.wait+r.timeout)
+	defer cancel()
+	type result struct {
+		lease *client.Lease
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		l, err := r.c.Acquire(actx, r.key, r.opts...)
+		done <- result{l, err}
+	}()
+	select {
+	case res := <-done:
+		switch {
+		case errors.Is(res.err, client.ErrTimeout):
+			return nil, exitError{code: r.conflictCode, msg: fmt.Sprintf("lock %s: not acquired within --wait %s; %s not run", r.key, r.wait, r.argv[0])}
+		case res.err != nil:
+			return nil, commandError(fmt.Errorf("lock: %w", res.err), r.conflictCode)
+		}
+		return res.lease, nil
+	case sig := <-sigs:
+		cancel()
+		if res := <-done; res.err == nil {
+			r.release(res.lease, true) // granted just as the signal came
+		}
+		code := 1
+		if s, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(s)
+		}
+		return nil, exitError{code: code, msg: fmt.Sprintf("lock %s: interrupted by %v while waiting; %s not run", r.key, sig, r.argv[0])}
+	}
+}
+
+// release ends the lease with the command's outcome. A failure is only
+// warned about: the command has run, and the lease expires by itself.
+func (r *lockRun) release(l *client.Lease, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	var err error
+	if ok {
+		err = l.Release(ctx)
+	} else {
+		err = l.Fail(ctx)
+	}
+	if err != nil {
+		fmt.Fprintf(r.stderr, "mutexd: warning: %v; the lease ends by itself within its TTL\n", err)
+	}
+}
+
+// exitStatus passes a command's exit status on, silently.
+func exitStatus(status int) error {
+	if status == 0 {
+		return nil
+	}
+	return exitError{code: status}
+}
+
+// unwrapExec drops exec's repetition of the command name.
+func unwrapExec(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
