@@ -18,6 +18,6 @@ func startJob(argv, env []string, stdout, stderr io.Writer) (*job, error) {
 	return nil, errors.New("mutexd lock needs a Unix system")
 }
 
-func (j *job) forward(os.Signal)       {}
+func (j *job) forward(os.Signal)         {}
 func (j *job) signal(sig syscall.Signal) {}
-func (j *job) wait() int               { return 1 }
+func (j *job) wait() int                 { return 1 }
