@@ -76,7 +76,7 @@ func printStatus(w io.Writer, st *client.KeyStatus, now time.Time) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s (%s)\n", i+1, q.Owner, formatTime(q.WaitingSince), roundAge(now.Sub(q.WaitingSince)))
 	}
 	if st.Waiters > len(st.Queue) {
-		fmt.Fprintf(tw, "…\t%d more\t\n", st.Waiters-len(st.Queue))
+		fmt.Fprintf(tw, "…\t%d more\n", st.Waiters-len(st.Queue))
 	}
 	return tw.Flush()
 }

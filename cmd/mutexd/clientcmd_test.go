@@ -1,0 +1,167 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mutexd/mutexd/client"
+
+	"github.com/mutexd/mutexd/internal/servertest"
+)
+
+// cli runs mutexd in-process with args against s and returns stdout,
+// stderr and the exit code.
+func cli(t *testing.T, s *servertest.Server, args ...string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr strings.Builder
+	err := run(t.Context(), append(args, "--addr", s.URL), &stdout, &stderr)
+	code := exitCode(err, &stderr)
+	return stdout.String(), stderr.String(), code
+}
+
+func TestClientCommands(t *testing.T) {
+	s := servertest.Start(t)
+	t.Setenv("MUTEXD_TOKEN", "")
+	t.Setenv("MUTEXD_LEASE_TOKEN", "")
+
+	out, errOut, code := cli(t, s, "acquire", "--ttl", "1m", "--owner", "me", "-o", "token", "jobs:a")
+	token := strings.TrimSpace(out)
+	if code != 0 || len(token) != 32 {
+		t.Fatalf("acquire -o token = %q, %q, %d", out, errOut, code)
+	}
+	steps := []struct {
+		name  string
+		args  []string
+		code  int
+		check func(t *testing.T, stdout, stderr string)
+	}{
+		{"try a held key", []string{"acquire", "--wait", "0", "jobs:a"}, 75, wantLine("423 timeout")},
+		{"status", []string{"status", "jobs:a"}, 0, wantOut("held      yes", "owner     me", "on_error  continue", "waiters   0")},
+		{"status json", []string{"status", "-o", "json", "jobs:a"}, 0, func(t *testing.T, stdout, _ string) {
+			var st struct {
+				Held   bool `json:"held"`
+				Holder struct {
+					Owner string `json:"owner"`
+				} `json:"holder"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &st); err != nil || !st.Held || st.Holder.Owner != "me" || strings.Contains(stdout, token) {
+				t.Errorf("status -o json = %s (%v)", stdout, err)
+			}
+		}},
+		{"status of a free key", []string{"status", "free"}, 0, wantOut("held     no\nwaiters  0\n")},
+		{"renew", []string{"renew", "--ttl", "2m", "jobs:a", token}, 0, wantOut("renewed jobs:a until ", "(ttl 2m0s)")},
+		{"acquire another as env", []string{"acquire", "-o", "env", "jobs:b c"}, 0, wantOut("export MUTEXD_KEY='jobs:b c'\nexport MUTEXD_FENCE=", "export MUTEXD_LEASE_TOKEN=")},
+		{"acquire another as json", []string{"acquire", "--owner", "x", "other"}, 0, wantOut(`"key": "other"`, `"owner": "x"`, `"ttl_ms": 30000`, `"previous": null`)},
+		{"ls", []string{"ls"}, 0, wantOut("KEY       HELD  OWNER  WAITERS\njobs:a    yes   me     0\njobs:b c  yes")},
+		{"ls prefix json", []string{"ls", "-o", "json", "jobs:"}, 0, func(t *testing.T, stdout, _ string) {
+			var l struct {
+				Locks []struct{ Key string } `json:"locks"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &l); err != nil || len(l.Locks) != 2 || l.Locks[0].Key != "jobs:a" || l.Locks[1].Key != "jobs:b c" {
+				t.Errorf("ls -o json jobs: = %s (%v)", stdout, err)
+			}
+		}},
+		{"ls limit", []string{"ls", "--limit", "1"}, 0, func(t *testing.T, stdout, _ string) {
+			if strings.Count(stdout, "\n") != 2 {
+				t.Errorf("ls --limit 1 printed %q, want a header and one row", stdout)
+			}
+		}},
+		{"release", []string{"release", "jobs:a", token}, 0, wantOut("released jobs:a\n")},
+		{"release again", []string{"release", "jobs:a", token}, 3, wantLine("409 not_holder")},
+		{"renew a released lease", []string{"renew", "jobs:a", token}, 3, wantLine("not_holder")},
+		{"release without a token", []string{"release", "jobs:a"}, 2, wantLine("release: no TOKEN")},
+		{"key too long", []string{"status", strings.Repeat("k", 300)}, 2, wantLine("invalid_key")},
+		{"ttl too short", []string{"acquire", "--ttl", "10ms", "k"}, 2, wantLine("--ttl must be at least 1s")},
+		{"bad on-error", []string{"acquire", "--on-error", "explode", "k"}, 2, wantLine("--on-error must be continue or stop")},
+		{"bad output", []string{"acquire", "-o", "yaml", "k"}, 2, wantLine("-o must be json, env or token")},
+		{"bad ls output", []string{"ls", "-o", "yaml"}, 2, wantLine("-o must be table or json")},
+		{"too many args", []string{"status", "a", "b"}, 2, wantLine("accepts 1 arg")},
+		{"lock without --", []string{"lock", "k", "true"}, 2, wantLine("usage: mutexd lock")},
+		{"lock bad on-lost", []string{"lock", "--on-lost", "shrug", "k", "--", "true"}, 2, wantLine("--on-lost must be kill or warn")},
+		{"lock bad conflict code", []string{"lock", "--conflict-exit-code", "300", "k", "--", "true"}, 2, wantLine("--conflict-exit-code must be 0 to 255")},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			stdout, stderr, code := cli(t, s, st.args...)
+			if code != st.code {
+				t.Fatalf("%v: exit code %d, want %d (stdout %q, stderr %q)", st.args, code, st.code, stdout, stderr)
+			}
+			if st.check != nil {
+				st.check(t, stdout, stderr)
+			}
+		})
+	}
+
+	// A token from the environment, as "mutexd lock" and "acquire -o env"
+	// provide it, releases with outcome failed.
+	out, _, _ = cli(t, s, "acquire", "-o", "token", "env-key")
+	t.Setenv("MUTEXD_LEASE_TOKEN", strings.TrimSpace(out))
+	if stdout, stderr, code := cli(t, s, "release", "--failed", "env-key"); code != 0 || stdout != "released env-key\n" {
+		t.Errorf("release with $MUTEXD_LEASE_TOKEN: %q %q %d", stdout, stderr, code)
+	}
+	if s.Held("env-key") {
+		t.Error("env-key still held")
+	}
+}
+
+func TestClientCommandsWithoutAServer(t *testing.T) {
+	var stdout, stderr strings.Builder
+	err := run(t.Context(), []string{"acquire", "--addr", "127.0.0.1:1", "--wait", "0", "--timeout", "300ms", "k"}, &stdout, &stderr)
+	if code := exitCode(err, &stderr); code != 1 {
+		t.Errorf("exit code = %d, want 1", code)
+	}
+	if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "mutexd unreachable") {
+		t.Errorf("stderr = %q, want one line saying unreachable", got)
+	}
+}
+
+// wantLine checks that stderr is one line containing want.
+func wantLine(want string) func(*testing.T, string, string) {
+	return func(t *testing.T, _, stderr string) { oneLine(t, stderr, want) }
+}
+
+// wantOut checks that stdout contains every one of wants.
+func wantOut(wants ...string) func(*testing.T, string, string) {
+	return func(t *testing.T, stdout, _ string) {
+		for _, w := range wants {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("stdout lacks %q:\n%s", w, stdout)
+			}
+		}
+	}
+}
+
+func TestPrintStatus(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	st := &client.KeyStatus{
+		Key: "invoice:42", Held: true, Waiters: 102,
+		Holder: &client.Holder{Owner: "worker-1", Fence: 17, AcquiredAt: now.Add(-12 * time.Second), ExpiresAt: now.Add(18 * time.Second), OnError: "stop"},
+		Queue: []client.Waiter{
+			{Owner: "worker-2", WaitingSince: now.Add(-5 * time.Second)},
+			{Owner: "worker-3", WaitingSince: now.Add(-1500 * time.Millisecond)},
+		},
+	}
+	var b strings.Builder
+	if err := printStatus(&b, st, now); err != nil {
+		t.Fatal(err)
+	}
+	want := `key       invoice:42
+held      yes
+owner     worker-1
+fence     17
+acquired  2026-11-26T09:59:48.000Z (12s ago)
+expires   2026-11-26T10:00:18.000Z (in 18s)
+on_error  stop
+waiters   102
+
+#  OWNER     WAITING SINCE
+1  worker-2  2026-11-26T09:59:55.000Z (5s)
+2  worker-3  2026-11-26T09:59:58.500Z (1.5s)
+…  100 more
+`
+	if got := b.String(); got != want {
+		t.Errorf("printStatus =\n%s\nwant\n%s", got, want)
+	}
+}
