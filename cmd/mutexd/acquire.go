@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,9 +29,9 @@ Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
 		Example: `  eval "$(mutexd acquire --ttl 5m -o env backup:db)" && run-backup && mutexd release backup:db`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, _ := cmd.Flags().GetString("output")
-			if out != "json" && out != "env" && out != "token" {
-				return usageError{err: fmt.Errorf("acquire: -o must be json, env or token, got %q", out)}
+			out, err := outputFlag(cmd, "json", "env", "token")
+			if err != nil {
+				return err
 			}
 			opts, wait, err := acquireOptions(cmd)
 			if err != nil {
@@ -42,8 +41,7 @@ Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
 			if err != nil {
 				return err
 			}
-			timeout, _ := cmd.Flags().GetDuration("timeout")
-			ctx, cancel := context.WithTimeout(cmd.Context(), wait+timeout)
+			ctx, cancel := callContext(cmd, wait)
 			defer cancel()
 			l, err := c.Acquire(ctx, args[0], opts...)
 			if err != nil {

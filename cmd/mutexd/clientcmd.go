@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,4 +110,19 @@ func commandError(err error, conflictCode int) error {
 		return exitError{code: conflictCode, msg: msg}
 	}
 	return exitError{code: 1, msg: msg}
+}
+
+// outputFlag returns -o, which must be one of formats.
+func outputFlag(cmd *cobra.Command, formats ...string) (string, error) {
+	out, _ := cmd.Flags().GetString("output")
+	if !slices.Contains(formats, out) {
+		return "", usageError{err: fmt.Errorf("%s: -o must be %s or %s, got %q", cmd.Name(), strings.Join(formats[:len(formats)-1], ", "), formats[len(formats)-1], out)}
+	}
+	return out, nil
+}
+
+// callContext bounds a call by --timeout plus extra.
+func callContext(cmd *cobra.Command, extra time.Duration) (context.Context, context.CancelFunc) {
+	timeout, _ := cmd.Flags().GetDuration("timeout")
+	return context.WithTimeout(cmd.Context(), timeout+extra)
 }

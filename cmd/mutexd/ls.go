@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -22,9 +21,9 @@ those starting with PREFIX, fetching page after page. -o json prints
 Exit codes: 0 listed (even none), 1 failures, 2 bad usage.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, _ := cmd.Flags().GetString("output")
-			if out != "table" && out != "json" {
-				return usageError{err: fmt.Errorf("ls: -o must be table or json, got %q", out)}
+			out, err := outputFlag(cmd, "table", "json")
+			if err != nil {
+				return err
 			}
 			limit, _ := cmd.Flags().GetInt("limit")
 			if limit < 0 {
@@ -34,8 +33,7 @@ Exit codes: 0 listed (even none), 1 failures, 2 bad usage.`,
 			if err != nil {
 				return err
 			}
-			timeout, _ := cmd.Flags().GetDuration("timeout")
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			ctx, cancel := callContext(cmd, 0)
 			defer cancel()
 			o := client.ListOptions{Limit: 1000}
 			if len(args) == 1 {

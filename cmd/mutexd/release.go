@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 
@@ -27,8 +26,7 @@ or the token is wrong), 1 other failures, 2 bad usage.`,
 				return err
 			}
 			failed, _ := cmd.Flags().GetBool("failed")
-			timeout, _ := cmd.Flags().GetDuration("timeout")
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			ctx, cancel := callContext(cmd, 0)
 			defer cancel()
 			if failed {
 				err = l.Fail(ctx)

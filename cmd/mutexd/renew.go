@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 
@@ -27,8 +26,7 @@ or the token is wrong), 1 other failures, 2 bad usage.`,
 			if err != nil {
 				return err
 			}
-			timeout, _ := cmd.Flags().GetDuration("timeout")
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			ctx, cancel := callContext(cmd, 0)
 			defer cancel()
 			if err := l.Renew(ctx, ttl); err != nil {
 				return commandError(err, 1)

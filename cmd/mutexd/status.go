@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -23,16 +22,15 @@ never shown. -o json prints the API's answer.
 Exit codes: 0 (held or not), 1 failures, 2 bad usage.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, _ := cmd.Flags().GetString("output")
-			if out != "table" && out != "json" {
-				return usageError{err: fmt.Errorf("status: -o must be table or json, got %q", out)}
+			out, err := outputFlag(cmd, "table", "json")
+			if err != nil {
+				return err
 			}
 			c, err := newAPIClient(cmd)
 			if err != nil {
 				return err
 			}
-			timeout, _ := cmd.Flags().GetDuration("timeout")
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			ctx, cancel := callContext(cmd, 0)
 			defer cancel()
 			st, err := c.Inspect(ctx, args[0])
 			if err != nil {
