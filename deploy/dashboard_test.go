@@ -1,0 +1,357 @@
+package deploy_test
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/metrics"
+)
+
+// dashboardUID is the dashboard's stable uid: links and provisioning
+// depend on it, so changing it must be deliberate.
+const dashboardUID = "mutexd-overview"
+
+// dsRef is a Grafana data source reference.
+type dsRef struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+// varQuery is a variable's query: a string (datasource variables) or an
+// object with a query field (query variables).
+type varQuery struct{ Query string }
+
+func (q *varQuery) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &q.Query); err == nil {
+		return nil
+	}
+	var o struct {
+		Query string `json:"query"`
+	}
+	err := json.Unmarshal(b, &o)
+	q.Query = o.Query
+	return err
+}
+
+type variable struct {
+	Name       string   `json:"name"`
+	Type       string   `json:"type"`
+	Query      varQuery `json:"query"`
+	Datasource *dsRef   `json:"datasource"`
+	IncludeAll bool     `json:"includeAll"`
+	Multi      bool     `json:"multi"`
+	AllValue   string   `json:"allValue"`
+}
+
+type target struct {
+	Expr       string `json:"expr"`
+	RefID      string `json:"refId"`
+	Datasource *dsRef `json:"datasource"`
+	Panel      string `json:"-"`
+}
+
+type panel struct {
+	ID          int      `json:"id"`
+	Type        string   `json:"type"`
+	Title       string   `json:"title"`
+	Description string   `json:"description"`
+	Datasource  *dsRef   `json:"datasource"`
+	Targets     []target `json:"targets"`
+	Panels      []panel  `json:"panels"` // of a collapsed row
+	GridPos     struct {
+		H, W, X, Y int
+	} `json:"gridPos"`
+}
+
+type dashboard struct {
+	ID            *int    `json:"id"`
+	UID           string  `json:"uid"`
+	Title         string  `json:"title"`
+	SchemaVersion int     `json:"schemaVersion"`
+	Panels        []panel `json:"panels"`
+	Templating    struct {
+		List []variable `json:"list"`
+	} `json:"templating"`
+}
+
+// all returns every panel, rows and the panels of collapsed rows included.
+func (d dashboard) all() []panel {
+	var out []panel
+	for _, p := range d.Panels {
+		out = append(out, p)
+		out = append(out, p.Panels...)
+	}
+	return out
+}
+
+// targets returns every query of every panel.
+func (d dashboard) targets() []target {
+	var out []target
+	for _, p := range d.all() {
+		for _, tg := range p.Targets {
+			tg.Panel = p.Title
+			out = append(out, tg)
+		}
+	}
+	return out
+}
+
+func readFile(t *testing.T, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(repoFile(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func readDashboard(t *testing.T) dashboard {
+	t.Helper()
+	var d dashboard
+	if err := json.Unmarshal(readFile(t, "deploy/grafana/mutexd.json"), &d); err != nil {
+		t.Fatalf("deploy/grafana/mutexd.json: %v", err)
+	}
+	return d
+}
+
+// TestDashboardFile checks the dashboard is importable into any Grafana
+// (a data source variable, no fixed data source, no instance-specific id),
+// has the variables and rows operators rely on, explains every panel, and
+// queries only metrics mutexd exports. TestDashboardAgainstPrometheus
+// proves every query shows data.
+func TestDashboardFile(t *testing.T) {
+	d := readDashboard(t)
+	if d.UID != dashboardUID {
+		t.Errorf("uid = %q, want %q", d.UID, dashboardUID)
+	}
+	if d.ID != nil {
+		t.Errorf("id = %d, want null: an id ties the file to one Grafana database", *d.ID)
+	}
+	if d.SchemaVersion < 39 {
+		t.Errorf("schemaVersion = %d, want at least 39 (Grafana 10.4+)", d.SchemaVersion)
+	}
+
+	vars := map[string]variable{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = v
+	}
+	if v := vars["datasource"]; v.Type != "datasource" || v.Query.Query != "prometheus" {
+		t.Errorf("variable datasource = %+v, want type datasource with query prometheus", v)
+	}
+	for _, name := range []string{"instance", "namespace"} {
+		v, ok := vars[name]
+		switch {
+		case !ok:
+			t.Errorf("variable %s missing", name)
+		case v.Type != "query" || v.Datasource == nil || v.Datasource.UID != "${datasource}":
+			t.Errorf("variable %s = %+v, want a query on ${datasource}", name, v)
+		case !v.IncludeAll || !v.Multi || v.AllValue != ".+":
+			t.Errorf("variable %s: includeAll %v, multi %v, allValue %q; want true, true, .+", name, v.IncludeAll, v.Multi, v.AllValue)
+		}
+	}
+
+	known := exportedFamilies(t)
+	metricRE := regexp.MustCompile(`\b(mutexd_\w+|go_\w+|process_\w+)`)
+	ids := map[int]bool{}
+	var rows []string
+	for _, p := range d.all() {
+		if ids[p.ID] {
+			t.Errorf("panel id %d used twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.Type == "row" {
+			rows = append(rows, p.Title)
+			continue
+		}
+		if len(p.Description) < 80 {
+			t.Errorf("panel %q: description %q is too short to say what a bad value means and what to do", p.Title, p.Description)
+		}
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q: datasource %+v, want uid ${datasource}", p.Title, p.Datasource)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			if tg.Datasource == nil || tg.Datasource.UID != "${datasource}" {
+				t.Errorf("panel %q target %s: datasource %+v, want uid ${datasource}", p.Title, tg.RefID, tg.Datasource)
+			}
+			if refs[tg.RefID] || tg.RefID == "" {
+				t.Errorf("panel %q: refId %q empty or repeated", p.Title, tg.RefID)
+			}
+			refs[tg.RefID] = true
+			for _, m := range metricRE.FindAllString(tg.Expr, -1) {
+				if !known[m] {
+					t.Errorf("panel %q queries %s, which mutexd does not export", p.Title, m)
+				}
+			}
+		}
+	}
+	wantRows := []string{"Overview", "Acquisitions", "Waiting", "Holding", "HTTP", "Process"}
+	if !slices.Equal(rows, wantRows) {
+		t.Errorf("rows = %q, want %q (README's Operating section describes these)", rows, wantRows)
+	}
+	readme, deployReadme := string(readFile(t, "README.md")), string(readFile(t, "deploy/README.md"))
+	for _, row := range rows {
+		if !strings.Contains(readme, "\n| "+row+" |") || !strings.Contains(deployReadme, "**"+row+"**") {
+			t.Errorf("row %s is not described in README.md's Operating section and deploy/README.md", row)
+		}
+	}
+	overlaps(t, d.Panels)
+}
+
+// overlaps reports panels placed on top of each other.
+func overlaps(t *testing.T, ps []panel) {
+	t.Helper()
+	for i, a := range ps {
+		for _, b := range ps[i+1:] {
+			ga, gb := a.GridPos, b.GridPos
+			if ga.X < gb.X+gb.W && gb.X < ga.X+ga.W && ga.Y < gb.Y+gb.H && gb.Y < ga.Y+ga.H {
+				t.Errorf("panels %q and %q overlap", a.Title, b.Title)
+			}
+		}
+	}
+}
+
+// exportedFamilies lists the metric names a daemon's registry exposes,
+// histograms with their _bucket, _count and _sum series.
+func exportedFamilies(t *testing.T) map[string]bool {
+	t.Helper()
+	m := metrics.New(metrics.Options{NamespaceSeparator: ":", MaxNamespaces: 10, Version: "test"})
+	m.Watch(fakeSource{})
+	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:1"})
+	m.Route("/v1/locks/:key/acquire", "POST").Observe(200, time.Millisecond)
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, f := range fams {
+		known[f.GetName()] = true
+		if f.GetType().String() == "HISTOGRAM" || f.GetType().String() == "SUMMARY" {
+			for _, s := range []string{"_bucket", "_count", "_sum"} {
+				known[f.GetName()+s] = true
+			}
+		}
+	}
+	for _, name := range []string{"mutexd_keys", "mutexd_wait_duration_seconds", "go_goroutines", "process_resident_memory_bytes"} {
+		if !known[name] {
+			t.Fatalf("the registry lacks %s: exportedFamilies no longer sees every family", name)
+		}
+	}
+	return known
+}
+
+// fakeSource is an idle engine for exportedFamilies.
+type fakeSource struct{}
+
+func (fakeSource) Stats() engine.Stats                                { return engine.Stats{} }
+func (fakeSource) EachOldestWaiter(func(key string, since time.Time)) {}
+
+// TestAlertRules checks every alert carries what the on-call person needs
+// (severity, summary, description, a runbook that exists), that the
+// required alerts exist, and that alerts_test.yml tests each one both
+// firing and not firing.
+func TestAlertRules(t *testing.T) {
+	runbook := string(readFile(t, "deploy/README.md"))
+	readme := string(readFile(t, "README.md"))
+	names := alertNames(t)
+	for _, want := range []string{"MutexdDown", "MutexdWaitTimeHigh", "MutexdLeaseExpirations", "MutexdQueueBacklog", "MutexdTimeoutsHigh"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("alert %s missing from alerts.yml", want)
+		}
+	}
+	for _, r := range alertRules(t) {
+		if r.Labels["severity"] == "" {
+			t.Errorf("%s: no severity label", r.Alert)
+		}
+		for _, a := range []string{"summary", "description", "runbook"} {
+			if strings.TrimSpace(r.Annotations[a]) == "" {
+				t.Errorf("%s: no %s annotation", r.Alert, a)
+			}
+		}
+		if want := "deploy/README.md#" + strings.ToLower(r.Alert); r.Annotations["runbook"] != want {
+			t.Errorf("%s: runbook %q, want %q", r.Alert, r.Annotations["runbook"], want)
+		}
+		if !strings.Contains(readme, "| `"+r.Alert+"` |") {
+			t.Errorf("%s: not in README.md's table of alerts", r.Alert)
+		}
+		if !strings.Contains(runbook, "\n### "+r.Alert+"\n") {
+			t.Errorf("%s: deploy/README.md has no section \"### %s\"", r.Alert, r.Alert)
+		}
+	}
+
+	var tests struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string `yaml:"alertname"`
+				ExpAlerts []any  `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	unmarshalYAML(t, "deploy/prometheus/alerts_test.yml", &tests)
+	firing, quiet := map[string]bool{}, map[string]bool{}
+	for _, tc := range tests.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				firing[a.Alertname] = true
+			} else {
+				quiet[a.Alertname] = true
+			}
+		}
+	}
+	for _, name := range names {
+		if !firing[name] || !quiet[name] {
+			t.Errorf("alerts_test.yml tests %s firing: %v, not firing: %v; want both", name, firing[name], quiet[name])
+		}
+	}
+}
+
+type alertRule struct {
+	Alert       string            `yaml:"alert"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+func alertRules(t *testing.T) []alertRule {
+	t.Helper()
+	var f struct {
+		Groups []struct {
+			Rules []alertRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	unmarshalYAML(t, "deploy/prometheus/alerts.yml", &f)
+	var out []alertRule
+	for _, g := range f.Groups {
+		out = append(out, g.Rules...)
+	}
+	return out
+}
+
+func alertNames(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, r := range alertRules(t) {
+		out = append(out, r.Alert)
+	}
+	if len(out) == 0 {
+		t.Fatal("alerts.yml has no alerts")
+	}
+	return out
+}
+
+func unmarshalYAML(t *testing.T, rel string, out any) {
+	t.Helper()
+	if err := yaml.Unmarshal(readFile(t, rel), out); err != nil {
+		t.Fatalf("%s: %v", rel, err)
+	}
+}
