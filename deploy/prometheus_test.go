@@ -152,7 +152,10 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 // (every outcome: see demo.Round) while workers contend on a few keys.
 func runLoad(t *testing.T, base string) {
 	t.Helper()
-	c := demo.New(base, &http.Client{Timeout: 30 * time.Second})
+	c, err := demo.New(base)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -47,7 +47,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 		}
 		workers = n
 	}
-	c := demo.New(base, &http.Client{Timeout: time.Minute})
+	c, err := demo.New(base)
+	if err != nil {
+		return fmt.Errorf("DEMO_MUTEXD: %w", err)
+	}
 	if err := awaitReady(ctx, base); err != nil {
 		return err
 	}

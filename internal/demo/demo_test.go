@@ -2,11 +2,8 @@ package demo_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -56,7 +53,10 @@ func awaitIdle(t *testing.T, srv *server.Server) {
 
 func TestRound(t *testing.T) {
 	srv := startServer(t)
-	c := demo.New("http://"+srv.Addr().String(), nil)
+	c, err := demo.New("http://" + srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := c.Round(t.Context(), "orders")
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +73,10 @@ func TestRound(t *testing.T) {
 
 func TestContend(t *testing.T) {
 	srv := startServer(t)
-	c := demo.New("http://"+srv.Addr().String(), nil)
+	c, err := demo.New("http://" + srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
 	defer cancel()
 	got, err := c.Contend(ctx, demo.ContendOptions{
@@ -91,33 +94,4 @@ func TestContend(t *testing.T) {
 		t.Errorf("Contend tally %v: acquisitions exceed lease ends by %d, want 0 to 4 (one per worker)", got, d)
 	}
 	awaitIdle(t, srv)
-}
-
-func TestAPIErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		status   int
-		body     string
-		wantCode string // "" for a non-API error
-	}{
-		{"api error", http.StatusLocked, `{"error":"timeout","message":"m","waiters":1}`, "timeout"},
-		{"not json", http.StatusBadGateway, "<html>bad gateway</html>", ""},
-		{"json without error", http.StatusInternalServerError, `{"oops":1}`, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				w.WriteHeader(tc.status)
-				io.WriteString(w, tc.body)
-			}))
-			defer ts.Close()
-			_, err := demo.New(ts.URL, nil).Acquire(t.Context(), "k", demo.AcquireOptions{})
-			var ae *demo.APIError
-			if gotAPI := errors.As(err, &ae); gotAPI != (tc.wantCode != "") {
-				t.Fatalf("Acquire error = %v, want APIError %v", err, tc.wantCode != "")
-			}
-			if tc.wantCode != "" && (ae.Code != tc.wantCode || ae.Status != tc.status || !demo.IsCode(err, tc.wantCode)) {
-				t.Errorf("APIError = %+v, want code %s status %d", ae, tc.wantCode, tc.status)
-			}
-		})
-	}
 }
