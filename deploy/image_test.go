@@ -79,12 +79,14 @@ var (
 )
 
 // builtBinaries runs the Dockerfile's go build commands exactly as written
-// (with VERSION=testVersion and /out/ redirected to a temporary directory)
-// and returns that directory. The build runs once per test binary.
+// (with VERSION=testVersion and /out/ redirected to a temporary directory),
+// in a copy of the build context Docker would send (the repository minus
+// .dockerignore), and returns the directory of the binaries. The build
+// runs once per test binary.
 func builtBinaries(t *testing.T) string {
 	t.Helper()
 	goTool := tool(t, "go")
-	root := repoRoot(t)
+	root, rules := repoRoot(t), readDockerignore(t)
 	var cmds []string
 	for _, in := range readDockerfile(t) {
 		if in.cmd == "RUN" && strings.Contains(in.args, "go build") {
@@ -99,11 +101,15 @@ func builtBinaries(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
+		src := filepath.Join(buildDir, "context")
+		if buildErr = buildContext(root, rules, src); buildErr != nil {
+			return
+		}
 		var log strings.Builder
 		for _, c := range cmds {
 			c = strings.ReplaceAll(c, "/out/", buildDir+"/")
 			cmd := exec.Command("sh", "-c", c)
-			cmd.Dir = root
+			cmd.Dir = src
 			cmd.Env = append(os.Environ(), "VERSION="+testVersion, "PATH="+filepath.Dir(goTool)+string(os.PathListSeparator)+os.Getenv("PATH"))
 			start := time.Now()
 			out, err := cmd.CombinedOutput()
