@@ -1,0 +1,173 @@
+package metrics_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/metrics"
+)
+
+type fakeSource struct {
+	stats  engine.Stats
+	oldest map[string]time.Time
+}
+
+func (f fakeSource) Stats() engine.Stats { return f.stats }
+func (f fakeSource) EachOldestWaiter(fn func(string, time.Time)) {
+	for k, t := range f.oldest {
+		fn(k, t)
+	}
+}
+
+func newMetrics(maxNS int) *metrics.Metrics {
+	return metrics.New(metrics.Options{NamespaceSeparator: ":", MaxNamespaces: maxNS, Version: "v-test"})
+}
+
+func TestNamespaces(t *testing.T) {
+	m := newMetrics(3) // user, _none and job; then _other
+	tests := []struct{ key, want string }{
+		{"user:1", "user"},
+		{"user:2:x", "user"},
+		{"plain", metrics.NoNamespace},
+		{":leading", metrics.NoNamespace},
+		{"job:1", "job"},
+		{"third:1", metrics.OtherNamespace}, // past the cap
+		{"user:3", "user"},
+	}
+	for _, tt := range tests {
+		if got := m.Namespace(tt.key); got != tt.want {
+			t.Errorf("Namespace(%q) = %q, want %q", tt.key, got, tt.want)
+		}
+	}
+}
+
+func TestEventsDriveGaugesAndHistograms(t *testing.T) {
+	m := newMetrics(10)
+	for _, ev := range []engine.Event{
+		{Type: engine.EventGranted, Key: "user:1"},
+		{Type: engine.EventQueued, Key: "user:1"},
+		{Type: engine.EventQueued, Key: "user:1"},
+		{Type: engine.EventTimeout, Key: "user:1", Waited: time.Second},
+		{Type: engine.EventEnded, Key: "user:1", Outcome: engine.OutcomeExpired, Held: 30 * time.Second},
+		{Type: engine.EventGranted, Key: "user:1", FromQueue: true, Waited: 2 * time.Second},
+	} {
+		m.OnEvent(ev)
+	}
+	m.Watch(fakeSource{stats: engine.Stats{Keys: 7}, oldest: map[string]time.Time{"user:9": time.Now().Add(-time.Minute)}})
+	want := `
+# HELP mutexd_keys Keys with a holder or waiters.
+# TYPE mutexd_keys gauge
+mutexd_keys 7
+# HELP mutexd_locks_held Leases live now.
+# TYPE mutexd_locks_held gauge
+mutexd_locks_held{namespace="_other"} 0
+mutexd_locks_held{namespace="user"} 1
+# HELP mutexd_queue_depth Waiters queued now.
+# TYPE mutexd_queue_depth gauge
+mutexd_queue_depth{namespace="_other"} 0
+mutexd_queue_depth{namespace="user"} 0
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "mutexd_keys", "mutexd_locks_held", "mutexd_queue_depth"); err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string]float64{
+		`mutexd_wait_duration_seconds_count{namespace="user",outcome="acquired"}`: 2,
+		`mutexd_wait_duration_seconds_sum{namespace="user",outcome="acquired"}`:   2,
+		`mutexd_wait_duration_seconds_count{namespace="user",outcome="timeout"}`:  1,
+		`mutexd_hold_duration_seconds_sum{namespace="user",outcome="expired"}`:    30,
+	}
+	text := gather(t, m)
+	for series, v := range checks {
+		if !strings.Contains(text, series+" "+trim(v)) {
+			t.Errorf("exposition lacks %s %v", series, v)
+		}
+	}
+	if !strings.Contains(text, `mutexd_oldest_waiter_age_seconds{namespace="user"} 6`) {
+		t.Errorf("oldest waiter age not about 60s:\n%s", grep(text, "oldest"))
+	}
+	if !strings.Contains(text, `mutexd_build_info{goversion="go`) || !strings.Contains(text, `version="v-test"} 1`) {
+		t.Error("build info missing")
+	}
+}
+
+func TestRouteObserver(t *testing.T) {
+	m := newMetrics(10)
+	r := m.Route("/v1/locks/:key/acquire", "POST")
+	r.Observe(200, time.Millisecond)
+	r.Observe(200, time.Millisecond)
+	r.Observe(418, time.Millisecond) // an uncommon code still counts
+	text := gather(t, m)
+	for _, want := range []string{
+		`mutexd_http_requests_total{code="200",method="POST",route="/v1/locks/:key/acquire"} 2`,
+		`mutexd_http_requests_total{code="418",method="POST",route="/v1/locks/:key/acquire"} 1`,
+		`mutexd_http_request_duration_seconds_count{method="POST",route="/v1/locks/:key/acquire"} 3`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
+}
+
+func TestLint(t *testing.T) {
+	m := newMetrics(10)
+	m.Watch(fakeSource{})
+	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:b"})
+	problems, err := testutil.GatherAndLint(m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "mutexd_") {
+			t.Errorf("lint: %s: %s", p.Metric, p.Text)
+		}
+	}
+}
+
+func gather(t *testing.T, m *metrics.Metrics) string {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			labels := []string{}
+			for _, l := range mt.GetLabel() {
+				labels = append(labels, l.GetName()+`="`+l.GetValue()+`"`)
+			}
+			name := mf.GetName()
+			lbl := ""
+			if len(labels) > 0 {
+				lbl = "{" + strings.Join(labels, ",") + "}"
+			}
+			switch {
+			case mt.Gauge != nil:
+				b.WriteString(name + lbl + " " + trim(mt.Gauge.GetValue()) + "\n")
+			case mt.Counter != nil:
+				b.WriteString(name + lbl + " " + trim(mt.Counter.GetValue()) + "\n")
+			case mt.Histogram != nil:
+				b.WriteString(name + "_count" + lbl + " " + trim(float64(mt.Histogram.GetSampleCount())) + "\n")
+				b.WriteString(name + "_sum" + lbl + " " + trim(mt.Histogram.GetSampleSum()) + "\n")
+			}
+		}
+	}
+	return b.String()
+}
+
+func trim(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+func grep(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
