@@ -379,6 +379,16 @@ func TestComposeFile(t *testing.T) {
 
 // Kubernetes objects, as far as the test reads them.
 type (
+	k8sEnv struct {
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom *struct {
+			SecretKeyRef *struct {
+				Name string `yaml:"name"`
+				Key  string `yaml:"key"`
+			} `yaml:"secretKeyRef"`
+		} `yaml:"valueFrom"`
+	}
 	k8sProbe struct {
 		HTTPGet *struct {
 			Path string `yaml:"path"`
@@ -386,10 +396,10 @@ type (
 		} `yaml:"httpGet"`
 	}
 	k8sContainer struct {
-		Name          string                         `yaml:"name"`
-		Image         string                         `yaml:"image"`
-		RestartPolicy string                         `yaml:"restartPolicy"`
-		Env           []struct{ Name, Value string } `yaml:"env"`
+		Name          string   `yaml:"name"`
+		Image         string   `yaml:"image"`
+		RestartPolicy string   `yaml:"restartPolicy"`
+		Env           []k8sEnv `yaml:"env"`
 		Ports         []struct {
 			Name          string `yaml:"name"`
 			ContainerPort int    `yaml:"containerPort"`
@@ -488,6 +498,7 @@ func TestKubernetesFile(t *testing.T) {
 
 	listen := imageListen(t)
 	allowed := mutexdEnv(t)
+	adminSecret := ""
 	for _, e := range m.Env {
 		if !slices.Contains(allowed, e.Name) {
 			t.Errorf("mutexd container sets %s, which mutexd does not read", e.Name)
@@ -495,6 +506,12 @@ func TestKubernetesFile(t *testing.T) {
 		if e.Name == "MUTEXD_LISTEN" {
 			listen = e.Value
 		}
+		if e.Name == "MUTEXD_AUTH_ADMIN_TOKENS" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			adminSecret = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		}
+	}
+	if listen != "" && !strings.HasPrefix(listen, "127.0.0.1:") && adminSecret == "" {
+		t.Errorf("mutexd listens on %s, beyond the pod, without tokens from a Secret", listen)
 	}
 	port := portOf(t, listen)
 	portName := ""
@@ -576,6 +593,12 @@ func TestKubernetesFile(t *testing.T) {
 				}
 				if e.Name == "DEMO_MUTEXD" && e.Value != "http://127.0.0.1:"+port {
 					t.Errorf("container %s: DEMO_MUTEXD=%s, want http://127.0.0.1:%s", c.Name, e.Value, port)
+				}
+				if e.Name == "DEMO_TOKEN" {
+					if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil ||
+						e.ValueFrom.SecretKeyRef.Name+"/"+e.ValueFrom.SecretKeyRef.Key != adminSecret {
+						t.Errorf("container %s: DEMO_TOKEN must come from mutexd's admin token Secret %s (the demo lists and force-releases)", c.Name, adminSecret)
+					}
 				}
 			}
 		}

@@ -152,7 +152,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 // (every outcome: see demo.Round) while workers contend on a few keys.
 func runLoad(t *testing.T, base string) {
 	t.Helper()
-	c, err := demo.New(base)
+	c, err := demo.New(base, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,9 @@
 // timeouts, aborts, disconnects, expirations and force-releases.
 //
 // Environment: DEMO_MUTEXD (default http://127.0.0.1:7070), DEMO_WORKERS
-// (default 6).
+// (default 6), DEMO_TOKEN (a bearer token, needed when mutexd has auth
+// tokens configured; an admin token, since the demo lists keys and
+// force-releases one).
 package main
 
 import (
@@ -47,7 +49,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		}
 		workers = n
 	}
-	c, err := demo.New(base)
+	c, err := demo.New(base, os.Getenv("DEMO_TOKEN"))
 	if err != nil {
 		return fmt.Errorf("DEMO_MUTEXD: %w", err)
 	}

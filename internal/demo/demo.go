@@ -21,18 +21,26 @@ import (
 
 // Client drives one mutexd through the public Go client.
 type Client struct {
-	c  *client.Client
-	hc *http.Client // for the operator's force-release, which the client lacks
+	c     *client.Client
+	hc    *http.Client // for the operator's force-release, which the client lacks
+	token string
 }
 
 // New returns a demo client for the daemon at base (http://127.0.0.1:7070).
-func New(base string) (*Client, error) {
+// token, when not empty, is sent as a bearer token; on a daemon with
+// authentication it must be an admin token, since a round lists keys and
+// force-releases one.
+func New(base, token string) (*Client, error) {
 	hc := &http.Client{}
-	c, err := client.New(base, client.WithHTTPClient(hc))
+	opts := []client.Option{client.WithHTTPClient(hc)}
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	c, err := client.New(base, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{c: c, hc: hc}, nil
+	return &Client{c: c, hc: hc, token: token}, nil
 }
 
 // forceRelease ends key's lease whoever holds it, as an operator would
@@ -41,6 +49,9 @@ func (c *Client) forceRelease(ctx context.Context, key string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.c.BaseURL()+"/v1/locks/"+url.PathEscape(key), nil)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

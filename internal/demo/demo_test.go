@@ -2,21 +2,27 @@ package demo_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/mutexd/mutexd/client"
 	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/demo"
 	"github.com/mutexd/mutexd/internal/server"
 )
 
-// startServer runs a real daemon on a loopback port for the test.
-func startServer(t *testing.T) *server.Server {
+// startServer runs a real daemon on a loopback port for the test; with
+// adminToken set, authentication is on.
+func startServer(t *testing.T, adminToken string) *server.Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
+	if adminToken != "" {
+		cfg.Auth.AdminTokens = []string{adminToken}
+	}
 	srv, err := server.New(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -52,28 +58,46 @@ func awaitIdle(t *testing.T, srv *server.Server) {
 }
 
 func TestRound(t *testing.T) {
-	srv := startServer(t)
-	c, err := demo.New("http://" + srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	const admin = "demo-admin-token-0123456789"
+	for _, tc := range []struct {
+		name, serverToken, clientToken string
+		wantErr                        bool
+	}{
+		{name: "no auth"},
+		{name: "admin token", serverToken: admin, clientToken: admin},
+		{name: "missing token", serverToken: admin, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t, tc.serverToken)
+			c, err := demo.New("http://"+srv.Addr().String(), tc.clientToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Round(t.Context(), "orders")
+			if tc.wantErr {
+				if !errors.Is(err, client.ErrUnauthorized) {
+					t.Errorf("Round without a token = %v, want ErrUnauthorized", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := demo.Tally{"acquired": 4, "waited": 1, "timeout": 1, "trylock_refused": 1, "aborted": 1,
+				"cancelled": 1, "released": 1, "failed": 1, "expired": 1, "forced": 1}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("Round tally %s = %d, want %d (all: %v)", k, got[k], v, got)
+				}
+			}
+			awaitIdle(t, srv)
+		})
 	}
-	got, err := c.Round(t.Context(), "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := demo.Tally{"acquired": 4, "waited": 1, "timeout": 1, "trylock_refused": 1, "aborted": 1,
-		"cancelled": 1, "released": 1, "failed": 1, "expired": 1, "forced": 1}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("Round tally %s = %d, want %d (all: %v)", k, got[k], v, got)
-		}
-	}
-	awaitIdle(t, srv)
 }
 
 func TestContend(t *testing.T) {
-	srv := startServer(t)
-	c, err := demo.New("http://" + srv.Addr().String())
+	srv := startServer(t, "")
+	c, err := demo.New("http://"+srv.Addr().String(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
