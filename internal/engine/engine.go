@@ -57,6 +57,9 @@ type keyState struct {
 	// The queue: a doubly linked list of waiters in arrival order.
 	head, tail *waiter
 	n          int
+	// watchers counts queued waiters with an OnPosition callback; the queue
+	// is walked to report positions only while it is positive.
+	watchers int
 }
 
 type lease struct {
@@ -75,6 +78,7 @@ type waiter struct {
 	opts       AcquireOptions
 	since      time.Time
 	timer      Timer
+	pos        int           // last position reported to opts.OnPosition
 	done       chan struct{} // closed once grant/err are set
 	resolved   bool          // guarded by the shard lock
 	grant      Grant
@@ -174,6 +178,11 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 		sh.waiting[ks] = struct{}{}
 	}
 	e.obs.OnEvent(Event{Type: EventQueued, Key: key, Owner: opts.Owner, Time: now, Position: ks.n})
+	if opts.OnPosition != nil {
+		ks.watchers++
+		w.pos = ks.n
+		opts.OnPosition(w.pos)
+	}
 	w.timer = e.clock.AfterFunc(opts.Wait, func() { e.timeoutWaiter(sh, w) })
 	sh.mu.Unlock()
 
@@ -216,7 +225,7 @@ func (e *Engine) grantLocked(sh *shard, ks *keyState, opts AcquireOptions, now, 
 	waited := now.Sub(since)
 	e.obs.OnEvent(Event{
 		Type: EventGranted, Key: ks.key, Owner: opts.Owner, Fence: fence, Time: now,
-		Waited: waited, OnError: opts.OnError, FromQueue: fromQueue, Previous: prev,
+		Waited: waited, ExpiresAt: ks.lease.expiresAt, OnError: opts.OnError, FromQueue: fromQueue, Previous: prev,
 	})
 	return Grant{
 		Key:       ks.key,
@@ -256,6 +265,7 @@ func (e *Engine) endLocked(sh *shard, ks *keyState, outcome Outcome, now time.Ti
 		w.grant = e.grantLocked(sh, ks, w.opts, now, w.since, true, prev)
 		w.resolved = true
 		close(w.done)
+		ks.reportPositions()
 	} else {
 		e.deleteIfIdleLocked(sh, ks)
 	}
@@ -274,12 +284,20 @@ func (e *Engine) resolveLocked(sh *shard, w *waiter, typ EventType, err error, n
 	}
 	e.obs.OnEvent(Event{Type: typ, Key: ks.key, Owner: w.opts.Owner, Time: now, Waited: now.Sub(w.since)})
 	close(w.done)
+	if typ == EventTimeout || typ == EventCancelled && err == ErrCancelled {
+		// An abort or a close empties the whole queue: no place moves for
+		// anyone who stays.
+		ks.reportPositions()
+	}
 	e.deleteIfIdleLocked(sh, ks)
 }
 
 func (e *Engine) dequeueLocked(sh *shard, w *waiter) {
 	ks := w.ks
 	ks.remove(w)
+	if w.opts.OnPosition != nil {
+		ks.watchers--
+	}
 	e.waiters.Add(-1)
 	if ks.n == 0 {
 		delete(sh.waiting, ks)
@@ -355,6 +373,7 @@ func (e *Engine) Renew(key string, token Token, ttl time.Duration) (Renewal, err
 	ks.lease.expiresAt = now.Add(ttl)
 	sh.expiries.fix(ks)
 	sh.armLocked(e, ks.lease.expiresAt, now)
+	e.obs.OnEvent(Event{Type: EventRenewed, Key: key, Owner: ks.lease.owner, Fence: ks.lease.fence, Time: now, ExpiresAt: ks.lease.expiresAt, OnError: ks.lease.onError})
 	return Renewal{Fence: ks.lease.fence, TTL: ttl, ExpiresAt: ks.lease.expiresAt}, nil
 }
 
@@ -491,6 +510,25 @@ func (e *Engine) expireDue(sh *shard) {
 			return
 		}
 		e.endLocked(sh, ks, OutcomeExpired, now)
+	}
+}
+
+// reportPositions tells every waiter with an OnPosition callback its new
+// place in the queue, if it moved. It walks the queue only as far as the
+// last such waiter, and not at all when there is none.
+func (ks *keyState) reportPositions() {
+	left := ks.watchers
+	pos := 0
+	for w := ks.head; w != nil && left > 0; w = w.next {
+		pos++
+		if w.opts.OnPosition == nil {
+			continue
+		}
+		left--
+		if w.pos != pos {
+			w.pos = pos
+			w.opts.OnPosition(pos)
+		}
 	}
 }
 

@@ -18,9 +18,11 @@ const (
 	EventAborted
 	// EventCancelled: a waiter gave up (its context ended) or the engine closed.
 	EventCancelled
+	// EventRenewed: a live lease was renewed until ExpiresAt.
+	EventRenewed
 )
 
-var eventNames = [...]string{"", "queued", "granted", "ended", "timeout", "aborted", "cancelled"}
+var eventNames = [...]string{"", "queued", "granted", "ended", "timeout", "aborted", "cancelled", "renewed"}
 
 // String returns the event type's name.
 func (t EventType) String() string { return eventNames[t] }
@@ -31,11 +33,13 @@ type Event struct {
 	Type  EventType
 	Key   string
 	Owner string
-	// Fence is the lease's fence for EventGranted and EventEnded.
+	// Fence is the lease's fence for EventGranted, EventEnded and EventRenewed.
 	Fence uint64
 	Time  time.Time
 	// Waited is the time since arrival for grants and ended waits.
 	Waited time.Duration
+	// ExpiresAt is the lease's deadline for EventGranted and EventRenewed.
+	ExpiresAt time.Time
 	// Held is the lease's hold time for EventEnded.
 	Held time.Duration
 	// Outcome is how the lease ended, for EventEnded.

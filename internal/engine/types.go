@@ -112,6 +112,13 @@ type AcquireOptions struct {
 	Wait time.Duration
 	// OnError is the holder's error strategy.
 	OnError OnError
+	// OnPosition, when set, is told the caller's place in the queue (1 =
+	// next) when it queues and whenever that place changes because a waiter
+	// ahead of it left; never after it leaves the queue itself. It is called
+	// with the key's shard locked, in the order of the queue's transitions,
+	// so it must be fast, must not block and must not call the engine.
+	// A waiter without it costs the queue nothing extra.
+	OnPosition func(position int)
 }
 
 // Previous describes the lease that ended just before a grant on the same

@@ -197,6 +197,9 @@ func (m *Metrics) newNS(name string) *nsMetrics {
 
 // OnEvent updates the metrics for one engine transition.
 func (m *Metrics) OnEvent(ev engine.Event) {
+	if ev.Type == engine.EventRenewed {
+		return // changes no count
+	}
 	n := m.ns(ev.Key)
 	switch ev.Type {
 	case engine.EventQueued:
