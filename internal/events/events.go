@@ -1,0 +1,163 @@
+// Package events fans the lock engine's transitions out to live
+// subscribers (the /v1/events stream and the console). It is an
+// engine.Observer that costs the engine one atomic load per transition while
+// nobody subscribes, and never makes the engine wait for a subscriber: each
+// has a bounded buffer, and one that falls behind is cut off.
+package events
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// Errors returned by Subscribe.
+var (
+	// ErrTooManySubscribers means the hub already has its maximum number of
+	// subscribers.
+	ErrTooManySubscribers = errors.New("too many event subscribers")
+	// ErrClosed means the hub is closed (the daemon is shutting down).
+	ErrClosed = errors.New("event hub is closed")
+)
+
+// Item is one event as a subscriber receives it.
+type Item struct {
+	// ID increases strictly with every event the hub publishes; a
+	// subscriber sees its events in increasing ID order (with gaps where
+	// its filter skips events).
+	ID    uint64
+	Event engine.Event
+}
+
+// Filter selects events by key. The zero Filter selects every event.
+type Filter struct {
+	// Key, when set, selects only events of exactly this key.
+	Key string
+	// Prefix selects only events of keys that start with it.
+	Prefix string
+}
+
+func (f Filter) match(key string) bool {
+	return (f.Key == "" || key == f.Key) && strings.HasPrefix(key, f.Prefix)
+}
+
+// Hub is the fan-out. Create it with New; it is safe for concurrent use.
+type Hub struct {
+	max    int
+	buffer int
+	n      atomic.Int32 // len(subs): the engine's lock-free check
+
+	mu     sync.Mutex // guards the following; serialises publishing, so IDs are in channel order
+	seq    uint64
+	subs   map[*Subscription]struct{}
+	closed bool
+}
+
+var _ engine.Observer = (*Hub)(nil)
+
+// New returns a hub that admits at most max subscribers, each with a buffer
+// of buffer events.
+func New(max, buffer int) *Hub {
+	return &Hub{max: max, buffer: buffer, subs: make(map[*Subscription]struct{})}
+}
+
+// Subscription is one subscriber's feed. Read Events until it is closed,
+// then check Overflowed; call Close when done.
+type Subscription struct {
+	hub    *Hub
+	filter Filter
+	ch     chan Item
+	// overflowed is written under hub.mu before ch is closed, so a reader
+	// that saw ch closed reads it safely.
+	overflowed bool
+}
+
+// Subscribe adds a subscriber for the events f selects. It fails with
+// ErrTooManySubscribers at the limit and ErrClosed after Close.
+func (h *Hub) Subscribe(f Filter) (*Subscription, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	if len(h.subs) >= h.max {
+		return nil, ErrTooManySubscribers
+	}
+	s := &Subscription{hub: h, filter: f, ch: make(chan Item, h.buffer)}
+	h.subs[s] = struct{}{}
+	h.n.Store(int32(len(h.subs)))
+	return s, nil
+}
+
+// Subscribers returns the number of subscribers.
+func (h *Hub) Subscribers() int { return int(h.n.Load()) }
+
+// Events delivers the subscription's events in order. It is closed when
+// the subscriber fell behind (Overflowed reports true), when the hub
+// closes, or after Close.
+func (s *Subscription) Events() <-chan Item { return s.ch }
+
+// Overflowed reports whether the subscription was cut off because its
+// buffer was full: events after the last one delivered were lost. Call it
+// after Events is closed.
+func (s *Subscription) Overflowed() bool {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.overflowed
+}
+
+// Close ends the subscription. It is safe to call more than once.
+func (s *Subscription) Close() {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dropLocked(s)
+}
+
+func (h *Hub) dropLocked(s *Subscription) {
+	if _, ok := h.subs[s]; !ok {
+		return
+	}
+	delete(h.subs, s)
+	close(s.ch)
+	h.n.Store(int32(len(h.subs)))
+}
+
+// OnEvent publishes ev to every subscriber whose filter selects it. The
+// engine calls it with a shard locked: it never blocks. A subscriber whose
+// buffer is full is cut off (its Events channel closes after what it has
+// buffered) instead of delaying the engine or anyone else.
+func (h *Hub) OnEvent(ev engine.Event) {
+	if h.n.Load() == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seq++
+	it := Item{ID: h.seq, Event: ev}
+	for s := range h.subs {
+		if !s.filter.match(ev.Key) {
+			continue
+		}
+		select {
+		case s.ch <- it:
+		default:
+			s.overflowed = true
+			h.dropLocked(s)
+		}
+	}
+}
+
+// Close ends every subscription and refuses new ones, so open streams end
+// and a graceful HTTP shutdown is not held up by them.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.subs {
+		h.dropLocked(s)
+	}
+}
