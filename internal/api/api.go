@@ -69,7 +69,14 @@ type Options struct {
 	// auth on it needs an admin token, since profiles reveal keys and owners.
 	Debug http.Handler
 	// Auth decides who may call what; nil allows everyone.
-	Auth   *auth.Guard
+	Auth *auth.Guard
+	// Events serves GET /v1/events and streaming acquires when set.
+	Events EventSource
+	// Heartbeat is the idle interval of event streams; 0 is DefaultHeartbeat.
+	Heartbeat time.Duration
+	// UI serves the console under /ui/ when set; it sees paths without
+	// the /ui prefix.
+	UI     http.Handler
 	Logger *slog.Logger
 }
 
@@ -83,6 +90,9 @@ type Server struct {
 	readyAt  atomic.Int64 // unix nanoseconds when a not-ready server expects to be ready; 0 unknown
 	idPrefix string
 	idSeq    atomic.Uint64
+
+	source    EventSource
+	heartbeat time.Duration
 
 	auth         *auth.Guard
 	metricsPath  string
@@ -110,8 +120,11 @@ func New(o Options) *Server {
 	}
 	var seed [4]byte
 	rand.Read(seed[:])
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
 	s := &Server{echo: echo.New(), locker: o.Locker, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
-		auth: o.Auth, metricsPath: o.MetricsPath}
+		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat}
 	if s.auth == nil {
 		s.auth = &auth.Guard{}
 	}
@@ -135,6 +148,15 @@ func New(o Options) *Server {
 		{http.MethodGet, "/v1/locks", s.list},
 		{http.MethodGet, "/healthz", s.healthz},
 		{http.MethodGet, "/readyz", s.readyz},
+	}
+	if o.Events != nil {
+		routes = append(routes, route{http.MethodGet, "/v1/events", s.events})
+	}
+	if o.UI != nil {
+		ui := echo.WrapHandler(http.StripPrefix("/ui", o.UI))
+		routes = append(routes,
+			route{http.MethodGet, "/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }},
+			route{http.MethodGet, "/ui/*", ui})
 	}
 	if o.Metrics != nil && o.MetricsPath != "" {
 		routes = append(routes, route{http.MethodGet, o.MetricsPath, echo.WrapHandler(o.Metrics)})
@@ -279,6 +301,9 @@ func (s *Server) acquire(c echo.Context) error {
 	}
 	if !s.ready.Load() {
 		return s.notReady()
+	}
+	if wantsStream(r) {
+		return s.acquireStream(c, key, o)
 	}
 	g, err := s.locker.Acquire(r.Context(), key, o)
 	if err != nil {

@@ -118,16 +118,20 @@ func appendGrant(b []byte, g engine.Grant) []byte {
 	b = append(b, `,"waited_ms":`...)
 	b = appendMillis(b, g.Waited)
 	b = append(b, `,"previous":`...)
-	if g.Previous.Outcome == engine.OutcomeNone {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, `{"fence":`...)
-		b = strconv.AppendUint(b, g.Previous.Fence, 10)
-		b = append(b, `,"outcome":"`...)
-		b = append(b, g.Previous.Outcome.String()...)
-		b = append(b, `"}`...)
-	}
+	b = appendPrevious(b, g.Previous)
 	return append(b, "}\n"...)
+}
+
+// appendPrevious encodes a grant's previous lease: null when the key was free.
+func appendPrevious(b []byte, p engine.Previous) []byte {
+	if p.Outcome == engine.OutcomeNone {
+		return append(b, "null"...)
+	}
+	b = append(b, `{"fence":`...)
+	b = strconv.AppendUint(b, p.Fence, 10)
+	b = append(b, `,"outcome":"`...)
+	b = append(b, p.Outcome.String()...)
+	return append(b, `"}`...)
 }
 
 // appendReleased encodes a release's 200 body.

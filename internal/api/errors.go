@@ -10,6 +10,7 @@ import (
 
 	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/events"
 )
 
 // Error is an API error: an HTTP status and the JSON body
@@ -68,6 +69,10 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "A valid bearer token is required: send Authorization: Bearer <token>.", Challenge: "Bearer"}
 	case errors.Is(err, auth.ErrForbidden):
 		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: "This call needs an admin token (auth.admin_tokens)."}
+	case errors.Is(err, events.ErrTooManySubscribers):
+		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_subscribers", Message: "Too many event streams are open; retry later.", RetryAfter: 5}
+	case errors.Is(err, events.ErrClosed):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "The server is shutting down; retry shortly.", RetryAfter: 1}
 	case errors.Is(err, engine.ErrCancelled):
 		return &Error{Status: statusClientClosed, Code: "cancelled", Message: "The client went away while waiting."}
 	case errors.As(err, &he):
@@ -114,7 +119,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	buf := getBuf()
 	defer putBuf(buf)
-	b := append(*buf, `{"error":`...)
+	*buf = appendErrorBody(*buf, ae)
+	_ = writeJSON(c, ae.Status, *buf)
+}
+
+// appendErrorBody encodes ae's JSON body.
+func appendErrorBody(b []byte, ae *Error) []byte {
+	b = append(b, `{"error":`...)
 	b = appendString(b, ae.Code)
 	b = append(b, `,"message":`...)
 	b = appendString(b, ae.Message)
@@ -122,7 +133,5 @@ func (s *Server) handleError(err error, c echo.Context) {
 		b = append(b, `,"waiters":`...)
 		b = strconv.AppendInt(b, int64(*ae.Waiters), 10)
 	}
-	b = append(b, "}\n"...)
-	*buf = b
-	_ = writeJSON(c, ae.Status, b)
+	return append(b, "}\n"...)
 }

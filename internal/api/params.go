@@ -46,10 +46,11 @@ const (
 	pPrefix
 	pLimit
 	pAfter
+	pKey
 	numParams
 )
 
-var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after"}
+var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after", "key"}
 
 func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
 

@@ -27,6 +27,13 @@ type Config struct {
 	Auth            Auth          `mapstructure:"auth"`
 	Debug           Debug         `mapstructure:"debug"`
 	TLS             TLS           `mapstructure:"tls"`
+	UI              UI            `mapstructure:"ui"`
+}
+
+// UI configures the live console.
+type UI struct {
+	// Enabled serves the console at /ui/.
+	Enabled bool `mapstructure:"enabled"`
 }
 
 // Debug holds switches for diagnosing the daemon.
@@ -79,6 +86,9 @@ type Limits struct {
 	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
 	// IdleTimeout closes a keep-alive connection idle this long.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// MaxSubscribers caps open /v1/events streams (the console holds one
+	// per tab).
+	MaxSubscribers int `mapstructure:"max_subscribers"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -127,8 +137,9 @@ func Default() Config {
 			MaxWait:     10 * time.Minute,
 		},
 		Limits: Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000,
-			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute},
+			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxSubscribers: 100},
 		Metrics: Metrics{Path: "/metrics", NamespaceSeparator: ":", MaxNamespaces: 50},
+		UI:      UI{Enabled: true},
 	}
 }
 
@@ -170,6 +181,7 @@ func (c Config) Validate() error {
 		"limits.max_waiters_per_key": c.Limits.MaxWaitersPerKey,
 		"limits.max_waiters":         c.Limits.MaxWaiters,
 		"limits.max_connections":     c.Limits.MaxConnections,
+		"limits.max_subscribers":     c.Limits.MaxSubscribers,
 		"metrics.max_namespaces":     c.Metrics.MaxNamespaces,
 	} {
 		if v < 1 {
@@ -177,7 +189,7 @@ func (c Config) Validate() error {
 		}
 	}
 	p := c.Metrics.Path
-	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" {
+	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" || p == "/ui" || strings.HasPrefix(p, "/ui/") {
 		bad("metrics.path", "must be a path such as /metrics that no API route uses, got %q", p)
 	}
 	if l.RestartGrace < 0 {

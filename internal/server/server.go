@@ -20,7 +20,9 @@ import (
 	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/events"
 	"github.com/mutexd/mutexd/internal/metrics"
+	"github.com/mutexd/mutexd/internal/ui"
 )
 
 // Server is one running daemon.
@@ -36,7 +38,12 @@ type Server struct {
 	guard   *auth.Guard
 	conns   *limitListener
 	cert    *certificate // nil without TLS
+	hub     *events.Hub
 }
+
+// subscriberBuffer is how many events one /v1/events stream may fall
+// behind before it is cut off with a final "overflow" event.
+const subscriberBuffer = 1024
 
 // HTTP server limits. A long-poll acquire is bounded by its own wait, so
 // there is no read or write timeout (a write timeout would cut a legitimate
@@ -71,12 +78,17 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		Version:            version,
 	})
 	s.events = newEventLog(log)
-	s.engine = engine.New(engine.SystemClock{}, engine.Observers{s.metrics, s.events}, engine.Limits{
+	s.hub = events.New(cfg.Limits.MaxSubscribers, subscriberBuffer)
+	s.engine = engine.New(engine.SystemClock{}, engine.Observers{s.metrics, s.events, s.hub}, engine.Limits{
 		MaxKeys:          cfg.Limits.MaxKeys,
 		MaxWaitersPerKey: cfg.Limits.MaxWaitersPerKey,
 		MaxWaiters:       cfg.Limits.MaxWaiters,
 	})
 	s.metrics.Watch(s.engine)
+	var console http.Handler
+	if cfg.UI.Enabled {
+		console = ui.Handler()
+	}
 	s.api = api.New(api.Options{
 		Locker: s.engine,
 		Bounds: api.Bounds{
@@ -92,6 +104,8 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		MetricsNeedToken: cfg.Metrics.RequireAuth,
 		Debug:            debugHandler(cfg.Debug),
 		Auth:             s.guard,
+		Events:           s.hub,
+		UI:               console,
 		Logger:           log,
 	})
 	// HTTP/1.1 and HTTP/2 (over TLS, or cleartext with prior knowledge): a
@@ -181,6 +195,7 @@ func (s *Server) Run(ctx context.Context) error {
 		"restart_grace", c.Lock.RestartGrace.String(),
 		"max_keys", c.Limits.MaxKeys, "max_waiters_per_key", c.Limits.MaxWaitersPerKey,
 		"max_waiters", c.Limits.MaxWaiters, "max_connections", c.Limits.MaxConnections,
+		"max_subscribers", c.Limits.MaxSubscribers, "ui", c.UI.Enabled,
 		"auth", s.guard.Tokens().Enabled(), "tls", s.cert != nil)
 	s.warnExposure()
 
@@ -189,6 +204,7 @@ wait:
 		select {
 		case err := <-serveErr:
 			s.engine.Close()
+			s.hub.Close()
 			return fmt.Errorf("serve: %w", err)
 		case <-graceOver:
 			graceOver = nil
@@ -200,9 +216,11 @@ wait:
 	}
 	s.log.Info("shutting down", "timeout", c.ShutdownTimeout.String())
 	// Order matters: stop advertising readiness, then answer every waiter
-	// (their long polls end at once), then drain the HTTP server.
+	// (their long polls end at once) and end every event stream (they
+	// would never go idle), then drain the HTTP server.
 	s.api.SetReady(false)
 	s.engine.Close()
+	s.hub.Close()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()
 	err := s.http.Shutdown(sctx)

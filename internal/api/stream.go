@@ -1,0 +1,274 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/events"
+)
+
+// EventSource is the event hub as the API needs it.
+type EventSource interface {
+	Subscribe(f events.Filter) (*events.Subscription, error)
+}
+
+var _ EventSource = (*events.Hub)(nil)
+
+// DefaultHeartbeat is how often an idle event stream sends a comment, so
+// proxies and load balancers keep it open.
+const DefaultHeartbeat = 15 * time.Second
+
+// eventStreamType is the Server-Sent Events media type.
+const eventStreamType = "text/event-stream"
+
+// wantsStream reports whether the client asked for Server-Sent Events.
+func wantsStream(r *http.Request) bool {
+	return strings.Contains(r.Header.Get(echo.HeaderAccept), eventStreamType)
+}
+
+// sseWriter writes Server-Sent Events to a committed 200 response.
+type sseWriter struct {
+	res *echo.Response
+	buf []byte
+}
+
+// startStream commits the response as an event stream.
+func startStream(c echo.Context) *sseWriter {
+	res := c.Response()
+	h := res.Header()
+	h.Set(echo.HeaderContentType, eventStreamType)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	res.WriteHeader(http.StatusOK)
+	w := &sseWriter{res: res}
+	w.flush([]byte("retry: 2000\n\n"))
+	return w
+}
+
+func (w *sseWriter) flush(b []byte) {
+	_, _ = w.res.Write(b) // a failed write means the client left; its context ends the stream
+	w.res.Flush()
+}
+
+// event writes one event named name whose data is the JSON document data
+// (which ends with a newline or not).
+func (w *sseWriter) event(name string, id uint64, data []byte) {
+	b := w.buf[:0]
+	if id > 0 {
+		b = append(b, "id: "...)
+		b = strconv.AppendUint(b, id, 10)
+		b = append(b, '\n')
+	}
+	b = append(b, "event: "...)
+	b = append(b, name...)
+	b = append(b, "\ndata: "...)
+	b = append(b, strings.TrimSuffix(string(data), "\n")...)
+	b = append(b, "\n\n"...)
+	w.buf = b
+	w.flush(b)
+}
+
+func (w *sseWriter) heartbeat() { w.flush([]byte(": heartbeat\n\n")) }
+
+// eventName is an engine event's name on the stream.
+func eventName(ev *engine.Event) string {
+	if ev.Type != engine.EventEnded {
+		return ev.Type.String()
+	}
+	switch ev.Outcome {
+	case engine.OutcomeExpired:
+		return "expired"
+	case engine.OutcomeForced:
+		return "forced"
+	}
+	return "released"
+}
+
+// appendEvent encodes an event's data: {"id","type","time","key","owner",...}
+// with the fields of its type. It never carries a token.
+func appendEvent(b []byte, id uint64, ev *engine.Event) []byte {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"type":"`...)
+	b = append(b, eventName(ev)...)
+	b = append(b, `","time":`...)
+	b = appendTime(b, ev.Time)
+	b = append(b, `,"key":`...)
+	b = appendString(b, ev.Key)
+	b = append(b, `,"owner":`...)
+	b = appendString(b, ev.Owner)
+	switch ev.Type {
+	case engine.EventQueued:
+		b = append(b, `,"position":`...)
+		b = strconv.AppendInt(b, int64(ev.Position), 10)
+	case engine.EventGranted:
+		b = appendFence(b, ev.Fence)
+		b = append(b, `,"expires_at":`...)
+		b = appendTime(b, ev.ExpiresAt)
+		b = appendWaited(b, ev)
+		b = append(b, `,"from_queue":`...)
+		b = strconv.AppendBool(b, ev.FromQueue)
+		b = append(b, `,"on_error":"`...)
+		b = append(b, ev.OnError.String()...)
+		b = append(b, `","previous":`...)
+		b = appendPrevious(b, ev.Previous)
+	case engine.EventEnded:
+		b = appendFence(b, ev.Fence)
+		b = append(b, `,"outcome":"`...)
+		b = append(b, ev.Outcome.String()...)
+		b = append(b, `","held_ms":`...)
+		b = appendMillis(b, ev.Held)
+	case engine.EventRenewed:
+		b = appendFence(b, ev.Fence)
+		b = append(b, `,"expires_at":`...)
+		b = appendTime(b, ev.ExpiresAt)
+	case engine.EventTimeout, engine.EventAborted, engine.EventCancelled:
+		b = appendWaited(b, ev)
+	}
+	return append(b, '}')
+}
+
+func appendFence(b []byte, fence uint64) []byte {
+	b = append(b, `,"fence":`...)
+	return strconv.AppendUint(b, fence, 10)
+}
+
+// appendWaited adds waited_ms and waiting_since, which (with owner) names
+// the waiter the way GET /v1/locks/{key} lists it.
+func appendWaited(b []byte, ev *engine.Event) []byte {
+	b = append(b, `,"waited_ms":`...)
+	b = appendMillis(b, ev.Waited)
+	b = append(b, `,"waiting_since":`...)
+	return appendTime(b, ev.Time.Add(-ev.Waited))
+}
+
+// events serves GET /v1/events: every engine transition (optionally only
+// of one key or of keys with a prefix) as Server-Sent Events, a heartbeat
+// comment when idle, and a final "overflow" event before the stream is cut
+// off if this client reads too slowly.
+func (s *Server) events(c echo.Context) error {
+	p, err := parseParams(c.Request(), pKey, pPrefix)
+	if err != nil {
+		return err
+	}
+	var f events.Filter
+	if k, ok := p.get(pKey); ok {
+		if err := validKey(k); err != nil {
+			return err
+		}
+		f.Key = k
+	}
+	f.Prefix, _ = p.get(pPrefix)
+	if len(f.Prefix) > MaxKeyBytes || !printable(f.Prefix) {
+		return badRequest("invalid_prefix", "prefix is at most %d bytes of UTF-8 without control characters.", MaxKeyBytes)
+	}
+	sub, err := s.source.Subscribe(f)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+
+	w := startStream(c)
+	tick := time.NewTicker(s.heartbeat)
+	defer tick.Stop()
+	done := c.Request().Context().Done()
+	var data []byte
+	for {
+		select {
+		case it, ok := <-sub.Events():
+			if !ok {
+				if sub.Overflowed() {
+					w.event("overflow", 0, []byte(`{"type":"overflow","message":"This client read events too slowly and was disconnected; reconnect and reload the state."}`))
+				}
+				return nil
+			}
+			data = appendEvent(data[:0], it.ID, &it.Event)
+			w.event(eventName(&it.Event), it.ID, data)
+		case <-tick.C:
+			w.heartbeat()
+		case <-done:
+			return nil
+		}
+	}
+}
+
+// acquireStream serves an acquire sent with Accept: text/event-stream: a
+// "queued" event with the caller's place in line whenever it moves, then
+// exactly one final event: "granted" with the 200 body of a plain acquire,
+// or the error's code ("timeout", "aborted", "unavailable", ...) with its
+// error body. A client that disconnects leaves the queue as a long poll's
+// would.
+func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptions) error {
+	// OnPosition runs under the engine's shard lock: it keeps only the
+	// latest position and never blocks. Calls for one waiter are serialised
+	// by that lock, so after the drain the send always finds room.
+	pos := make(chan int, 1)
+	o.OnPosition = func(n int) {
+		select {
+		case pos <- n:
+		default:
+			select {
+			case <-pos:
+			default:
+			}
+			select {
+			case pos <- n:
+			default:
+			}
+		}
+	}
+	type result struct {
+		g   engine.Grant
+		err error
+	}
+	done := make(chan result, 1)
+	ctx := c.Request().Context()
+	go func() { // ends when Acquire does, which the request's context bounds
+		g, err := s.locker.Acquire(ctx, key, o)
+		done <- result{g, err}
+	}()
+
+	w := startStream(c)
+	tick := time.NewTicker(s.heartbeat)
+	defer tick.Stop()
+	var buf []byte
+	queued := func(n int) {
+		buf = append(buf[:0], `{"key":`...)
+		buf = appendString(buf, key)
+		buf = append(buf, `,"owner":`...)
+		buf = appendString(buf, o.Owner)
+		buf = append(buf, `,"position":`...)
+		buf = strconv.AppendInt(buf, int64(n), 10)
+		buf = append(buf, '}')
+		w.event("queued", 0, buf)
+	}
+	for {
+		select {
+		case n := <-pos:
+			queued(n)
+		case <-tick.C:
+			w.heartbeat()
+		case r := <-done:
+			select {
+			case n := <-pos: // a move that happened before the outcome
+				queued(n)
+			default:
+			}
+			if r.err == nil {
+				w.event("granted", 0, appendGrant(buf[:0], r.g))
+				return nil
+			}
+			ae := toError(r.err)
+			if ae.Status == statusClientClosed {
+				return nil // nobody is listening
+			}
+			w.event(ae.Code, 0, appendErrorBody(buf[:0], ae))
+			return nil
+		}
+	}
+}

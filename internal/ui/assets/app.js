@@ -1,0 +1,546 @@
+// mutexd live console. Plain JavaScript, no build step, no dependencies.
+//
+// State comes from one snapshot (GET /v1/locks, then GET /v1/locks/{key}
+// per key) taken after the event stream (GET /v1/events) is open; every
+// event is applied to the state idempotently, and the events received
+// while a snapshot was in flight are applied again on top of it, so the
+// two always converge. Keys and owners are user data: they only ever reach
+// the page through textContent, never as HTML.
+'use strict';
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  // ---- auth: the bearer token lives only in this variable (tab memory) ----
+  let token = '';
+  let canAdmin = null; // null: not known yet; false: the server refused an admin action
+
+  function headers(extra) {
+    const h = Object.assign({}, extra);
+    if (token) h.Authorization = 'Bearer ' + token;
+    return h;
+  }
+
+  async function call(method, path) {
+    const res = await fetch(path, { method, headers: headers({ Accept: 'application/json' }), cache: 'no-store' });
+    let body = null;
+    try { body = await res.json(); } catch (_) { /* not JSON */ }
+    if (res.status === 401) needToken();
+    return { status: res.status, body };
+  }
+
+  // ---- state ----
+  const keys = new Map(); // key -> {key, holder, queue: [{owner, since}], hidden}
+  const recent = new Map(); // key -> [event], newest first
+  const MAX_RECENT = 50;
+  const MAX_RECENT_KEYS = 2000;
+  const MAX_ROWS = 500;
+  const rates = { granted: [], expired: [] };
+  const log = []; // the last events received, for re-applying over a snapshot
+  const MAX_LOG = 10000;
+  let received = 0; // events received on this page
+
+  function stateOf(k) {
+    let s = keys.get(k);
+    if (!s) {
+      s = { key: k, holder: null, queue: [], hidden: 0 };
+      keys.set(k, s);
+    }
+    return s;
+  }
+  const waiters = (s) => s.queue.length + s.hidden;
+
+  function removeWaiter(s, owner, since) {
+    const i = s.queue.findIndex((w) => w.owner === owner && w.since === since);
+    if (i >= 0) s.queue.splice(i, 1);
+    else if (s.hidden > 0) s.hidden--; // one of the waiters past the listed ones
+  }
+
+  // apply folds one event into the state. Applying an event twice, or an
+  // event the snapshot already reflects, changes nothing: waiters are named
+  // by (owner, waiting_since) and leases by their fence.
+  function apply(ev) {
+    const s = stateOf(ev.key);
+    switch (ev.type) {
+      case 'queued':
+        if (!s.queue.some((w) => w.owner === ev.owner && w.since === ev.time)) {
+          if (s.hidden > 0) s.hidden++;
+          else s.queue.push({ owner: ev.owner, since: ev.time });
+        }
+        break;
+      case 'granted':
+        if (ev.from_queue) removeWaiter(s, ev.owner, ev.waiting_since);
+        if (!s.holder || s.holder.fence < ev.fence) {
+          s.holder = { owner: ev.owner, fence: ev.fence, acquiredAt: ev.time, expiresAt: ev.expires_at, onError: ev.on_error };
+        }
+        break;
+      case 'renewed':
+        if (s.holder && s.holder.fence === ev.fence) s.holder.expiresAt = ev.expires_at;
+        break;
+      case 'released': case 'expired': case 'forced':
+        if (s.holder && s.holder.fence === ev.fence) s.holder = null;
+        break;
+      case 'timeout': case 'aborted': case 'cancelled':
+        removeWaiter(s, ev.owner, ev.waiting_since);
+        break;
+    }
+    if (!s.holder && waiters(s) === 0) keys.delete(s.key);
+  }
+
+  function onEvent(ev) {
+    received++;
+    log.push({ n: received, ev });
+    if (log.length > MAX_LOG) log.splice(0, log.length - MAX_LOG);
+    apply(ev);
+    const now = Date.now();
+    if (ev.type === 'granted') rates.granted.push(now);
+    if (ev.type === 'expired') rates.expired.push(now);
+    let r = recent.get(ev.key);
+    if (!r) {
+      if (recent.size >= MAX_RECENT_KEYS) recent.delete(recent.keys().next().value);
+      r = [];
+      recent.set(ev.key, r);
+    }
+    r.unshift(ev);
+    if (r.length > MAX_RECENT) r.length = MAX_RECENT;
+    scheduleRender();
+  }
+
+  // replay applies again the events received after mark (optionally only
+  // those of one key), over a snapshot taken after mark.
+  function replay(mark, key) {
+    for (const { n, ev } of log) {
+      if (n > mark && (key === undefined || ev.key === key)) apply(ev);
+    }
+  }
+
+  function fromInspect(b) {
+    return {
+      key: b.key,
+      holder: b.held && b.holder ? { owner: b.holder.owner, fence: b.holder.fence, acquiredAt: b.holder.acquired_at, expiresAt: b.holder.expires_at, onError: b.holder.on_error } : null,
+      queue: (b.queue || []).map((w) => ({ owner: w.owner, since: w.waiting_since })),
+      hidden: Math.max(0, b.waiters - (b.queue || []).length),
+    };
+  }
+
+  const enc = encodeURIComponent;
+
+  async function loadKey(k) {
+    const mark = received;
+    const r = await call('GET', '/v1/locks/' + enc(k));
+    if (r.status !== 200 || !r.body) return false;
+    const s = fromInspect(r.body);
+    if (s.holder || waiters(s) > 0) keys.set(k, s);
+    else keys.delete(k);
+    replay(mark, k);
+    return true;
+  }
+
+  let snapshotTruncated = false;
+
+  async function loadSnapshot(gen) {
+    const mark = received;
+    const r = await call('GET', '/v1/locks?limit=1000');
+    if (gen !== connGen) return;
+    if (r.status !== 200 || !r.body) {
+      notice('Could not load the current locks (' + (r.body && r.body.message ? r.body.message : 'HTTP ' + r.status) + ').');
+      return;
+    }
+    snapshotTruncated = r.body.next !== '';
+    const fresh = new Map();
+    const rows = r.body.locks.slice();
+    const worker = async () => {
+      while (rows.length > 0) {
+        const row = rows.shift();
+        const d = await call('GET', '/v1/locks/' + enc(row.key));
+        if (d.status === 200 && d.body) {
+          const s = fromInspect(d.body);
+          if (s.holder || waiters(s) > 0) fresh.set(row.key, s);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 6 }, worker));
+    if (gen !== connGen) return;
+    keys.clear();
+    for (const [k, s] of fresh) keys.set(k, s);
+    replay(mark);
+    notice('');
+    scheduleRender();
+  }
+
+  // ---- the event stream ----
+  let connGen = 0;
+  let ctl = null;
+  let backoff = 500;
+  let lastData = 0;
+  let live = false;
+
+  function setConn(state, text) {
+    const c = $('conn');
+    c.dataset.state = state;
+    $('conn-text').textContent = text;
+  }
+
+  async function connect() {
+    const gen = ++connGen;
+    if (ctl) ctl.abort();
+    ctl = new AbortController();
+    live = false;
+    let res;
+    try {
+      res = await fetch('/v1/events', { headers: headers({ Accept: 'text/event-stream' }), signal: ctl.signal, cache: 'no-store' });
+    } catch (_) {
+      retry(gen);
+      return;
+    }
+    if (gen !== connGen) return;
+    if (res.status === 401) {
+      needToken();
+      setConn('auth', 'token needed');
+      return;
+    }
+    if (!res.ok || !res.body) {
+      let msg = 'HTTP ' + res.status;
+      try { msg = (await res.json()).message || msg; } catch (_) { /* not JSON */ }
+      notice('The event stream was refused: ' + msg);
+      retry(gen);
+      return;
+    }
+    live = true;
+    lastData = Date.now();
+    backoff = 500;
+    setConn('live', 'live');
+    loadSnapshot(gen);
+    try {
+      await readStream(res.body, gen);
+    } catch (_) { /* aborted or broken: reconnect below */ }
+    if (gen === connGen) retry(gen);
+  }
+
+  function retry(gen) {
+    if (gen !== connGen) return;
+    live = false;
+    setConn('reconnecting', 'reconnecting…');
+    const wait = backoff;
+    backoff = Math.min(backoff * 2, 4000);
+    setTimeout(() => { if (gen === connGen) connect(); }, wait);
+  }
+
+  async function readStream(body, gen) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    let name = '';
+    let data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || gen !== connGen) return;
+      lastData = Date.now();
+      buf += value;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        let line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.endsWith('\r')) line = line.slice(0, -1);
+        if (line === '') {
+          if (data.length > 0) dispatch(name || 'message', data.join('\n'));
+          name = '';
+          data = [];
+          continue;
+        }
+        if (line.startsWith(':')) continue; // a heartbeat
+        const c = line.indexOf(':');
+        const field = c < 0 ? line : line.slice(0, c);
+        let val = c < 0 ? '' : line.slice(c + 1);
+        if (val.startsWith(' ')) val = val.slice(1);
+        if (field === 'data') data.push(val);
+        else if (field === 'event') name = val;
+      }
+    }
+  }
+
+  function dispatch(name, data) {
+    if (name === 'overflow') {
+      notice('The console fell behind the event stream; reconnecting and reloading.');
+      return; // the server closes the stream; connect() reconnects
+    }
+    let ev;
+    try { ev = JSON.parse(data); } catch (_) { return; }
+    if (ev && typeof ev.key === 'string') onEvent(ev);
+  }
+
+  // A stream that sends nothing, not even its 15 s heartbeat, is dead.
+  setInterval(() => {
+    if (live && Date.now() - lastData > 40000 && ctl) ctl.abort();
+  }, 5000);
+
+  // ---- token UI ----
+  function needToken() {
+    const f = $('token-form');
+    if (f.hidden) {
+      f.hidden = false;
+      $('token-toggle').setAttribute('aria-expanded', 'true');
+      $('token-note').textContent = token ? 'The server refused this token.' : 'This server requires a token.';
+      $('token-input').focus();
+    }
+  }
+
+  $('token-toggle').addEventListener('click', () => {
+    const f = $('token-form');
+    f.hidden = !f.hidden;
+    $('token-toggle').setAttribute('aria-expanded', String(!f.hidden));
+    $('token-note').textContent = token ? 'A token is in use.' : '';
+    if (!f.hidden) $('token-input').focus();
+  });
+  $('token-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    token = $('token-input').value.trim();
+    $('token-input').value = '';
+    canAdmin = null;
+    $('token-form').hidden = true;
+    $('token-toggle').setAttribute('aria-expanded', 'false');
+    connect();
+  });
+  $('token-clear').addEventListener('click', () => {
+    token = '';
+    canAdmin = null;
+    $('token-input').value = '';
+    $('token-note').textContent = 'Token forgotten.';
+    connect();
+  });
+
+  // ---- rendering ----
+  function notice(text) {
+    const n = $('notice');
+    n.textContent = text;
+    n.hidden = text === '';
+  }
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function dur(ms) {
+    if (!Number.isFinite(ms)) return '–';
+    ms = Math.max(0, ms);
+    if (ms < 10000) return (ms / 1000).toFixed(1) + 's';
+    const s = Math.floor(ms / 1000);
+    if (s < 60) return s + 's';
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + 'm ' + String(s % 60).padStart(2, '0') + 's';
+    return Math.floor(m / 60) + 'h ' + String(m % 60).padStart(2, '0') + 'm';
+  }
+  const since = (t) => Date.now() - Date.parse(t);
+  const until = (t) => Date.parse(t) - Date.now();
+  const clockTime = (t) => {
+    const d = new Date(t);
+    return d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+  };
+
+  function oldestSince(s) {
+    return s.queue.length > 0 ? Date.parse(s.queue[0].since) : Infinity;
+  }
+
+  function perSecond(list) {
+    const cut = Date.now() - 60000;
+    while (list.length > 0 && list[0] < cut) list.shift();
+    return (list.length / 60).toFixed(2);
+  }
+
+  let pending = false;
+  function scheduleRender() {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; render(); });
+  }
+
+  function render() {
+    if (currentKey === null) renderOverview();
+    else renderKey(currentKey);
+  }
+
+  function renderOverview() {
+    let held = 0;
+    let waiting = 0;
+    for (const s of keys.values()) {
+      if (s.holder) held++;
+      waiting += waiters(s);
+    }
+    $('t-keys').textContent = keys.size;
+    $('t-held').textContent = held;
+    $('t-waiting').textContent = waiting;
+    $('t-grants').textContent = perSecond(rates.granted);
+    $('t-expired').textContent = perSecond(rates.expired);
+
+    const prefix = $('filter').value;
+    const sort = $('sort').value;
+    let rows = [...keys.values()].filter((s) => s.key.startsWith(prefix));
+    if (sort === 'waiters') rows.sort((a, b) => waiters(b) - waiters(a) || cmp(a.key, b.key));
+    else if (sort === 'oldest') rows.sort((a, b) => oldestSince(a) - oldestSince(b) || cmp(a.key, b.key));
+    else rows.sort((a, b) => cmp(a.key, b.key));
+    const total = rows.length;
+    rows = rows.slice(0, MAX_ROWS);
+
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : undefined;
+    const body = $('keys-body');
+    const trs = rows.map((s) => {
+      const tr = el('tr');
+      tr.dataset.key = s.key;
+      const keyCell = el('td', null, 'key');
+      const a = el('a', s.key);
+      a.href = '#/key/' + enc(s.key);
+      a.dataset.key = s.key;
+      a.title = s.key;
+      keyCell.append(a);
+      const h = s.holder;
+      const left = h ? until(h.expiresAt) : NaN;
+      const w = waiters(s);
+      tr.append(
+        keyCell,
+        el('td', h ? h.owner : '—', h ? 'owner' : 'owner empty'),
+        el('td', h ? h.fence : '', 'num mono'),
+        el('td', h ? dur(since(h.acquiredAt)) : '', 'num'),
+        el('td', h ? dur(left) : '', 'num' + (h && left < 5000 ? ' soon' : '')),
+        el('td', w, 'num' + (w > 0 ? ' waiting' : '')),
+        el('td', s.queue.length > 0 ? dur(Date.now() - oldestSince(s)) : '', 'num'),
+      );
+      return tr;
+    });
+    body.replaceChildren(...trs);
+    if (focused !== undefined) {
+      for (const a of body.querySelectorAll('a')) if (a.dataset.key === focused) a.focus();
+    }
+    const empty = $('keys-empty');
+    empty.hidden = total > 0;
+    if (total === 0 && keys.size > 0) empty.textContent = 'No active key starts with that prefix.';
+    else empty.textContent = 'No active keys. Acquire one and it shows up here.';
+    if (total > MAX_ROWS) { empty.hidden = false; empty.textContent = 'Showing ' + MAX_ROWS + ' of ' + total + ' keys; narrow them with a prefix.'; }
+    if (snapshotTruncated && total <= MAX_ROWS) { empty.hidden = false; empty.textContent = 'More than 1000 keys were active when the console connected; keys appear here as they change.'; }
+  }
+
+  const cmp = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+
+  function renderKey(k) {
+    $('key-title').textContent = k;
+    const s = keys.get(k);
+    const h = s ? s.holder : null;
+    const dl = $('holder');
+    dl.replaceChildren();
+    if (h) {
+      const add = (t, v, cls) => { dl.append(el('dt', t), el('dd', v, cls)); };
+      add('Owner', h.owner, 'owner');
+      add('Fence', h.fence, 'mono');
+      add('Held for', dur(since(h.acquiredAt)));
+      const left = until(h.expiresAt);
+      add('Expires in', dur(left), left < 5000 ? 'soon' : '');
+      add('On error', h.onError);
+      add('Acquired', clockTime(h.acquiredAt));
+    }
+    dl.hidden = !h;
+    $('holder-none').hidden = !!h;
+    $('force').hidden = !h || canAdmin === false;
+    if (!h) { $('force-confirm').hidden = true; $('force-btn').hidden = false; }
+
+    const q = s ? s.queue : [];
+    $('queue-count').textContent = s ? waiters(s) : 0;
+    $('queue-body').replaceChildren(...q.map((w, i) => {
+      const tr = el('tr');
+      tr.append(el('td', i + 1, 'num'), el('td', w.owner, 'owner'), el('td', dur(since(w.since)), 'num'));
+      return tr;
+    }));
+    $('queue-empty').hidden = q.length > 0;
+    const more = $('queue-more');
+    more.hidden = !s || s.hidden === 0;
+    more.textContent = s && s.hidden > 0 ? '…and ' + s.hidden + ' more waiting behind them.' : '';
+
+    const evs = recent.get(k) || [];
+    $('events-list').replaceChildren(...evs.map((ev) => {
+      const li = el('li', null, 'ev-' + ev.type);
+      const t = el('time', clockTime(ev.time));
+      t.dateTime = ev.time;
+      li.append(t, el('span', ev.type, 'ev-type'), el('span', detail(ev), 'ev-detail'));
+      return li;
+    }));
+    $('events-empty').hidden = evs.length > 0;
+  }
+
+  function detail(ev) {
+    const who = ev.owner === '' ? '(no owner)' : ev.owner;
+    switch (ev.type) {
+      case 'queued': return who + ' at position ' + ev.position;
+      case 'granted': return who + ' · fence ' + ev.fence + ' · waited ' + dur(ev.waited_ms) +
+        (ev.previous ? ' · previous ' + ev.previous.outcome : '');
+      case 'released': return who + ' · fence ' + ev.fence + ' · ' + (ev.outcome === 'failed' ? 'failed' : 'ok') + ' · held ' + dur(ev.held_ms);
+      case 'expired': return who + ' · fence ' + ev.fence + ' · held ' + dur(ev.held_ms) + ' · the holder died or its TTL is too short';
+      case 'forced': return who + ' · fence ' + ev.fence + ' · held ' + dur(ev.held_ms) + ' · force-released';
+      case 'renewed': return who + ' · fence ' + ev.fence + ' · until ' + clockTime(ev.expires_at);
+      default: return who + ' · waited ' + dur(ev.waited_ms);
+    }
+  }
+
+  // ---- force release ----
+  $('force-btn').addEventListener('click', () => {
+    const s = keys.get(currentKey);
+    if (!s || !s.holder) return;
+    $('force-question').textContent = 'Force-release fence ' + s.holder.fence + ' held by ' + (s.holder.owner || '(no owner)') + '?';
+    $('force-btn').hidden = true;
+    $('force-confirm').hidden = false;
+    $('force-result').textContent = '';
+    $('force-yes').focus();
+  });
+  function closeConfirm() {
+    $('force-confirm').hidden = true;
+    $('force-btn').hidden = false;
+  }
+  $('force-no').addEventListener('click', () => { closeConfirm(); $('force-btn').focus(); });
+  $('force-yes').addEventListener('click', async () => {
+    const k = currentKey;
+    closeConfirm();
+    const out = $('force-result');
+    out.textContent = 'Releasing…';
+    let r;
+    try { r = await call('DELETE', '/v1/locks/' + enc(k)); } catch (_) { out.textContent = 'The server did not answer.'; return; }
+    if (r.status === 200) {
+      out.textContent = 'Released fence ' + r.body.fence + ' after ' + dur(r.body.held_ms) + '; the next waiter, if any, has the lock.';
+      canAdmin = true;
+    } else if (r.status === 403) {
+      canAdmin = false;
+      out.textContent = 'Force release needs an admin token.';
+    } else {
+      out.textContent = (r.body && r.body.message) || 'Failed: HTTP ' + r.status + '.';
+    }
+    scheduleRender();
+    $('force-btn').focus();
+  });
+
+  // ---- routing: #/ is the overview, #/key/<escaped key> a key ----
+  let currentKey = null;
+  function route() {
+    const m = /^#\/key\/(.+)$/.exec(location.hash);
+    let k = null;
+    if (m) {
+      try { k = decodeURIComponent(m[1]); } catch (_) { k = null; }
+    }
+    const changed = k !== currentKey;
+    currentKey = k;
+    $('overview').hidden = k !== null;
+    $('keyview').hidden = k === null;
+    if (changed) {
+      $('force-result').textContent = '';
+      closeConfirm();
+      document.title = k === null ? 'mutexd console' : k + ' · mutexd console';
+      if (k !== null) loadKey(k).then(scheduleRender);
+      $('main').focus({ preventScroll: true });
+    }
+    render();
+  }
+  window.addEventListener('hashchange', route);
+  $('filter').addEventListener('input', scheduleRender);
+  $('sort').addEventListener('change', scheduleRender);
+
+  setInterval(render, 1000); // countdowns tick locally; the network is not polled
+  route();
+  setConn('connecting', 'connecting…');
+  connect();
+})();

@@ -1,0 +1,431 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/mutexd/mutexd/internal/config"
+	"github.com/mutexd/mutexd/internal/server"
+)
+
+var screenshots = flag.String("screenshots", "", "directory to save the console screenshots in (default: the test's temporary directory)")
+
+// findChromium returns the path of Debian's chromium. Outside CI a machine
+// without it skips the browser tests; in CI it is a failure, since
+// .ci/setup.d installs it.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium not found; .ci/setup.d/50-chromium.sh installs it")
+	}
+	t.Skip("chromium not found; install Debian's chromium package to run the browser tests")
+	return ""
+}
+
+// daemon is a real mutexd served in-process on a fixed address, so it can
+// be restarted on the same port.
+type daemon struct {
+	t    *testing.T
+	addr string
+	srv  *server.Server
+	stop context.CancelFunc
+	done chan error
+}
+
+func startDaemon(t *testing.T, addr string) *daemon {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Listen = addr
+	cfg.ShutdownTimeout = 5 * time.Second
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.New(cfg, "test", log)
+	if err != nil {
+		t.Fatalf("server.New(%s): %v", addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	d := &daemon{t: t, addr: srv.Addr().String(), srv: srv, stop: cancel, done: make(chan error, 1)}
+	go func() { d.done <- srv.Run(ctx) }()
+	d.waitReady()
+	return d
+}
+
+func (d *daemon) url() string { return "http://" + d.addr }
+
+func (d *daemon) waitReady() {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get(d.url() + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	d.t.Fatalf("daemon on %s never became ready", d.addr)
+}
+
+// shutdown stops the daemon and waits for Run to return.
+func (d *daemon) shutdown() {
+	d.stop()
+	if err := <-d.done; err != nil {
+		d.t.Errorf("daemon Run: %v", err)
+	}
+}
+
+type grant struct {
+	Token string `json:"token"`
+	Fence uint64 `json:"fence"`
+	Owner string `json:"owner"`
+}
+
+// acquire is the curl walk-through's acquire: a POST with query parameters.
+func (d *daemon) acquire(key, owner, ttl, wait string) (grant, int, error) {
+	q := url.Values{"owner": {owner}, "wait": {wait}, "ttl": {ttl}}
+	res, err := http.Post(d.url()+"/v1/locks/"+url.PathEscape(key)+"/acquire?"+q.Encode(), "", nil)
+	if err != nil {
+		return grant{}, 0, err
+	}
+	defer res.Body.Close()
+	var g grant
+	if res.StatusCode == http.StatusOK {
+		err = json.NewDecoder(res.Body).Decode(&g)
+	}
+	return g, res.StatusCode, err
+}
+
+func (d *daemon) mustAcquire(key, owner string) grant {
+	d.t.Helper()
+	g, code, err := d.acquire(key, owner, "10m", "0")
+	if err != nil || code != http.StatusOK {
+		d.t.Fatalf("acquire %q: status %d, err %v", key, code, err)
+	}
+	return g
+}
+
+// queueWaiters starts one waiting acquire per owner, in order, each only
+// once the one before is queued, and returns their results.
+func (d *daemon) queueWaiters(wg *sync.WaitGroup, key string, owners ...string) <-chan grant {
+	d.t.Helper()
+	out := make(chan grant, len(owners))
+	base := d.srv.Engine().Inspect(key, 0).Waiters
+	for i, owner := range owners {
+		wg.Go(func() {
+			g, code, err := d.acquire(key, owner, "10m", "60s")
+			if err == nil && code == http.StatusOK {
+				out <- g
+			}
+		})
+		deadline := time.Now().Add(5 * time.Second)
+		for d.srv.Engine().Inspect(key, 0).Waiters != base+i+1 {
+			if time.Now().After(deadline) {
+				d.t.Fatalf("waiter %s on %q never queued", owner, key)
+			}
+			<-time.After(5 * time.Millisecond)
+		}
+	}
+	return out
+}
+
+// js quotes s as a JavaScript string literal.
+func js(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// rowsJS lists the overview's rows as [key, holder] pairs.
+const rowsJS = `[...document.querySelectorAll('#keys-body tr')].map(r => [r.dataset.key, r.children[1].textContent])`
+
+func hasRow(key string) string {
+	return fmt.Sprintf(`[...document.querySelectorAll('#keys-body tr')].some(r => r.dataset.key === %s)`, js(key))
+}
+
+// queueJS lists the key view's queue owners in order.
+const queueJS = `[...document.querySelectorAll('#queue-body tr td.owner')].map(td => td.textContent)`
+
+func TestConsoleInBrowser(t *testing.T) {
+	chromium := findChromium(t)
+	shots := *screenshots
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	d := startDaemon(t, "127.0.0.1:0")
+	var waiters sync.WaitGroup
+	defer waiters.Wait()
+	running := d
+	defer func() {
+		if running != nil {
+			running.shutdown()
+		}
+	}()
+
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(t.Context()),
+		chromedp.ExecPath(chromium),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	)
+	defer cancelAlloc()
+	browser, cancelBrowser := chromedp.NewContext(alloc)
+	defer cancelBrowser()
+
+	var dialogs atomic.Int32
+	if err := chromedp.Listen(browser, func(ev any) {
+		switch ev.(type) {
+		case *page.EventJavascriptDialogOpening:
+			dialogs.Add(1)
+			go func() {
+				_, _ = chromedp.Run(browser, func(ctx context.Context, t *chromedp.Target) (struct{}, error) {
+					return cdp.Call(ctx, t, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
+				})
+			}()
+		}
+	}); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+
+	// run runs browser actions with a bound, so a broken page fails the test
+	// instead of hanging it.
+	run := func(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(browser, 15*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	waitFor := func(t *testing.T, what, expr string, within time.Duration) {
+		t.Helper()
+		run(t, what, chromedp.Steps(func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(within))(ctx, tg)
+			return chromedp.Void{}, err
+		}))
+	}
+	eval := func(t *testing.T, expr string, out any) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(browser, 10*time.Second)
+		defer cancel()
+		raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("evaluate %s: decode %s: %v", expr, raw, err)
+		}
+	}
+	shot := func(t *testing.T, name string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(browser, 10*time.Second)
+		defer cancel()
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const live = `document.getElementById('conn').dataset.state === 'live'`
+
+	// Some keys exist before the page opens: they come from the snapshot.
+	d.mustAcquire("invoice:1042", "billing-worker-3")
+	d.mustAcquire("user:7:profile", "api-7f9c")
+	run(t, "open /ui/", chromedp.EmulateViewport(1280, 800), chromedp.Navigate(d.url()+"/ui/"))
+	waitFor(t, "connection indicator live", live, 5*time.Second)
+	waitFor(t, "snapshot rows", hasRow("invoice:1042")+" && "+hasRow("user:7:profile"), 5*time.Second)
+
+	t.Run("acquired key appears without reload", func(t *testing.T) {
+		d.mustAcquire("orders:981", "checkout-2")
+		waitFor(t, "orders:981 in the table within 2s", hasRow("orders:981"), 2*time.Second)
+		var rows [][2]string
+		eval(t, rowsJS, &rows)
+		found := false
+		for _, r := range rows {
+			if r[0] == "orders:981" {
+				found = true
+				if r[1] != "checkout-2" {
+					t.Fatalf("holder of orders:981 = %q, want checkout-2", r[1])
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("rows = %v, want orders:981", rows)
+		}
+	})
+
+	const queued = "report:daily"
+	var handedOver <-chan grant
+	t.Run("queue order matches arrival order", func(t *testing.T) {
+		// A holder whose 1s lease expires hands over to cron-a: the key's
+		// recent events then show an expiry in the warning colour.
+		if _, code, err := d.acquire(queued, "cron-nightly", "1s", "0"); code != http.StatusOK {
+			t.Fatalf("acquire %s: %d %v", queued, code, err)
+		}
+		select {
+		case g := <-d.queueWaiters(&waiters, queued, "cron-a"):
+			if g.Owner != "cron-a" {
+				t.Fatalf("after the expiry the lock went to %q, want cron-a", g.Owner)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the 1s lease never expired")
+		}
+		handedOver = d.queueWaiters(&waiters, queued, "worker-1", "worker-2", "worker-3")
+		d.queueWaiters(&waiters, "invoice:1042", "billing-worker-5")
+		waitFor(t, "waiters on the overview", fmt.Sprintf(
+			`[...document.querySelectorAll('#keys-body tr')].some(r => r.dataset.key === %s && r.children[5].textContent === '3')`, js(queued)), 2*time.Second)
+		shot(t, "console-overview.png")
+		run(t, "open the key view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(queued)))
+		waitFor(t, "queue of three", queueJS+`.length === 3`, 5*time.Second)
+		var owners []string
+		eval(t, queueJS, &owners)
+		if want := []string{"worker-1", "worker-2", "worker-3"}; fmt.Sprint(owners) != fmt.Sprint(want) {
+			t.Fatalf("queue = %v, want %v", owners, want)
+		}
+		waitFor(t, "the expiry among the recent events, in the warning colour", `[...document.querySelectorAll('#events-list li.ev-expired')].some(li => getComputedStyle(li).backgroundColor !== getComputedStyle(li.parentElement).backgroundColor)`, 2*time.Second)
+		shot(t, "console-key.png")
+	})
+
+	t.Run("force release hands the lock to the next waiter", func(t *testing.T) {
+		if handedOver == nil {
+			t.Skip("needs the queue of the previous subtest")
+		}
+		waitFor(t, "the key view's holder", `document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'cron-a'`, 5*time.Second)
+		run(t, "press Force release", chromedp.Click("#force-btn"))
+		waitFor(t, "confirmation", `!document.getElementById('force-confirm').hidden`, 2*time.Second)
+		run(t, "confirm", chromedp.Click("#force-yes"))
+		select {
+		case g := <-handedOver:
+			if g.Owner != "worker-1" {
+				t.Fatalf("the lock went to %q, want worker-1 (first in line)", g.Owner)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no waiter was granted after the force release")
+		}
+		waitFor(t, "the page shows the new holder and queue",
+			`document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'worker-1' && `+queueJS+`.join() === 'worker-2,worker-3'`, 2*time.Second)
+		waitFor(t, "a forced event in the key's recent events", `[...document.querySelectorAll('#events-list li')].some(li => li.classList.contains('ev-forced'))`, 2*time.Second)
+	})
+
+	t.Run("hostile key renders as text", func(t *testing.T) {
+		const hostile = `<img src=x onerror=alert(1)>`
+		const owner = `<b>bold</b>`
+		d.mustAcquire(hostile, owner)
+		run(t, "back to the overview", chromedp.Navigate(d.url()+"/ui/#/"))
+		waitFor(t, "hostile row", hasRow(hostile), 2*time.Second)
+		var res struct {
+			Link  string `json:"link"`
+			Owner string `json:"owner"`
+			Imgs  int    `json:"imgs"`
+			Bolds int    `json:"bolds"`
+		}
+		eval(t, fmt.Sprintf(`(() => { const r = [...document.querySelectorAll('#keys-body tr')].find(r => r.dataset.key === %s);
+			return {link: r.querySelector('a').textContent, owner: r.children[1].textContent,
+				imgs: document.querySelectorAll('img').length, bolds: document.querySelectorAll('b').length}; })()`, js(hostile)), &res)
+		if res.Link != hostile || res.Owner != owner || res.Imgs != 0 || res.Bolds != 0 {
+			t.Fatalf("overview rendered %+v, want the key and owner literally and no <img> or <b> element", res)
+		}
+		run(t, "open its key view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(hostile)))
+		waitFor(t, "hostile key view", fmt.Sprintf(`document.getElementById('key-title').textContent === %s && document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === %s`, js(hostile), js(owner)), 5*time.Second)
+		eval(t, `document.querySelectorAll('img').length + document.querySelectorAll('b').length`, &res.Imgs)
+		if res.Imgs != 0 {
+			t.Fatalf("the key view holds %d <img>/<b> elements, want none", res.Imgs)
+		}
+		if n := dialogs.Load(); n != 0 {
+			t.Fatalf("%d JavaScript dialogs opened, want none", n)
+		}
+	})
+
+	t.Run("phone width and dark mode", func(t *testing.T) {
+		run(t, "phone viewport, dark", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),
+			chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+					Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+				return err
+			}),
+			chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(queued)))
+		waitFor(t, "key view at phone width", queueJS+`.length === 2`, 5*time.Second)
+		var overflow int
+		eval(t, `document.documentElement.scrollWidth - window.innerWidth`, &overflow)
+		if overflow > 0 {
+			t.Errorf("the key view is %dpx wider than a 390px screen", overflow)
+		}
+		shot(t, "console-key-phone-dark.png")
+		run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
+		waitFor(t, "overview at phone width", hasRow(queued), 5*time.Second)
+		eval(t, `document.documentElement.scrollWidth - window.innerWidth`, &overflow)
+		if overflow > 0 {
+			t.Errorf("the overview is %dpx wider than a 390px screen (its table scrolls in its own box)", overflow)
+		}
+		shot(t, "console-overview-phone-dark.png")
+		run(t, "desktop again", chromedp.EmulateViewport(1280, 800),
+			chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{})
+				return err
+			}))
+	})
+
+	t.Run("keyboard reaches a key and its force release", func(t *testing.T) {
+		run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
+		waitFor(t, "rows", hasRow("orders:981"), 5*time.Second)
+		run(t, "focus the prefix filter", chromedp.Focus("#filter"), chromedp.KeyEvent("orders"))
+		waitFor(t, "filtered", `document.querySelectorAll('#keys-body tr').length === 1`, 2*time.Second)
+		// Tab from the filter past the sort control to the first key link.
+		for range 2 {
+			run(t, "tab", chromedp.KeyEvent("\t"))
+		}
+		var active string
+		eval(t, `document.activeElement.dataset.key || document.activeElement.id`, &active)
+		if active != "orders:981" {
+			t.Fatalf("after two tabs focus is on %q, want the link of orders:981", active)
+		}
+		run(t, "enter", chromedp.KeyEvent("\r"))
+		waitFor(t, "key view by keyboard", `document.getElementById('key-title').textContent === 'orders:981'`, 2*time.Second)
+		eval(t, `(() => { document.getElementById('force-btn').focus(); return document.activeElement.id; })()`, &active)
+		if active != "force-btn" {
+			t.Fatalf("force release button not focusable (focus on %q)", active)
+		}
+		eval(t, `(() => { const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); return true; })()`, new(bool))
+	})
+
+	t.Run("reconnects after a server restart", func(t *testing.T) {
+		run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
+		waitFor(t, "live", live, 5*time.Second)
+		running = nil
+		d.shutdown()
+		waitFor(t, "indicator leaves live", `!(`+live+`)`, 5*time.Second)
+		d2 := startDaemon(t, d.addr)
+		running = d2
+		waitFor(t, "live again", live, 10*time.Second)
+		d2.mustAcquire("after:restart", "phoenix")
+		waitFor(t, "a key of the new server within 2s", hasRow("after:restart"), 2*time.Second)
+		waitFor(t, "the old server's keys are gone", `!`+hasRow("orders:981"), 2*time.Second)
+	})
+	t.Logf("screenshots in %s", shots)
+}
