@@ -237,7 +237,8 @@ func instrument(observers map[routeKey]RouteObserver, unmatched RouteObserver) e
 }
 
 // authorize lets a request through when its token suffices for its route:
-// force-release and listing need an admin token (keys may carry user ids),
+// force-release, listing and the event stream of more than one key need an
+// admin token (keys may carry user ids),
 // every other /v1 call (unknown ones too, so routes cannot be probed) a
 // client token; health, readiness and, unless configured otherwise,
 // metrics need none.
@@ -257,6 +258,10 @@ func (s *Server) level(c echo.Context) auth.Level {
 	r := c.Request()
 	switch p := c.Path(); {
 	case r.Method == http.MethodGet && p == "/v1/locks", r.Method == http.MethodDelete && p == "/v1/locks/:key":
+		return auth.Admin
+	case r.Method == http.MethodGet && p == "/v1/events" && r.URL.Query().Get("key") == "":
+		// Every key's events (or a prefix's) amount to a listing; one
+		// key's events are what inspecting it shows.
 		return auth.Admin
 	case r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/"):
 		return auth.Client

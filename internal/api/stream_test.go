@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mutexd/mutexd/internal/api"
+	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/engine"
 	"github.com/mutexd/mutexd/internal/events"
 )
@@ -460,5 +461,56 @@ func TestStreamingAcquireDisconnectLeavesQueue(t *testing.T) {
 	s.do(t, "POST", "/v1/locks/k/release?token="+token, "")
 	if r := <-behind; r.err != nil {
 		t.Fatalf("the waiter behind: %v, want the grant", r.err)
+	}
+}
+
+// TestEventStreamAuth: the stream of every key (or of a prefix) is a
+// listing and needs an admin token; one key's stream needs a client
+// token, as inspecting that key does. The console's files are public: it
+// asks for a token when the API answers 401.
+func TestEventStreamAuth(t *testing.T) {
+	toks, err := auth.NewTokens([]string{clientToken}, []string{adminToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard := &auth.Guard{}
+	guard.Set(toks)
+	hub := events.New(10, 10)
+	t.Cleanup(hub.Close)
+	eng := engine.New(engine.SystemClock{}, hub, engine.Limits{})
+	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Auth: guard, Logger: testLogger(t),
+		UI: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "console") })})
+	a.SetReady(true)
+	srv := httptest.NewServer(a)
+	t.Cleanup(srv.Close)
+	t.Cleanup(hub.Close)
+	status := func(path, token string) int {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, tt := range []struct {
+		path                string
+		none, client, admin int
+	}{
+		{"/v1/events", 401, 403, 200},
+		{"/v1/events?prefix=a", 401, 403, 200},
+		{"/v1/events?key=a", 401, 200, 200},
+		{"/ui/", 200, 200, 200},
+	} {
+		for token, want := range map[string]int{"": tt.none, clientToken: tt.client, adminToken: tt.admin} {
+			if got := status(tt.path, token); got != want {
+				t.Errorf("GET %s with token %q: %d, want %d", tt.path, token, got, want)
+			}
+		}
 	}
 }

@@ -48,22 +48,28 @@ func findChromium(t *testing.T) string {
 // daemon is a real mutexd served in-process on a fixed address, so it can
 // be restarted on the same port.
 type daemon struct {
-	t    *testing.T
-	addr string
-	srv  *server.Server
-	stop context.CancelFunc
-	done chan error
+	t     *testing.T
+	addr  string
+	token string // sent as a bearer token by acquire
+	srv   *server.Server
+	stop  context.CancelFunc
+	done  chan error
 }
 
 func startDaemon(t *testing.T, addr string) *daemon {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = addr
+	return startDaemonWith(t, cfg)
+}
+
+func startDaemonWith(t *testing.T, cfg config.Config) *daemon {
+	t.Helper()
 	cfg.ShutdownTimeout = 5 * time.Second
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := server.New(cfg, "test", log)
 	if err != nil {
-		t.Fatalf("server.New(%s): %v", addr, err)
+		t.Fatalf("server.New(%s): %v", cfg.Listen, err)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	d := &daemon{t: t, addr: srv.Addr().String(), srv: srv, stop: cancel, done: make(chan error, 1)}
@@ -106,7 +112,14 @@ type grant struct {
 // acquire is the curl walk-through's acquire: a POST with query parameters.
 func (d *daemon) acquire(key, owner, ttl, wait string) (grant, int, error) {
 	q := url.Values{"owner": {owner}, "wait": {wait}, "ttl": {ttl}}
-	res, err := http.Post(d.url()+"/v1/locks/"+url.PathEscape(key)+"/acquire?"+q.Encode(), "", nil)
+	req, err := http.NewRequest("POST", d.url()+"/v1/locks/"+url.PathEscape(key)+"/acquire?"+q.Encode(), nil)
+	if err != nil {
+		return grant{}, 0, err
+	}
+	if d.token != "" {
+		req.Header.Set("Authorization", "Bearer "+d.token)
+	}
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return grant{}, 0, err
 	}
@@ -167,22 +180,21 @@ func hasRow(key string) string {
 // queueJS lists the key view's queue owners in order.
 const queueJS = `[...document.querySelectorAll('#queue-body tr td.owner')].map(td => td.textContent)`
 
-func TestConsoleInBrowser(t *testing.T) {
+// browser is one headless Chromium with one tab.
+type browser struct {
+	ctx     context.Context
+	dialogs atomic.Int32 // JavaScript dialogs opened (alert, confirm...)
+	shots   string
+}
+
+// newBrowser starts Debian's chromium headless with a fresh profile.
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
 	chromium := findChromium(t)
 	shots := *screenshots
 	if shots == "" {
 		shots = t.TempDir()
 	}
-	d := startDaemon(t, "127.0.0.1:0")
-	var waiters sync.WaitGroup
-	defer waiters.Wait()
-	running := d
-	defer func() {
-		if running != nil {
-			running.shutdown()
-		}
-	}()
-
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(t.Context()),
 		chromedp.ExecPath(chromium),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
@@ -192,17 +204,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 800),
 	)
-	defer cancelAlloc()
-	browser, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
-
-	var dialogs atomic.Int32
-	if err := chromedp.Listen(browser, func(ev any) {
-		switch ev.(type) {
-		case *page.EventJavascriptDialogOpening:
-			dialogs.Add(1)
-			go func() {
-				_, _ = chromedp.Run(browser, func(ctx context.Context, t *chromedp.Target) (struct{}, error) {
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(cancel)
+	b := &browser{ctx: ctx, shots: shots}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			b.dialogs.Add(1)
+			go func() { // Listen's func must not run commands itself
+				_, _ = chromedp.Run(ctx, func(ctx context.Context, t *chromedp.Target) (struct{}, error) {
 					return cdp.Call(ctx, t, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
 				})
 			}()
@@ -210,49 +220,71 @@ func TestConsoleInBrowser(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
+	return b
+}
 
-	// run runs browser actions with a bound, so a broken page fails the test
-	// instead of hanging it.
-	run := func(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(browser, 15*time.Second)
-		defer cancel()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+// run runs browser actions with a bound, so a broken page fails the test
+// instead of hanging it.
+func (b *browser) run(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
-	waitFor := func(t *testing.T, what, expr string, within time.Duration) {
-		t.Helper()
-		run(t, what, chromedp.Steps(func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-			_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(within))(ctx, tg)
-			return chromedp.Void{}, err
-		}))
+}
+
+// waitFor waits until the JavaScript expression is truthy.
+func (b *browser) waitFor(t *testing.T, what, expr string, within time.Duration) {
+	t.Helper()
+	b.run(t, what, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(within))(ctx, tg)
+		return chromedp.Void{}, err
+	})
+}
+
+// eval evaluates expr and decodes its JSON value into out.
+func (b *browser) eval(t *testing.T, expr string, out any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
 	}
-	eval := func(t *testing.T, expr string, out any) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(browser, 10*time.Second)
-		defer cancel()
-		raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", expr, err)
-		}
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("evaluate %s: decode %s: %v", expr, raw, err)
-		}
+	if err := json.Unmarshal(raw, out); err != nil {
+		t.Fatalf("evaluate %s: decode %s: %v", expr, raw, err)
 	}
-	shot := func(t *testing.T, name string) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(browser, 10*time.Second)
-		defer cancel()
-		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
+}
+
+// shot saves a PNG of the viewport.
+func (b *browser) shot(t *testing.T, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	const live = `document.getElementById('conn').dataset.state === 'live'`
+	if err := os.WriteFile(filepath.Join(b.shots, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const live = `document.getElementById('conn').dataset.state === 'live'`
+
+func TestConsoleInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	run, waitFor, eval, shot := b.run, b.waitFor, b.eval, b.shot
+	d := startDaemon(t, "127.0.0.1:0")
+	var waiters sync.WaitGroup
+	defer waiters.Wait()
+	running := d
+	defer func() {
+		if running != nil {
+			running.shutdown()
+		}
+	}()
 
 	// Some keys exist before the page opens: they come from the snapshot.
 	d.mustAcquire("invoice:1042", "billing-worker-3")
@@ -357,7 +389,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if res.Imgs != 0 {
 			t.Fatalf("the key view holds %d <img>/<b> elements, want none", res.Imgs)
 		}
-		if n := dialogs.Load(); n != 0 {
+		if n := b.dialogs.Load(); n != 0 {
 			t.Fatalf("%d JavaScript dialogs opened, want none", n)
 		}
 	})
@@ -396,14 +428,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitFor(t, "rows", hasRow("orders:981"), 5*time.Second)
 		run(t, "focus the prefix filter", chromedp.Focus("#filter"), chromedp.KeyEvent("orders"))
 		waitFor(t, "filtered", `document.querySelectorAll('#keys-body tr').length === 1`, 2*time.Second)
-		// Tab from the filter past the sort control to the first key link.
-		for range 2 {
+		// Tab from the filter past the sort control and the open-key form
+		// to the first key link.
+		for range 4 {
 			run(t, "tab", chromedp.KeyEvent("\t"))
 		}
 		var active string
 		eval(t, `document.activeElement.dataset.key || document.activeElement.id`, &active)
 		if active != "orders:981" {
-			t.Fatalf("after two tabs focus is on %q, want the link of orders:981", active)
+			t.Fatalf("after four tabs focus is on %q, want the link of orders:981", active)
 		}
 		run(t, "enter", chromedp.KeyEvent("\r"))
 		waitFor(t, "key view by keyboard", `document.getElementById('key-title').textContent === 'orders:981'`, 2*time.Second)
@@ -427,5 +460,54 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitFor(t, "a key of the new server within 2s", hasRow("after:restart"), 2*time.Second)
 		waitFor(t, "the old server's keys are gone", `!`+hasRow("orders:981"), 2*time.Second)
 	})
-	t.Logf("screenshots in %s", shots)
+	t.Logf("screenshots in %s", b.shots)
+}
+
+// TestConsoleWithAuth: with tokens configured the console asks for one,
+// keeps it in the tab, and shows the overview and force release only to an
+// admin token; a client token can follow one key.
+func TestConsoleWithAuth(t *testing.T) {
+	const client, admin = "client-token-0123456789", "admin-token-0123456789ab"
+	b := newBrowser(t)
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Auth.Tokens = []string{client}
+	cfg.Auth.AdminTokens = []string{admin}
+	d := startDaemonWith(t, cfg)
+	var waiters sync.WaitGroup
+	defer waiters.Wait() // they end with the daemon
+	defer d.shutdown()
+	d.token = client
+	d.mustAcquire("tenant:9", "svc-a")
+
+	useToken := func(t *testing.T, tok string) {
+		t.Helper()
+		b.waitFor(t, "token form", `!document.getElementById('token-form').hidden || (document.getElementById('token-toggle').click(), false)`, 2*time.Second)
+		b.run(t, "enter token", chromedp.Focus("#token-input"), chromedp.KeyEvent(tok+"\r"))
+	}
+	b.run(t, "open /ui/", chromedp.Navigate(d.url()+"/ui/"))
+	b.waitFor(t, "asks for a token", `document.getElementById('conn').dataset.state === 'auth' && !document.getElementById('token-form').hidden`, 5*time.Second)
+
+	useToken(t, client)
+	b.waitFor(t, "client token: the overview needs an admin", `document.getElementById('conn').dataset.state === 'auth' && document.getElementById('notice').textContent.includes('admin token')`, 5*time.Second)
+	b.run(t, "open the key by name", chromedp.Focus("#goto-key"), chromedp.KeyEvent("tenant:9\r"))
+	b.waitFor(t, "one key live with a client token", live+` && document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'svc-a'`, 5*time.Second)
+	var hidden bool
+	b.eval(t, `document.getElementById('force').hidden`, &hidden)
+	if !hidden {
+		t.Fatal("force release shown to a client token")
+	}
+	d.queueWaiters(&waiters, "tenant:9", "svc-b")
+	b.waitFor(t, "the key's events arrive", queueJS+`.join() === 'svc-b'`, 2*time.Second)
+
+	b.run(t, "open the token form", chromedp.Click("#token-toggle"))
+	useToken(t, admin)
+	b.waitFor(t, "admin token: force release offered", live+` && !document.getElementById('force').hidden`, 5*time.Second)
+	b.run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
+	b.waitFor(t, "admin token: the overview lists keys", hasRow("tenant:9"), 5*time.Second)
+	var stored int
+	b.eval(t, `localStorage.length + sessionStorage.length + document.cookie.length`, &stored)
+	if stored != 0 {
+		t.Fatal("the token left the tab's memory (web storage or cookies)")
+	}
 }

@@ -12,7 +12,10 @@
 
   // ---- auth: the bearer token lives only in this variable (tab memory) ----
   let token = '';
-  let canAdmin = null; // null: not known yet; false: the server refused an admin action
+  // canAdmin: null until the server has said; true when it streams every
+  // key's events to this tab (an admin token, or auth off); false when it
+  // answers 403 (a client token: one key at a time, no force release).
+  let canAdmin = null;
 
   function headers(extra) {
     const h = Object.assign({}, extra);
@@ -185,9 +188,17 @@
     if (ctl) ctl.abort();
     ctl = new AbortController();
     live = false;
+    // Without admin rights the console follows only the key on screen.
+    const oneKey = canAdmin === false;
+    if (oneKey && currentKey === null) {
+      setConn('auth', 'admin token needed');
+      notice('The overview lists every key, which needs an admin token. With this token, open one key by name.');
+      return;
+    }
+    const path = oneKey ? '/v1/events?key=' + enc(currentKey) : '/v1/events';
     let res;
     try {
-      res = await fetch('/v1/events', { headers: headers({ Accept: 'text/event-stream' }), signal: ctl.signal, cache: 'no-store' });
+      res = await fetch(path, { headers: headers({ Accept: 'text/event-stream' }), signal: ctl.signal, cache: 'no-store' });
     } catch (_) {
       retry(gen);
       return;
@@ -196,6 +207,13 @@
     if (res.status === 401) {
       needToken();
       setConn('auth', 'token needed');
+      return;
+    }
+    if (res.status === 403 && !oneKey) {
+      canAdmin = false;
+      keys.clear();
+      scheduleRender();
+      connect();
       return;
     }
     if (!res.ok || !res.body) {
@@ -208,8 +226,11 @@
     live = true;
     lastData = Date.now();
     backoff = 500;
-    setConn('live', 'live');
-    loadSnapshot(gen);
+    if (!oneKey) canAdmin = true;
+    setConn('live', oneKey ? 'live (this key only)' : 'live');
+    notice('');
+    if (oneKey) loadKey(currentKey).then(scheduleRender);
+    else loadSnapshot(gen);
     try {
       await readStream(res.body, gen);
     } catch (_) { /* aborted or broken: reconnect below */ }
@@ -439,7 +460,7 @@
     }
     dl.hidden = !h;
     $('holder-none').hidden = !!h;
-    $('force').hidden = !h || canAdmin === false;
+    $('force').hidden = !h || canAdmin !== true;
     if (!h) { $('force-confirm').hidden = true; $('force-btn').hidden = false; }
 
     const q = s ? s.queue : [];
@@ -503,9 +524,7 @@
     try { r = await call('DELETE', '/v1/locks/' + enc(k)); } catch (_) { out.textContent = 'The server did not answer.'; return; }
     if (r.status === 200) {
       out.textContent = 'Released fence ' + r.body.fence + ' after ' + dur(r.body.held_ms) + '; the next waiter, if any, has the lock.';
-      canAdmin = true;
     } else if (r.status === 403) {
-      canAdmin = false;
       out.textContent = 'Force release needs an admin token.';
     } else {
       out.textContent = (r.body && r.body.message) || 'Failed: HTTP ' + r.status + '.';
@@ -527,6 +546,7 @@
     $('overview').hidden = k !== null;
     $('keyview').hidden = k === null;
     if (changed) {
+      if (canAdmin === false) connect(); // follow the new key's events
       $('force-result').textContent = '';
       closeConfirm();
       document.title = k === null ? 'mutexd console' : k + ' · mutexd console';
@@ -537,6 +557,11 @@
   }
   window.addEventListener('hashchange', route);
   $('filter').addEventListener('input', scheduleRender);
+  $('goto').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const k = $('goto-key').value;
+    if (k !== '') location.hash = '#/key/' + enc(k);
+  });
   $('sort').addEventListener('change', scheduleRender);
 
   setInterval(render, 1000); // countdowns tick locally; the network is not polled
