@@ -227,7 +227,7 @@ func newBrowser(t *testing.T) *browser {
 // instead of hanging it.
 func (b *browser) run(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -246,7 +246,7 @@ func (b *browser) waitFor(t *testing.T, what, expr string, within time.Duration)
 // eval evaluates expr and decodes its JSON value into out.
 func (b *browser) eval(t *testing.T, expr string, out any) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr))
 	if err != nil {
@@ -260,7 +260,7 @@ func (b *browser) eval(t *testing.T, expr string, out any) {
 // shot saves a PNG of the viewport.
 func (b *browser) shot(t *testing.T, name string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
@@ -272,6 +272,11 @@ func (b *browser) shot(t *testing.T, name string) {
 }
 
 const live = `document.getElementById('conn').dataset.state === 'live'`
+
+// slack bounds waits that have no stated deadline; the ones the console
+// promises (a new key within 2 s) keep theirs. CI machines are shared and
+// run the browser beside every other package's tests.
+const slack = 10 * time.Second
 
 func TestConsoleInBrowser(t *testing.T) {
 	b := newBrowser(t)
@@ -290,8 +295,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	d.mustAcquire("invoice:1042", "billing-worker-3")
 	d.mustAcquire("user:7:profile", "api-7f9c")
 	run(t, "open /ui/", chromedp.EmulateViewport(1280, 800), chromedp.Navigate(d.url()+"/ui/"))
-	waitFor(t, "connection indicator live", live, 5*time.Second)
-	waitFor(t, "snapshot rows", hasRow("invoice:1042")+" && "+hasRow("user:7:profile"), 5*time.Second)
+	waitFor(t, "connection indicator live", live, slack)
+	waitFor(t, "snapshot rows", hasRow("invoice:1042")+" && "+hasRow("user:7:profile"), slack)
 
 	t.Run("acquired key appears without reload", func(t *testing.T) {
 		d.mustAcquire("orders:981", "checkout-2")
@@ -334,7 +339,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			`[...document.querySelectorAll('#keys-body tr')].some(r => r.dataset.key === %s && r.children[5].textContent === '3')`, js(queued)), 2*time.Second)
 		shot(t, "console-overview.png")
 		run(t, "open the key view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(queued)))
-		waitFor(t, "queue of three", queueJS+`.length === 3`, 5*time.Second)
+		waitFor(t, "queue of three", queueJS+`.length === 3`, slack)
 		var owners []string
 		eval(t, queueJS, &owners)
 		if want := []string{"worker-1", "worker-2", "worker-3"}; fmt.Sprint(owners) != fmt.Sprint(want) {
@@ -348,7 +353,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if handedOver == nil {
 			t.Skip("needs the queue of the previous subtest")
 		}
-		waitFor(t, "the key view's holder", `document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'cron-a'`, 5*time.Second)
+		waitFor(t, "the key view's holder", `document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'cron-a'`, slack)
 		run(t, "press Force release", chromedp.Click("#force-btn"))
 		waitFor(t, "confirmation", `!document.getElementById('force-confirm').hidden`, 2*time.Second)
 		run(t, "confirm", chromedp.Click("#force-yes"))
@@ -384,7 +389,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("overview rendered %+v, want the key and owner literally and no <img> or <b> element", res)
 		}
 		run(t, "open its key view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(hostile)))
-		waitFor(t, "hostile key view", fmt.Sprintf(`document.getElementById('key-title').textContent === %s && document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === %s`, js(hostile), js(owner)), 5*time.Second)
+		waitFor(t, "hostile key view", fmt.Sprintf(`document.getElementById('key-title').textContent === %s && document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === %s`, js(hostile), js(owner)), slack)
 		eval(t, `document.querySelectorAll('img').length + document.querySelectorAll('b').length`, &res.Imgs)
 		if res.Imgs != 0 {
 			t.Fatalf("the key view holds %d <img>/<b> elements, want none", res.Imgs)
@@ -402,7 +407,7 @@ func TestConsoleInBrowser(t *testing.T) {
 				return err
 			}),
 			chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(queued)))
-		waitFor(t, "key view at phone width", queueJS+`.length === 2`, 5*time.Second)
+		waitFor(t, "key view at phone width", queueJS+`.length === 2`, slack)
 		var overflow int
 		eval(t, `document.documentElement.scrollWidth - window.innerWidth`, &overflow)
 		if overflow > 0 {
@@ -410,7 +415,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		shot(t, "console-key-phone-dark.png")
 		run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
-		waitFor(t, "overview at phone width", hasRow(queued), 5*time.Second)
+		waitFor(t, "overview at phone width", hasRow(queued), slack)
 		eval(t, `document.documentElement.scrollWidth - window.innerWidth`, &overflow)
 		if overflow > 0 {
 			t.Errorf("the overview is %dpx wider than a 390px screen (its table scrolls in its own box)", overflow)
@@ -425,7 +430,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	t.Run("keyboard reaches a key and its force release", func(t *testing.T) {
 		run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
-		waitFor(t, "rows", hasRow("orders:981"), 5*time.Second)
+		waitFor(t, "rows", hasRow("orders:981"), slack)
 		run(t, "focus the prefix filter", chromedp.Focus("#filter"), chromedp.KeyEvent("orders"))
 		waitFor(t, "filtered", `document.querySelectorAll('#keys-body tr').length === 1`, 2*time.Second)
 		// Tab from the filter past the sort control and the open-key form
@@ -449,13 +454,13 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	t.Run("reconnects after a server restart", func(t *testing.T) {
 		run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
-		waitFor(t, "live", live, 5*time.Second)
+		waitFor(t, "live", live, slack)
 		running = nil
 		d.shutdown()
-		waitFor(t, "indicator leaves live", `!(`+live+`)`, 5*time.Second)
+		waitFor(t, "indicator leaves live", `!(`+live+`)`, slack)
 		d2 := startDaemon(t, d.addr)
 		running = d2
-		waitFor(t, "live again", live, 10*time.Second)
+		waitFor(t, "live again", live, 2*slack)
 		d2.mustAcquire("after:restart", "phoenix")
 		waitFor(t, "a key of the new server within 2s", hasRow("after:restart"), 2*time.Second)
 		waitFor(t, "the old server's keys are gone", `!`+hasRow("orders:981"), 2*time.Second)
@@ -486,12 +491,12 @@ func TestConsoleWithAuth(t *testing.T) {
 		b.run(t, "enter token", chromedp.Focus("#token-input"), chromedp.KeyEvent(tok+"\r"))
 	}
 	b.run(t, "open /ui/", chromedp.Navigate(d.url()+"/ui/"))
-	b.waitFor(t, "asks for a token", `document.getElementById('conn').dataset.state === 'auth' && !document.getElementById('token-form').hidden`, 5*time.Second)
+	b.waitFor(t, "asks for a token", `document.getElementById('conn').dataset.state === 'auth' && !document.getElementById('token-form').hidden`, slack)
 
 	useToken(t, client)
-	b.waitFor(t, "client token: the overview needs an admin", `document.getElementById('conn').dataset.state === 'auth' && document.getElementById('notice').textContent.includes('admin token')`, 5*time.Second)
+	b.waitFor(t, "client token: the overview needs an admin", `document.getElementById('conn').dataset.state === 'auth' && document.getElementById('notice').textContent.includes('admin token')`, slack)
 	b.run(t, "open the key by name", chromedp.Focus("#goto-key"), chromedp.KeyEvent("tenant:9\r"))
-	b.waitFor(t, "one key live with a client token", live+` && document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'svc-a'`, 5*time.Second)
+	b.waitFor(t, "one key live with a client token", live+` && document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'svc-a'`, slack)
 	var hidden bool
 	b.eval(t, `document.getElementById('force').hidden`, &hidden)
 	if !hidden {
@@ -502,9 +507,9 @@ func TestConsoleWithAuth(t *testing.T) {
 
 	b.run(t, "open the token form", chromedp.Click("#token-toggle"))
 	useToken(t, admin)
-	b.waitFor(t, "admin token: force release offered", live+` && !document.getElementById('force').hidden`, 5*time.Second)
+	b.waitFor(t, "admin token: force release offered", live+` && !document.getElementById('force').hidden`, slack)
 	b.run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
-	b.waitFor(t, "admin token: the overview lists keys", hasRow("tenant:9"), 5*time.Second)
+	b.waitFor(t, "admin token: the overview lists keys", hasRow("tenant:9"), slack)
 	var stored int
 	b.eval(t, `localStorage.length + sessionStorage.length + document.cookie.length`, &stored)
 	if stored != 0 {
