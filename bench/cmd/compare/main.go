@@ -1,0 +1,245 @@
+// Command compare runs mutexd side by side with its ceilings and its peers
+// on this machine, all on loopback, through the same load generator, and
+// writes BENCHMARKS.md and a chart. Run it with bench/run.sh from the
+// repository root, which installs redis-server and etcd-server first.
+//
+// Every scenario is repeated -reps times; the repetitions are interleaved
+// (rep 1 of every scenario and system, then rep 2, ...), and the systems'
+// order rotates between repetitions, so a burst of noise from the machine
+// lands on different systems. Reported figures are medians over the
+// repetitions; ratios are taken within one repetition, then their median.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mutexd/mutexd/bench/peers"
+	"github.com/mutexd/mutexd/internal/loadgen"
+)
+
+// scenario is one load shape, run against several systems.
+type scenario struct {
+	Name    string
+	Kind    string // "uncontended", "contended" or "expire"
+	Clients int
+	Keys    int
+	Mode    loadgen.Mode
+	TTL     time.Duration
+	Systems []string
+}
+
+// run is one scenario against one system in one repetition.
+type run struct {
+	Scenario string          `json:"scenario"`
+	System   string          `json:"system"`
+	Rep      int             `json:"rep"`
+	Result   *loadgen.Result `json:"result"`
+}
+
+func scenarios(systems []string) []scenario {
+	has := func(names ...string) []string {
+		var out []string
+		for _, n := range names {
+			if slices.Contains(systems, n) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	var out []scenario
+	for _, c := range []int{1, 16, 64} {
+		out = append(out, scenario{Name: fmt.Sprintf("uncontended C=%d", c), Kind: "uncontended", Clients: c, Keys: c,
+			Mode: loadgen.ModeCycle, TTL: 30 * time.Second, Systems: has("mutexd", "noop", "fifo", "redis", "etcd")})
+	}
+	for _, c := range []int{4, 16, 64} {
+		out = append(out, scenario{Name: fmt.Sprintf("contended C=%d", c), Kind: "contended", Clients: c, Keys: 1,
+			Mode: loadgen.ModeCycle, TTL: 30 * time.Second, Systems: has("mutexd", "fifo", "redis", "etcd")})
+	}
+	out = append(out, scenario{Name: "expiry C=50", Kind: "expire", Clients: 50, Keys: 50,
+		Mode: loadgen.ModeExpire, TTL: time.Second, Systems: has("mutexd")})
+	return out
+}
+
+func main() {
+	reps := flag.Int("reps", 3, "repetitions of every scenario (interleaved)")
+	duration := flag.Duration("duration", 5*time.Second, "length of one run")
+	only := flag.String("systems", "mutexd,noop,fifo,redis,etcd", "systems to run, comma-separated")
+	out := flag.String("out", "BENCHMARKS.md", "the report to write")
+	chart := flag.String("chart", "docs/benchmarks.png", "the chart to write (a path relative to the report's folder)")
+	raw := flag.String("json", "", "also write every run's figures to this JSON file")
+	waiters := flag.Int("waiters", 10000, "clients for the RSS-per-waiting-connection run (0 skips it)")
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := compare(ctx, *reps, *duration, strings.Split(*only, ","), *out, *chart, *raw, *waiters); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func compare(ctx context.Context, reps int, duration time.Duration, systems []string, out, chart, raw string, waiters int) error {
+	dir, err := os.MkdirTemp("", "mutexd-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	mutexdBin, ceilingBin := filepath.Join(dir, "mutexd"), filepath.Join(dir, "ceiling")
+	log.Printf("building mutexd and the ceiling servers")
+	if err := goBuild(root, mutexdBin, "./cmd/mutexd"); err != nil {
+		return err
+	}
+	if err := goBuild(filepath.Join(root, "bench"), ceilingBin, "./cmd/ceiling"); err != nil {
+		return err
+	}
+
+	targets := map[string]loadgen.Target{}
+	var procs []*proc
+	defer func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}()
+	for _, sys := range systems {
+		var p *proc
+		switch sys {
+		case "mutexd":
+			p, err = startMutexd(ctx, dir, mutexdBin)
+		case "noop", "fifo":
+			p, err = startCeiling(ctx, dir, ceilingBin, sys)
+		case "redis":
+			p, err = startRedis(ctx, dir)
+		case "etcd":
+			p, err = startEtcd(ctx, dir)
+		default:
+			return fmt.Errorf("unknown system %q (want mutexd, noop, fifo, redis, etcd)", sys)
+		}
+		if p != nil {
+			procs = append(procs, p)
+		}
+		if err != nil {
+			return fmt.Errorf("start %s: %w", sys, err)
+		}
+		switch sys {
+		case "redis":
+			targets[sys] = peers.Redis{Addr: p.addr}
+		case "etcd":
+			targets[sys] = peers.Etcd{Endpoint: p.addr}
+		default:
+			targets[sys] = loadgen.HTTPTarget{Label: sys, BaseURL: p.addr}
+		}
+		log.Printf("%s ready at %s in %s", sys, p.addr, p.ready.Round(time.Millisecond))
+	}
+
+	var runs []run
+	scs := scenarios(systems)
+	for rep := range reps {
+		for _, sc := range scs {
+			order := slices.Clone(sc.Systems)
+			if len(order) > 0 {
+				k := rep % len(order) // rotate who goes first
+				order = append(order[k:], order[:k]...)
+			}
+			for _, sys := range order {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				res, err := loadgen.Run(ctx, targets[sys], loadgen.Config{
+					Clients: sc.Clients, Keys: sc.Keys, Duration: duration, TTL: sc.TTL, Wait: 30 * time.Second,
+					Mode: sc.Mode, KeyPrefix: fmt.Sprintf("r%d-%s-", rep, strings.ReplaceAll(sc.Name, " ", "")),
+				})
+				if err != nil {
+					return fmt.Errorf("%s on %s: %w", sc.Name, sys, err)
+				}
+				log.Printf("rep %d  %-16s %-7s %8.0f cycles/s %8.0f hand-offs/s  acquire p99 %8s  cycle p99 %8s  errors %d  overlaps %d",
+					rep+1, sc.Name, sys, res.CyclesPerSec, res.HandoffsPerSec, loadgen.FormatDuration(res.Acquire.P99),
+					loadgen.FormatDuration(res.Cycle.P99), res.ErrorsTotal, res.Overlaps)
+				runs = append(runs, run{Scenario: sc.Name, System: sys, Rep: rep, Result: res})
+				time.Sleep(200 * time.Millisecond) // let connections close
+			}
+		}
+	}
+
+	var mem *memory
+	if waiters > 1 && slices.Contains(systems, "mutexd") {
+		log.Printf("measuring RSS with %d waiting connections on a fresh mutexd", waiters)
+		idle, per, readyIn, err := measureWaitingRSS(ctx, dir, mutexdBin, waiters)
+		if err != nil {
+			log.Printf("RSS run failed: %v", err)
+		} else {
+			mem = &memory{IdleKiB: idle, PerWaiterKiB: per, Waiters: waiters, ReadyIn: readyIn}
+		}
+	}
+	if mem != nil && procs[0].name == "mutexd" {
+		mem.FirstReadyIn = procs[0].ready
+	}
+
+	if raw != "" {
+		b, err := json.MarshalIndent(runs, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(raw, b, 0o644); err != nil {
+			return err
+		}
+	}
+	env := machine(root)
+	rep := newReport(scs, runs, reps, duration, mem, env)
+	chartPath := filepath.Join(filepath.Dir(out), chart)
+	if err := os.MkdirAll(filepath.Dir(chartPath), 0o755); err != nil {
+		return err
+	}
+	if err := drawChart(rep, chartPath); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	if err := os.WriteFile(out, []byte(rep.markdown(chart)), 0o644); err != nil {
+		return err
+	}
+	log.Printf("wrote %s and %s", out, chartPath)
+	return nil
+}
+
+// memory is the daemon's footprint.
+type memory struct {
+	IdleKiB      int64
+	PerWaiterKiB float64
+	Waiters      int
+	ReadyIn      time.Duration // exec to /readyz 200 of the fresh daemon
+	FirstReadyIn time.Duration // the same for the daemon of the runs
+}
+
+func repoRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Dir(strings.TrimSpace(string(out)))
+	if filepath.Base(dir) == "bench" {
+		dir = filepath.Dir(dir)
+	}
+	return dir, nil
+}
+
+func goBuild(dir, out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s: %w", pkg, err)
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mutexd/mutexd/internal/loadgen"
+)
+
+// proc is one server process started by the driver.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	addr    string // what the target needs: a base URL or host:port
+	started time.Time
+	ready   time.Duration // from exec to the first healthy answer
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// start runs bin with args, logging to dir/name.log.
+func start(name, dir, bin string, args ...string) (*proc, io.ReadCloser, error) {
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = logf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &proc{name: name, cmd: cmd, started: time.Now()}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return p, stdout, nil
+}
+
+// stop kills the process and waits for it.
+func (p *proc) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// rssKiB reads the process's resident set size from /proc.
+func (p *proc) rssKiB() (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(raw)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			return strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(ctx context.Context, p *proc, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := &http.Client{Timeout: time.Second}
+	for {
+		if resp, err := c.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				p.ready = time.Since(p.started)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never answered %s (see its log)", p.name, url)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func startMutexd(ctx context.Context, dir, bin string) (*proc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, out, err := start("mutexd", dir, bin, "serve", "--listen", addr, "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	p.addr = "http://" + addr
+	return p, waitHTTP(ctx, p, p.addr+"/readyz")
+}
+
+func startCeiling(ctx context.Context, dir, bin, mode string) (*proc, error) {
+	p, out, err := start("ceiling-"+mode, dir, bin, "-mode", mode)
+	if err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		p.stop()
+		return nil, fmt.Errorf("ceiling %s printed no address: %w", mode, err)
+	}
+	p.addr = "http://" + strings.TrimSpace(line)
+	return p, waitHTTP(ctx, p, p.addr+"/readyz")
+}
+
+func startRedis(ctx context.Context, dir string) (*proc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p, out, err := start("redis", dir, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--maxclients", "20000")
+	if err != nil {
+		return nil, err
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	p.addr = "127.0.0.1:" + strconv.Itoa(port)
+	c := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Ping(ctx).Err() != nil {
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, errors.New("redis-server never answered PING (see its log)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.ready = time.Since(p.started)
+	return p, nil
+}
+
+func startEtcd(ctx context.Context, dir string) (*proc, error) {
+	cport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	pport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	client := "http://127.0.0.1:" + strconv.Itoa(cport)
+	peer := "http://127.0.0.1:" + strconv.Itoa(pport)
+	p, out, err := start("etcd", dir, "etcd", "--name", "bench", "--data-dir", filepath.Join(dir, "etcd-data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "bench="+peer, "--logger", "zap", "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	p.addr = client
+	return p, waitHTTP(ctx, p, client+"/health")
+}
+
+// version runs bin with args and returns the first line it prints.
+func version(bin string, args ...string) string {
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line)
+}
+
+// measureWaitingRSS holds one lease on a key of a fresh mutexd while n-1
+// clients queue behind it, and returns the daemon's idle RSS and its RSS
+// per waiting connection.
+func measureWaitingRSS(ctx context.Context, dir, bin string, n int) (idleKiB int64, perWaiterKiB float64, readyIn time.Duration, err error) {
+	p, err := startMutexd(ctx, dir, bin)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer p.stop()
+	readyIn = p.ready
+	time.Sleep(time.Second) // let start-up garbage settle
+	if idleKiB, err = p.rssKiB(); err != nil {
+		return 0, 0, 0, err
+	}
+	// One client holds the key for the whole run; the others queue. The
+	// peak RSS is sampled while they wait, then the run is cut short.
+	hold := time.Minute
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type outcome struct {
+		res *loadgen.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := loadgen.Run(runCtx, loadgen.HTTPTarget{BaseURL: p.addr}, loadgen.Config{
+			Clients: n, Keys: 1, KeyPrefix: "rss-", Duration: hold, TTL: time.Hour, Hold: hold,
+			Wait: time.Hour, Mode: loadgen.ModeCycle,
+		})
+		done <- outcome{res, err}
+	}()
+	var busy int64
+	for range 40 { // 10 s: time for every client to connect and queue
+		time.Sleep(250 * time.Millisecond)
+		if v, err := p.rssKiB(); err == nil {
+			busy = max(busy, v)
+		}
+	}
+	cancel()
+	o := <-done
+	if o.err != nil {
+		return 0, 0, 0, o.err
+	}
+	if n := o.res.Errors["conn"]; n > 0 {
+		return 0, 0, 0, fmt.Errorf("waiting-connections run: %d connection errors", n)
+	}
+	return idleKiB, float64(busy-idleKiB) / float64(n-1), readyIn, nil
+}

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mutexd/mutexd/internal/loadgen"
+)
+
+// env describes the machine and the versions measured.
+type env struct {
+	Date, CPU, Cores, Memory, Kernel, Go, Commit, Redis, Etcd string
+	Engine                                                    string // go test -bench output of internal/engine
+}
+
+func machine(root string) env {
+	e := env{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Cores: strconv.Itoa(runtime.NumCPU()), Go: runtime.Version()}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				e.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) > 1 {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			e.Memory = fmt.Sprintf("%.0f GiB", kb/(1<<20))
+		}
+	}
+	e.Kernel = version("uname", "-sr")
+	e.Commit = version("git", "-C", root, "rev-parse", "--short", "HEAD")
+	e.Redis = version("redis-server", "--version")
+	e.Etcd = version("etcd", "--version")
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-count", "3", "./internal/engine")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err == nil {
+		e.Engine = string(out)
+	} else {
+		e.Engine = "engine benchmarks failed: " + err.Error() + "\n" + string(out)
+	}
+	return e
+}
+
+// cell is the median figures of one scenario on one system.
+type cell struct {
+	n                         int
+	cycles, handoffs, jain    float64
+	acqP50, acqP99            time.Duration
+	cycP50, cycP99            time.Duration
+	lateP50, lateP99, lateMax time.Duration
+	lateCount                 uint64
+	errors, overlaps          int64
+	errCodes                  map[string]int64
+}
+
+type report struct {
+	scs      []scenario
+	cells    map[[2]string]*cell
+	runs     []run
+	reps     int
+	duration time.Duration
+	mem      *memory
+	env      env
+}
+
+func median[T int64 | float64 | time.Duration](xs []T) T {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func newReport(scs []scenario, runs []run, reps int, d time.Duration, mem *memory, e env) *report {
+	r := &report{scs: scs, cells: map[[2]string]*cell{}, runs: runs, reps: reps, duration: d, mem: mem, env: e}
+	for _, sc := range scs {
+		for _, sys := range sc.Systems {
+			var cyc, hand, jain []float64
+			var a50, a99, c50, c99, l50, l99, lmax []time.Duration
+			c := &cell{errCodes: map[string]int64{}}
+			for _, x := range runs {
+				if x.Scenario != sc.Name || x.System != sys {
+					continue
+				}
+				res := x.Result
+				c.n++
+				cyc, hand, jain = append(cyc, res.CyclesPerSec), append(hand, res.HandoffsPerSec), append(jain, res.Fairness)
+				a50, a99 = append(a50, res.Acquire.P50), append(a99, res.Acquire.P99)
+				c50, c99 = append(c50, res.Cycle.P50), append(c99, res.Cycle.P99)
+				if res.ExpiryLateness.Count > 0 {
+					l50, l99, lmax = append(l50, res.ExpiryLateness.P50), append(l99, res.ExpiryLateness.P99), append(lmax, res.ExpiryLateness.Max)
+					c.lateCount += res.ExpiryLateness.Count
+				}
+				c.errors += res.ErrorsTotal
+				c.overlaps += res.Overlaps
+				for k, v := range res.Errors {
+					c.errCodes[k] += v
+				}
+			}
+			c.cycles, c.handoffs, c.jain = median(cyc), median(hand), median(jain)
+			c.acqP50, c.acqP99, c.cycP50, c.cycP99 = median(a50), median(a99), median(c50), median(c99)
+			c.lateP50, c.lateP99, c.lateMax = median(l50), median(l99), slices.Max(append(lmax, 0))
+			r.cells[[2]string{sc.Name, sys}] = c
+		}
+	}
+	return r
+}
+
+// ratio returns the median over repetitions of f(system) / f(ref), each
+// taken within one repetition, and whether there was any.
+func (r *report) ratio(scenario, system, ref string, f func(*loadgen.Result) float64) (float64, bool) {
+	var xs []float64
+	for rep := range r.reps {
+		var a, b *loadgen.Result
+		for _, x := range r.runs {
+			if x.Scenario == scenario && x.Rep == rep {
+				switch x.System {
+				case system:
+					a = x.Result
+				case ref:
+					b = x.Result
+				}
+			}
+		}
+		if a != nil && b != nil && f(b) > 0 {
+			xs = append(xs, f(a)/f(b))
+		}
+	}
+	return median(xs), len(xs) > 0
+}
+
+func cyclesOf(r *loadgen.Result) float64   { return r.CyclesPerSec }
+func handoffsOf(r *loadgen.Result) float64 { return r.HandoffsPerSec }
+
+func ms(d time.Duration) string { return loadgen.FormatDuration(d) }
+
+func (r *report) cell(sc, sys string) *cell { return r.cells[[2]string{sc, sys}] }
+
+func (r *report) markdown(chart string) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("# Benchmarks\n\n")
+	p("Generated by `bench/run.sh` on %s. Every figure is the **median of %d interleaved repetitions of %s** each; ratios are taken within a repetition (mutexd and its ceiling measured minutes apart at most, in rotating order), then their median. ", r.env.Date, r.reps, r.duration)
+	p("Server and load generator share the machine's %s cores over loopback, and other work may have run on it at the same time: expect ±10%% between runs and read the ratios, not the absolute figures.\n\n", r.env.Cores)
+	p("![throughput and p99 latency versus clients, per system](%s)\n\n", chart)
+
+	p("## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n")
+	for _, t := range r.targets() {
+		p("| %s | %s | %s | %s |\n", t[0], t[1], t[2], t[3])
+	}
+
+	p("\n## Uncontended: every client on its own key\n\nA cycle is one acquire and one release: two HTTP requests for the HTTP systems. `noop` answers both at once from an echo handler (the ceiling of the HTTP stack), `fifo` is the bare net/http FIFO lock.\n\n")
+	p("| scenario | system | cycles/s | × noop | cycle p50 | cycle p99 | errors |\n|---|---|---|---|---|---|---|\n")
+	for _, sc := range r.scs {
+		if sc.Kind != "uncontended" {
+			continue
+		}
+		for _, sys := range sc.Systems {
+			c := r.cell(sc.Name, sys)
+			ratio := "–"
+			if x, ok := r.ratio(sc.Name, sys, "noop", cyclesOf); ok && sys != "noop" {
+				ratio = fmt.Sprintf("%.2f", x)
+			}
+			p("| %s | %s | %.0f | %s | %s | %s | %s |\n", sc.Name, sys, c.cycles, ratio, ms(c.cycP50), ms(c.cycP99), errs(c))
+		}
+	}
+
+	p("\n## Contended: every client on one key\n\nA hand-off is a grant to a different client than the previous holder (an owner change), counted by the load generator. `wait` is the acquire's latency: arrival to grant. Redis has no queue: its clients spin on `SET NX PX`, so the fastest re-asker wins and fairness collapses; etcd's `concurrency.Mutex` queues by revision.\n\n")
+	p("| scenario | system | hand-offs/s | × fifo | owner changes per grant | Jain fairness | wait p50 | wait p99 | errors |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, sc := range r.scs {
+		if sc.Kind != "contended" {
+			continue
+		}
+		for _, sys := range sc.Systems {
+			c := r.cell(sc.Name, sys)
+			ratio := "–"
+			if x, ok := r.ratio(sc.Name, sys, "fifo", handoffsOf); ok && sys != "fifo" {
+				ratio = fmt.Sprintf("%.2f", x)
+			}
+			share := 0.0
+			if c.cycles > 0 {
+				share = c.handoffs / c.cycles
+			}
+			p("| %s | %s | %.0f | %s | %.3f | %.4f | %s | %s | %s |\n", sc.Name, sys, c.handoffs, ratio, share, c.jain, ms(c.acqP50), ms(c.acqP99), errs(c))
+		}
+	}
+
+	for _, sc := range r.scs {
+		if sc.Kind != "expire" {
+			continue
+		}
+		c := r.cell(sc.Name, "mutexd")
+		if c == nil {
+			continue
+		}
+		p("\n## Expiry hand-over\n\n%d clients each abandon a 1 s lease on their own key and queue for it again at once; the figure is the time from the abandoned lease's deadline (as the server reported it, to the millisecond) to the waiter's grant. %d samples.\n\n", sc.Clients, c.lateCount)
+		p("| p50 | p99 | max |\n|---|---|---|\n| %s | %s | %s |\n", ms(c.lateP50), ms(c.lateP99), ms(c.lateMax))
+	}
+
+	if m := r.mem; m != nil {
+		p("\n## Memory and start-up\n\n| figure | value |\n|---|---|\n")
+		p("| idle RSS (fresh daemon, 1 s after ready) | %.1f MB |\n", float64(m.IdleKiB)/1024)
+		p("| RSS per waiting HTTP connection, %d clients queued on one key | %.1f KiB |\n", m.Waiters, m.PerWaiterKiB)
+		p("| exec to `/readyz` 200 | %s (first daemon: %s) |\n", ms(m.ReadyIn), ms(m.FirstReadyIn))
+	}
+
+	p("\n## Engine (in-process, `go test -bench . ./internal/engine`, 3 counts)\n\n```\n%s```\n", r.env.Engine)
+
+	p("\n## Machine and versions\n\n| | |\n|---|---|\n")
+	p("| CPU | %s, %s cores |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n| mutexd | commit %s |\n| Redis | %s |\n| etcd | %s (client go.etcd.io/etcd/client/v3) |\n",
+		r.env.CPU, r.env.Cores, r.env.Memory, r.env.Kernel, r.env.Go, r.env.Commit, r.env.Redis, r.env.Etcd)
+
+	p("\n## How to rerun\n\n```sh\nbench/run.sh                       # installs redis-server and etcd-server if missing, ~10 min\nbench/run.sh -reps 5 -duration 10s # longer, steadier\nbench/run.sh -systems mutexd,noop,fifo -waiters 0\n```\n\n")
+	p("It builds mutexd and the ceiling servers (`bench/cmd/ceiling`), starts every system on a free loopback port, drives each through `internal/loadgen` (the code behind `mutexd bench`; Redis and etcd through `bench/peers`), and rewrites this file and the chart. Single runs against a running daemon: `mutexd bench --clients 64` (uncontended), `mutexd bench --clients 16 --keys 1` (contended).\n")
+	return b.String()
+}
+
+func errs(c *cell) string {
+	if c.errors == 0 && c.overlaps == 0 {
+		return "0"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range c.errCodes {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c.errCodes[k]))
+	}
+	if c.overlaps > 0 {
+		parts = append(parts, fmt.Sprintf("OVERLAPS=%d", c.overlaps))
+	}
+	return strings.Join(parts, " ")
+}
+
+// targets checks the goals of the performance issue against the figures.
+func (r *report) targets() [][4]string {
+	var out [][4]string
+	yes := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "**no**"
+	}
+	if x, ok := r.ratio("uncontended C=64", "mutexd", "noop", cyclesOf); ok {
+		c := r.cell("uncontended C=64", "mutexd")
+		out = append(out, [4]string{"uncontended cycles/s, C=64", "≥ 0.85 × noop (aim 0.90)", fmt.Sprintf("%.2f × noop (%.0f/s)", x, c.cycles), yes(x >= 0.85)})
+	}
+	if x, ok := r.ratio("uncontended C=64", "mutexd", "etcd", cyclesOf); ok {
+		out = append(out, [4]string{"uncontended cycles/s, C=64", "≥ 2.5 × etcd", fmt.Sprintf("%.1f × etcd", x), yes(x >= 2.5)})
+	}
+	if c := r.cell("uncontended C=1", "mutexd"); c != nil {
+		out = append(out, [4]string{"latency at C=1", "cycle p50 ≤ 300 µs, p99 ≤ 1 ms", fmt.Sprintf("p50 %s, p99 %s", ms(c.cycP50), ms(c.cycP99)),
+			yes(c.cycP50 <= 300*time.Microsecond && c.cycP99 <= time.Millisecond)})
+	}
+	for _, n := range []struct {
+		c   int
+		p99 time.Duration
+	}{{16, 10 * time.Millisecond}, {64, 30 * time.Millisecond}} {
+		name := fmt.Sprintf("contended C=%d", n.c)
+		c := r.cell(name, "mutexd")
+		if c == nil {
+			continue
+		}
+		if x, ok := r.ratio(name, "mutexd", "fifo", handoffsOf); ok {
+			out = append(out, [4]string{"hand-offs/s, one key, C=" + strconv.Itoa(n.c), "≥ 0.80 × fifo", fmt.Sprintf("%.2f × fifo (%.0f/s)", x, c.handoffs), yes(x >= 0.80)})
+		}
+		share := 0.0
+		if c.cycles > 0 {
+			share = c.handoffs / c.cycles
+		}
+		out = append(out, [4]string{"FIFO and fairness, C=" + strconv.Itoa(n.c), "every hand-off an owner change, Jain ≥ 0.99, no overlap", fmt.Sprintf("%.3f owner changes per grant, Jain %.4f, %d overlaps", share, c.jain, c.overlaps),
+			yes(share >= 0.99 && c.jain >= 0.99 && c.overlaps == 0)})
+		out = append(out, [4]string{"wait p99, one key, C=" + strconv.Itoa(n.c), "≤ " + ms(n.p99), ms(c.acqP99), yes(c.acqP99 <= n.p99)})
+		for _, peer := range []string{"etcd", "redis"} {
+			if x, ok := r.ratio(name, "mutexd", peer, handoffsOf); ok {
+				out = append(out, [4]string{"hand-offs/s, one key, C=" + strconv.Itoa(n.c), "versus " + peer, fmt.Sprintf("%.1f × %s", x, peer), "–"})
+			}
+		}
+	}
+	if c := r.cell("expiry C=50", "mutexd"); c != nil && c.lateCount > 0 {
+		out = append(out, [4]string{"expiry hand-over", "p99 ≤ 5 ms after the deadline", ms(c.lateP99), yes(c.lateP99 <= 5*time.Millisecond)})
+	}
+	if m := r.mem; m != nil {
+		out = append(out,
+			[4]string{"idle RSS", "≤ 12 MB", fmt.Sprintf("%.1f MB", float64(m.IdleKiB)/1024), yes(float64(m.IdleKiB)/1024 <= 12)},
+			[4]string{"RSS per waiting connection", "≤ 24 KiB at 10,000 waiters", fmt.Sprintf("%.1f KiB at %d", m.PerWaiterKiB, m.Waiters), yes(m.PerWaiterKiB <= 24)},
+			[4]string{"start to `/readyz` 200", "≤ 50 ms", ms(m.ReadyIn), yes(m.ReadyIn <= 50*time.Millisecond)},
+		)
+	}
+	return out
+}
