@@ -97,6 +97,10 @@ type Server struct {
 	auth         *auth.Guard
 	metricsPath  string
 	metricsLevel auth.Level
+
+	// observers record each route's requests; nil without an Observer
+	observers map[routeKey]RouteObserver
+	unmatched RouteObserver
 }
 
 // DebugPrefix is where Options.Debug is served.
@@ -165,15 +169,14 @@ func New(o Options) *Server {
 		h := echo.WrapHandler(o.Debug)
 		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", h}, route{http.MethodPost, DebugPrefix + "*", h})
 	}
-	observers := map[routeKey]RouteObserver{}
-	var unmatched RouteObserver
 	if o.Observer != nil {
+		s.observers = map[routeKey]RouteObserver{}
 		for _, r := range routes {
-			observers[routeKey{r.path, r.method}] = o.Observer.Route(r.path, r.method)
+			s.observers[routeKey{r.path, r.method}] = o.Observer.Route(r.path, r.method)
 		}
-		unmatched = o.Observer.Route("unmatched", "any")
+		s.unmatched = o.Observer.Route("unmatched", "any")
 	}
-	e.Use(s.requestID, instrument(observers, unmatched), s.recoverPanic, s.authorize)
+	e.Use(s.frame)
 	for _, r := range routes {
 		e.Add(r.method, r.path, r.h)
 	}
@@ -203,37 +206,57 @@ func (s *Server) notReady() error {
 
 type routeKey struct{ path, method string }
 
-// requestID echoes a sane X-Request-Id or assigns one.
-func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+// frame is the API's one middleware. Around every request, routed or not,
+// it sets the X-Request-Id, checks the caller's token, turns a handler
+// panic into an error, answers any error through the one error mapping
+// and records the request's metrics. It is one middleware rather than a
+// chain because echo re-wraps the chain on every request: each link would
+// cost an allocation and a call on the hot path.
+func (s *Server) frame(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Request().Header.Get(echo.HeaderXRequestID)
-		if id == "" || len(id) > 128 || !printable(id) {
-			id = s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
+		s.requestID(c)
+		start := time.Now()
+		if err := s.guarded(c, next); err != nil {
+			c.Error(err)
 		}
-		c.Response().Header()[echo.HeaderXRequestID] = []string{id}
-		return next(c)
+		if s.unmatched != nil {
+			o, ok := s.observers[routeKey{c.Path(), c.Request().Method}]
+			if !ok {
+				o = s.unmatched
+			}
+			o.Observe(c.Response().Status, time.Since(start))
+		}
+		return nil
 	}
 }
 
-// instrument records each request's status and latency by route template.
-func instrument(observers map[routeKey]RouteObserver, unmatched RouteObserver) echo.MiddlewareFunc {
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		if unmatched == nil {
-			return next
-		}
-		return func(c echo.Context) error {
-			start := time.Now()
-			if err := next(c); err != nil {
-				c.Error(err)
-			}
-			o, ok := observers[routeKey{c.Path(), c.Request().Method}]
-			if !ok {
-				o = unmatched
-			}
-			o.Observe(c.Response().Status, time.Since(start))
-			return nil
-		}
+// requestID echoes a sane X-Request-Id or assigns one.
+func (s *Server) requestID(c echo.Context) {
+	id := c.Request().Header.Get(echo.HeaderXRequestID)
+	if id == "" || len(id) > 128 || !printable(id) {
+		var buf [64]byte
+		id = string(strconv.AppendUint(append(buf[:0], s.idPrefix...), s.idSeq.Add(1), 36))
 	}
+	c.Response().Header()[echo.HeaderXRequestID] = []string{id}
+}
+
+// guarded runs next if the caller's token suffices for the route (see
+// authorize), and turns a panic in it into a logged JSON 500. The engine
+// never panics with a shard locked on a request's behalf, so it stays
+// consistent.
+func (s *Server) guarded(c echo.Context, next echo.HandlerFunc) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			err = fmt.Errorf("panic in handler: %v", r)
+		}
+	}()
+	if err := s.authorize(c); err != nil {
+		return err
+	}
+	return next(c)
 }
 
 // authorize lets a request through when its token suffices for its route:
@@ -242,15 +265,11 @@ func instrument(observers map[routeKey]RouteObserver, unmatched RouteObserver) e
 // every other /v1 call (unknown ones too, so routes cannot be probed) a
 // client token; health, readiness and, unless configured otherwise,
 // metrics need none.
-func (s *Server) authorize(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if t := s.auth.Tokens(); t.Enabled() {
-			if err := t.Check(c.Request().Header.Get(echo.HeaderAuthorization), s.level(c)); err != nil {
-				return err
-			}
-		}
-		return next(c)
+func (s *Server) authorize(c echo.Context) error {
+	if t := s.auth.Tokens(); t.Enabled() {
+		return t.Check(c.Request().Header.Get(echo.HeaderAuthorization), s.level(c))
 	}
+	return nil
 }
 
 // level is the auth.Level the request's route needs.
@@ -271,23 +290,6 @@ func (s *Server) level(c echo.Context) auth.Level {
 		return auth.Admin
 	}
 	return auth.Public
-}
-
-// recoverPanic turns a handler panic into a logged JSON 500. The engine
-// never panics with a shard locked on a request's behalf, so it stays
-// consistent.
-func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				err = fmt.Errorf("panic in handler: %v", r)
-			}
-		}()
-		return next(c)
-	}
 }
 
 func (s *Server) acquire(c echo.Context) error {

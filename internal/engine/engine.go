@@ -43,6 +43,7 @@ type shard struct {
 	timer    Timer                  // fires at timerAt to expire leases
 	timerAt  time.Time              // zero when the timer is not armed
 	stopped  bool                   // the engine is closed: arm no timers
+	free     []*keyState            // idle keyStates for reuse, at most maxFreeKeys
 
 	_ [64]byte // keep shards on separate cache lines
 }
@@ -141,16 +142,14 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 			sh.mu.Unlock()
 			return Grant{}, ErrTooManyKeys
 		}
-		ks = &keyState{key: key, heapIdx: -1}
-		sh.keys[key] = ks
+		ks = sh.newKeyLocked(key)
 	} else if ks.held && !now.Before(ks.lease.expiresAt) {
 		// The deadline passed but the timer has not run yet: expire now, so
 		// the outcome depends only on the time of this operation.
 		e.endLocked(sh, ks, OutcomeExpired, now)
 		if ks = sh.keys[key]; ks == nil {
 			e.keys.Add(1)
-			ks = &keyState{key: key, heapIdx: -1}
-			sh.keys[key] = ks
+			ks = sh.newKeyLocked(key)
 		}
 	}
 	if !ks.held && ks.n == 0 { // free and nobody queued: no barging is possible
@@ -308,7 +307,28 @@ func (e *Engine) deleteIfIdleLocked(sh *shard, ks *keyState) {
 	if !ks.held && ks.n == 0 && sh.keys[ks.key] == ks {
 		delete(sh.keys, ks.key)
 		e.keys.Add(-1)
+		if len(sh.free) < maxFreeKeys {
+			*ks = keyState{heapIdx: -1}
+			sh.free = append(sh.free, ks)
+		}
 	}
+}
+
+// maxFreeKeys bounds each shard's stock of recycled keyStates.
+const maxFreeKeys = 16
+
+// newKeyLocked adds key to the shard, recycling an idle keyState if there
+// is one: an uncontended acquire+release then allocates nothing.
+func (sh *shard) newKeyLocked(key string) *keyState {
+	var ks *keyState
+	if n := len(sh.free); n > 0 {
+		ks, sh.free = sh.free[n-1], sh.free[:n-1]
+		ks.key = key
+	} else {
+		ks = &keyState{key: key, heapIdx: -1}
+	}
+	sh.keys[key] = ks
+	return ks
 }
 
 func (e *Engine) timeoutWaiter(sh *shard, w *waiter) {

@@ -27,8 +27,8 @@ var systemOrder = []string{"mutexd", "noop", "fifo", "redis", "etcd"}
 func drawChart(r *report, path string) error {
 	type panel struct {
 		title, ylabel, kind string
-		value           func(*cell) float64
-		logY            bool
+		value               func(*cell) float64
+		logY                bool
 	}
 	msOf := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	panels := [][2]panel{
