@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -80,9 +81,11 @@ const releaseOrphanTimeout = 5 * time.Second
 
 // Acquire waits in the key's FIFO queue until the lock is granted, the wait
 // passes (ErrTimeout), the queue is aborted (ErrAborted), or ctx ends.
-// Cancelling ctx while waiting closes the request, and the server removes
-// the waiter from the queue at once; if the grant raced with the
-// cancellation, the lease is released and ctx's error returned.
+// Cancelling ctx while waiting half-closes the connection, and the server
+// removes the waiter from the queue at once; if the grant raced with the
+// cancellation, the lease is released and ctx's error returned (see
+// longpoll.go; over HTTP/2 the request is reset instead, and such a grant
+// expires after its TTL).
 //
 // The lease lives for its TTL; renew it with Renew or KeepAlive, and end it
 // with Release or Fail.
@@ -116,12 +119,19 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...AcquireOption)
 	}
 	// Only attempts that never reached the server, or were refused with
 	// 503, are retried (see do): neither can have granted anything.
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: path, body: body})
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: path, body: body, longPoll: true})
 	if err != nil {
 		return nil, fmt.Errorf("acquire %s: %w", key, err)
 	}
 	var g grantJSON
-	if err := decode(resp, &g); err != nil {
+	if err := decode(resp, &g); err != nil || g.Token == "" {
+		if ctx.Err() != nil {
+			// The server's empty answer to a waiter that left.
+			return nil, fmt.Errorf("acquire %s: %w", key, context.Cause(ctx))
+		}
+		if err == nil {
+			err = errors.New("malformed answer from the server: no token")
+		}
 		return nil, fmt.Errorf("acquire %s: %w (the lease, if granted, expires after its TTL)", key, err)
 	}
 	l := newLease(c, g, resp.sentAt)

@@ -169,6 +169,9 @@ type request struct {
 	path   string     // escaped, from the API root
 	query  url.Values // GET parameters
 	body   any        // POST parameters, sent as a JSON object
+	// longPoll marks a request that may wait on the server (see
+	// longpoll.go).
+	longPoll bool
 }
 
 // response is a 2xx answer.
@@ -195,14 +198,18 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 		target += "?" + r.query.Encode()
 	}
 	for attempt := 1; ; attempt++ {
-		resp, retryAfter, err := c.send(ctx, r.method, target, body)
+		resp, retryAfter, err := c.send(ctx, r.method, target, body, r.longPoll)
 		if err == nil {
 			return resp, nil
 		}
 		if !retryable(err) || attempt >= c.retry.MaxAttempts || ctx.Err() != nil {
 			return response{}, err
 		}
-		t := time.NewTimer(c.retry.backoff(attempt-1, retryAfter))
+		delay := c.retry.backoff(attempt-1, retryAfter)
+		if staleConn(err) {
+			delay = 0 // another connection will do
+		}
+		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -215,12 +222,18 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 // send makes one attempt. The error is an *APIError for a non-2xx answer,
 // an unreachableError when the request certainly was not sent, else the
 // transport's error.
-func (c *Client) send(ctx context.Context, method, target string, body []byte) (response, time.Duration, error) {
+func (c *Client) send(ctx context.Context, method, target string, body []byte, long bool) (response, time.Duration, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	reqCtx := ctx
+	if long {
+		var finish func()
+		reqCtx, finish = longPoll(ctx)
+		defer finish()
+	}
+	req, err := http.NewRequestWithContext(reqCtx, method, target, rd)
 	if err != nil {
 		return response{}, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -274,11 +287,22 @@ func retryable(err error) bool {
 	return errors.As(err, &ue) || (errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable)
 }
 
-// notSent reports transport errors that prove the request was never sent:
-// the connection could not even be made.
+// notSent reports transport errors that prove the server never processed
+// the request: the connection could not even be made, or it was a pooled
+// connection the server had already closed (see staleConn).
 func notSent(err error) bool {
 	var op *net.OpError
-	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.ECONNREFUSED)
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, syscall.ECONNREFUSED) || staleConn(err)
+}
+
+// staleConn reports net/http's errServerClosedIdle (unexported): a reused
+// keep-alive connection turned out closed by the server before a single
+// byte of an answer. mutexd's server (net/http) closes a connection only
+// between requests or after answering, never while one is being processed,
+// so the request went unprocessed. net/http retries such requests itself
+// only when they are idempotent; this client knows its own server.
+func staleConn(err error) bool {
+	return strings.Contains(err.Error(), "server closed idle connection")
 }
 
 // stripURL drops *url.Error's method and URL: the message names the server

@@ -614,3 +614,111 @@ func TestLeaseHandle(t *testing.T) {
 		t.Errorf("Err() = %v, want ErrNotHolder", bogus.Err())
 	}
 }
+
+// TestDoStress runs many goroutines through Do on a few keys, with random
+// outcomes and cancellations, and checks that no two are ever inside fn for
+// the same key at once and that fences grow with every grant on a key.
+func TestDoStress(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	keys := []string{"s:0", "s:1", "s:2"}
+	type section struct {
+		mu        sync.Mutex // guards the following
+		inside    bool
+		lastFence uint64
+	}
+	sections := make([]section, len(keys))
+	var runs, overlaps, regressions atomic.Int64
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	var wg sync.WaitGroup
+	for w := range 24 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline); i++ {
+				k := (w + i) % len(keys)
+				ctx, cancel := context.WithTimeout(t.Context(), time.Duration(1+(w*7+i)%40)*time.Millisecond)
+				err := c.Do(ctx, keys[k], func(context.Context, *client.Lease) error {
+					return nil
+				}, client.TTL(30*time.Second), client.Wait(time.Duration((w+i)%30)*time.Millisecond))
+				_ = err
+				cancel()
+				_ = c.Do(t.Context(), keys[k], func(_ context.Context, l *client.Lease) error {
+					sec := &sections[k]
+					sec.mu.Lock()
+					if sec.inside {
+						overlaps.Add(1)
+					}
+					if l.Fence <= sec.lastFence {
+						regressions.Add(1)
+					}
+					sec.inside, sec.lastFence = true, l.Fence
+					sec.mu.Unlock()
+					time.Sleep(time.Duration(i%3) * 100 * time.Microsecond)
+					sec.mu.Lock()
+					sec.inside = false
+					sec.mu.Unlock()
+					runs.Add(1)
+					if i%4 == 0 {
+						return errors.New("failed on purpose")
+					}
+					return nil
+				}, client.TTL(30*time.Second), client.Wait(10*time.Second))
+			}
+		})
+	}
+	wg.Wait()
+	if overlaps.Load() != 0 || regressions.Load() != 0 {
+		t.Errorf("%d overlapping runs, %d fence regressions", overlaps.Load(), regressions.Load())
+	}
+	if runs.Load() < 50 {
+		t.Errorf("only %d runs; the test did not stress", runs.Load())
+	}
+	servertest.Eventually(t, "every key is free", func() bool {
+		for _, k := range keys {
+			if s.Held(k) || s.Waiters(k) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%d runs", runs.Load())
+}
+
+// TestCancelledAcquireNeverLeavesALease races a waiter's cancellation
+// against its grant, over and over: whichever wins, no lease may be left
+// behind once Acquire has returned an error.
+func TestCancelledAcquireNeverLeavesALease(t *testing.T) {
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	var granted, cancelled int
+	for i := range 150 {
+		holder, err := c.Acquire(t.Context(), "k", client.TTL(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
+		done := make(chan error, 1)
+		go func() {
+			l, err := c.Acquire(ctx, "k", client.TTL(time.Minute), client.Wait(time.Minute), client.Owner("racer"))
+			if err == nil {
+				err = l.Release(t.Context())
+				granted++
+			}
+			done <- err
+		}()
+		// Release the holder around the moment the waiter gives up.
+		time.Sleep(time.Duration(3000+i*30) * time.Microsecond)
+		if err := holder.Release(t.Context()); err != nil {
+			t.Fatalf("release the holder: %v", err)
+		}
+		err = <-done
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("racing acquire: %v", err)
+		}
+		if err != nil {
+			cancelled++
+		}
+		servertest.Eventually(t, "the key is free", func() bool { return !s.Held("k") && s.Waiters("k") == 0 })
+	}
+	t.Logf("granted %d, cancelled %d", granted, cancelled)
+}
