@@ -147,24 +147,36 @@ func TestLockPassesExitStatusAndReleasesWithOutcome(t *testing.T) {
 // and exits with $2.
 const trapScript = `exec 2>/dev/null; trap 'echo TERM >> "$1"; exit $2' TERM; echo ready >> "$1"; while :; do sleep 0.05; done`
 
-func TestLockForwardsSIGTERMToTheCommand(t *testing.T) {
+func TestLockForwardsSignalsToTheCommand(t *testing.T) {
 	t.Parallel()
-	s := servertest.Start(t)
-	f := filepath.Join(t.TempDir(), "f")
-	p := startMutexd(t, s, "lock", "k", "--", "sh", "-c", trapScript, "sh", f, "9")
-	servertest.Eventually(t, "the command runs", func() bool { return readFile(t, f) == "ready\n" })
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			s := servertest.Start(t)
+			f := filepath.Join(t.TempDir(), "f")
+			name := signalName(sig)
+			script := strings.ReplaceAll(trapScript, "TERM", name)
+			p := startMutexd(t, s, "lock", "k", "--", "sh", "-c", script, "sh", f, "9")
+			servertest.Eventually(t, "the command runs", func() bool { return readFile(t, f) == "ready\n" })
+			if err := p.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if code := p.wait(t); code != 9 {
+				t.Errorf("exit code = %d, want the command's 9 (stderr %q)", code, p.stderr.String())
+			}
+			if got, want := readFile(t, f), "ready\n"+name+"\n"; got != want {
+				t.Errorf("command wrote %q, want %q", got, want)
+			}
+			if s.Held("k") {
+				t.Error("key still held after lock exited")
+			}
+		})
 	}
-	if code := p.wait(t); code != 9 {
-		t.Errorf("exit code = %d, want the command's 9 (stderr %q)", code, p.stderr.String())
-	}
-	if got := readFile(t, f); got != "ready\nTERM\n" {
-		t.Errorf("command wrote %q, want ready then TERM", got)
-	}
-	if s.Held("k") {
-		t.Error("key still held after lock exited")
-	}
+}
+
+// signalName is a signal's name as sh's trap takes it.
+func signalName(sig syscall.Signal) string {
+	return map[syscall.Signal]string{syscall.SIGTERM: "TERM", syscall.SIGINT: "INT", syscall.SIGHUP: "HUP"}[sig]
 }
 
 func TestLockStopsTheCommandWhenTheLeaseIsLost(t *testing.T) {
