@@ -2,63 +2,22 @@ package server_test
 
 import (
 	"bufio"
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mutexd/mutexd/internal/config"
-	"github.com/mutexd/mutexd/internal/server"
 	"github.com/mutexd/mutexd/internal/ui"
 )
-
-func startServer(t *testing.T, cfg config.Config) (base string, stop func() error) {
-	t.Helper()
-	cfg.Listen = "127.0.0.1:0"
-	srv, err := server.New(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	base = "http://" + srv.Addr().String()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		res, err := http.Get(base + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server never ready")
-		}
-		<-time.After(10 * time.Millisecond)
-	}
-	var stopped bool
-	stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		return <-done
-	}
-	t.Cleanup(func() { _ = stop() })
-	return base, stop
-}
 
 // TestShutdownEndsEventStreams checks that an open /v1/events stream does
 // not hold up a graceful shutdown (it would never go idle by itself).
 func TestShutdownEndsEventStreams(t *testing.T) {
 	cfg := config.Default()
 	cfg.ShutdownTimeout = 30 * time.Second
-	base, stop := startServer(t, cfg)
+	_, base, cancel, wait := start(t, cfg)
 	res, err := http.Get(base + "/v1/events")
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +26,12 @@ func TestShutdownEndsEventStreams(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("GET /v1/events: %d", res.StatusCode)
 	}
-	start := time.Now()
-	if err := stop(); err != nil {
+	began := time.Now()
+	cancel()
+	if err := wait(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if d := time.Since(start); d > 10*time.Second {
+	if d := time.Since(began); d > 10*time.Second {
 		t.Fatalf("shutdown took %v with a stream open; want it ended at once", d)
 	}
 	if _, err := io.Copy(io.Discard, bufio.NewReader(res.Body)); err != nil && !strings.Contains(err.Error(), "EOF") {
@@ -80,7 +40,7 @@ func TestShutdownEndsEventStreams(t *testing.T) {
 }
 
 func TestConsoleServedWithCSP(t *testing.T) {
-	base, _ := startServer(t, config.Default())
+	_, base, _, _ := start(t, config.Default())
 	for _, c := range []struct{ path, ctype string }{
 		{"/ui/", "text/html"}, {"/ui/app.js", "text/javascript"}, {"/ui/app.css", "text/css"},
 	} {
@@ -132,7 +92,7 @@ func TestConsoleServedWithCSP(t *testing.T) {
 func TestConsoleDisabled(t *testing.T) {
 	cfg := config.Default()
 	cfg.UI.Enabled = false
-	base, _ := startServer(t, cfg)
+	_, base, _, _ := start(t, cfg)
 	res, err := http.Get(base + "/ui/")
 	if err != nil {
 		t.Fatal(err)

@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,7 +22,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/mutexd/mutexd/internal/config"
-	"github.com/mutexd/mutexd/internal/server"
+	"github.com/mutexd/mutexd/internal/servertest"
 )
 
 var screenshots = flag.String("screenshots", "", "directory to save the console screenshots in (default: the test's temporary directory)")
@@ -45,61 +44,46 @@ func findChromium(t *testing.T) string {
 	return ""
 }
 
-// daemon is a real mutexd served in-process on a fixed address, so it can
-// be restarted on the same port.
+// daemon is a real mutexd served in-process; it can be restarted on the
+// same address.
 type daemon struct {
 	t     *testing.T
 	addr  string
 	token string // sent as a bearer token by acquire
-	srv   *server.Server
-	stop  context.CancelFunc
-	done  chan error
+	srv   *servertest.Server
 }
 
-func startDaemon(t *testing.T, addr string) *daemon {
+// startDaemon serves on addr ("127.0.0.1:0" for any free port), changed
+// by configure, and waits until it is ready.
+func startDaemon(t *testing.T, addr string, configure ...func(*config.Config)) *daemon {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Listen = addr
-	return startDaemonWith(t, cfg)
-}
-
-func startDaemonWith(t *testing.T, cfg config.Config) *daemon {
-	t.Helper()
-	cfg.ShutdownTimeout = 5 * time.Second
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(cfg, "test", log)
-	if err != nil {
-		t.Fatalf("server.New(%s): %v", cfg.Listen, err)
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	d := &daemon{t: t, addr: srv.Addr().String(), srv: srv, stop: cancel, done: make(chan error, 1)}
-	go func() { d.done <- srv.Run(ctx) }()
-	d.waitReady()
-	return d
-}
-
-func (d *daemon) url() string { return "http://" + d.addr }
-
-func (d *daemon) waitReady() {
+	srv := servertest.Start(t, append([]func(*config.Config){func(c *config.Config) {
+		c.Listen = addr
+		c.ShutdownTimeout = 5 * time.Second
+	}}, configure...)...)
+	d := &daemon{t: t, addr: strings.TrimPrefix(srv.URL, "http://"), srv: srv}
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		res, err := http.Get(d.url() + "/readyz")
+	for {
+		res, err := http.Get(srv.URL + "/readyz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				return
+				return d
 			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon on %s never became ready", d.addr)
 		}
 		<-time.After(20 * time.Millisecond)
 	}
-	d.t.Fatalf("daemon on %s never became ready", d.addr)
 }
 
-// shutdown stops the daemon and waits for Run to return.
+func (d *daemon) url() string { return d.srv.URL }
+
+// shutdown stops the daemon gracefully and waits until it has stopped.
 func (d *daemon) shutdown() {
-	d.stop()
-	if err := <-d.done; err != nil {
-		d.t.Errorf("daemon Run: %v", err)
+	if err := d.srv.Stop(); err != nil {
+		d.t.Errorf("stop mutexd: %v", err)
 	}
 }
 
@@ -474,11 +458,10 @@ func TestConsoleInBrowser(t *testing.T) {
 func TestConsoleWithAuth(t *testing.T) {
 	const client, admin = "client-token-0123456789", "admin-token-0123456789ab"
 	b := newBrowser(t)
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Auth.Tokens = []string{client}
-	cfg.Auth.AdminTokens = []string{admin}
-	d := startDaemonWith(t, cfg)
+	d := startDaemon(t, "127.0.0.1:0", func(c *config.Config) {
+		c.Auth.Tokens = []string{client}
+		c.Auth.AdminTokens = []string{admin}
+	})
 	var waiters sync.WaitGroup
 	defer waiters.Wait() // they end with the daemon
 	defer d.shutdown()
