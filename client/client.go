@@ -30,6 +30,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,11 +49,13 @@ const DefaultAddr = "http://127.0.0.1:7070"
 
 // Client talks to one mutexd server. It is safe for concurrent use.
 type Client struct {
-	base  string // scheme://host[:port][/path], no trailing slash
-	hc    *http.Client
-	token string
-	owner string
-	retry RetryPolicy
+	base       string // scheme://host[:port][/path], no trailing slash
+	hc         *http.Client
+	customHTTP bool        // hc came from WithHTTPClient
+	tlsConfig  *tls.Config // from WithTLSConfig
+	token      string
+	owner      string
+	retry      RetryPolicy
 }
 
 // RetryPolicy bounds the retries of calls that certainly did not reach the
@@ -91,18 +94,50 @@ func (p RetryPolicy) backoff(n int, retryAfter time.Duration) time.Duration {
 // Option configures a Client.
 type Option func(*Client) error
 
-// WithHTTPClient makes the client send its requests through hc (for TLS
-// settings, proxies, instrumentation). An acquire waits for its grant in
-// one long request, so hc.Timeout must be zero or longer than the longest
-// wait; use contexts for deadlines instead.
+// WithHTTPClient makes the client send its requests through hc (for
+// proxies, instrumentation). An acquire waits for its grant in one long
+// request, so hc.Timeout must be zero or longer than the longest wait; use
+// contexts for deadlines instead. Keep hc on HTTP/1.1 if you can: over
+// HTTP/2 a cancelled acquire cannot half-close its connection (see
+// Acquire).
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) error {
 		if hc == nil {
 			return errors.New("WithHTTPClient: nil *http.Client")
 		}
-		c.hc = hc
+		c.hc, c.customHTTP = hc, true
 		return nil
 	}
+}
+
+// WithTLSConfig sets the TLS configuration of the client's own transport
+// (trusted roots, client certificates) for an https:// server. It cannot
+// be combined with WithHTTPClient.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *Client) error {
+		if cfg == nil {
+			return errors.New("WithTLSConfig: nil *tls.Config")
+		}
+		c.tlsConfig = cfg.Clone()
+		return nil
+	}
+}
+
+// newTransport is the client's own transport: net/http's default, kept on
+// HTTP/1.1 so that a cancelled acquire can half-close its connection, and
+// allowed enough idle connections for many goroutines that lock at once.
+func newTransport(tlsConfig *tls.Config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ForceAttemptHTTP2 = false
+	t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // no HTTP/2
+	t.MaxIdleConnsPerHost = 64
+	if tlsConfig != nil {
+		t.TLSClientConfig = tlsConfig
+	}
+	if t.TLSClientConfig != nil {
+		t.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
+	return t
 }
 
 // WithToken sends token as "Authorization: Bearer <token>" on every call.
@@ -143,11 +178,17 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("client: base URL %q must be http:// or https:// with a host and no query", baseURL)
 	}
-	c := &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{}, retry: DefaultRetryPolicy()}
+	c := &Client{base: strings.TrimRight(u.String(), "/"), retry: DefaultRetryPolicy()}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
 		}
+	}
+	switch {
+	case c.customHTTP && c.tlsConfig != nil:
+		return nil, errors.New("client: WithTLSConfig and WithHTTPClient exclude each other; configure TLS in the *http.Client")
+	case !c.customHTTP:
+		c.hc = &http.Client{Transport: newTransport(c.tlsConfig)}
 	}
 	return c, nil
 }

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -688,9 +689,32 @@ func TestDoStress(t *testing.T) {
 // behind once Acquire has returned an error.
 func TestCancelledAcquireNeverLeavesALease(t *testing.T) {
 	s := servertest.Start(t)
-	c := newClient(t, s)
+	raceCancelAgainstGrant(t, s, newClient(t, s), 150)
+}
+
+// TestTLS runs acquires over https with the client's own transport,
+// including the cancellation race (a half-close is a TLS close_notify).
+func TestTLS(t *testing.T) {
+	certFile, keyFile, roots := servertest.WriteCert(t, t.TempDir())
+	s := servertest.Start(t, func(c *config.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
+	if !strings.HasPrefix(s.URL, "https://") {
+		t.Fatalf("server URL %s, want https", s.URL)
+	}
+	if _, err := client.New(s.URL, client.WithTLSConfig(&tls.Config{}), client.WithHTTPClient(http.DefaultClient)); err == nil {
+		t.Error("WithTLSConfig together with WithHTTPClient accepted")
+	}
+	untrusting := newClient(t, s, client.WithRetry(client.RetryPolicy{MaxAttempts: 1}))
+	if _, err := untrusting.Acquire(t.Context(), "k"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("acquire without trusting the certificate = %v, want a certificate error", err)
+	}
+	c := newClient(t, s, client.WithTLSConfig(&tls.Config{RootCAs: roots}))
+	raceCancelAgainstGrant(t, s, c, 60)
+}
+
+func raceCancelAgainstGrant(t *testing.T, s *servertest.Server, c *client.Client, rounds int) {
+	t.Helper()
 	var granted, cancelled int
-	for i := range 150 {
+	for i := range rounds {
 		holder, err := c.Acquire(t.Context(), "k", client.TTL(time.Minute))
 		if err != nil {
 			t.Fatal(err)

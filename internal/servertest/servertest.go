@@ -5,7 +5,17 @@ package servertest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +39,7 @@ type Server struct {
 	stopErr  error
 }
 
-// Run starts a daemon on 127.0.0.1:0 with the default configuration,
+// Run starts a daemon on 127.0.0.1:0 (https when configure sets TLS files) with the default configuration,
 // changed by configure, logging to log. Call Stop to end it.
 func Run(log *slog.Logger, configure ...func(*config.Config)) (*Server, error) {
 	cfg := config.Default()
@@ -42,7 +52,11 @@ func Run(log *slog.Logger, configure ...func(*config.Config)) (*Server, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{URL: "http://" + d.Addr().String(), Config: cfg, daemon: d, cancel: cancel, done: make(chan error, 1)}
+	scheme := "http://"
+	if cfg.TLS.Enabled() {
+		scheme = "https://"
+	}
+	s := &Server{URL: scheme + d.Addr().String(), Config: cfg, daemon: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- d.Run(ctx) }()
 	return s, nil
 }
@@ -97,4 +111,47 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// WriteCert writes a self-signed certificate for 127.0.0.1, valid for an
+// hour, and its key into dir, and returns their paths and a pool that
+// trusts the certificate: for TLS.CertFile, TLS.KeyFile and a client.
+func WriteCert(t testing.TB, dir string) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "mutexd test"},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for path, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots = x509.NewCertPool()
+	roots.AddCert(cert)
+	return certFile, keyFile, roots
 }
