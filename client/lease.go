@@ -68,7 +68,11 @@ func newLease(c *Client, g grantJSON, sentAt time.Time) *Lease {
 		ttl: time.Duration(g.TTLMS) * time.Millisecond, expiresAt: g.ExpiresAt,
 	}
 	l.deadline = sentAt.Add(l.Waited + l.ttl)
+	// The timer may fire at once (a grant that arrived after its deadline)
+	// and checkDeadline reads l.timer under l.mu: hold it while arming.
+	l.mu.Lock()
 	l.armLocked()
+	l.mu.Unlock()
 	return l
 }
 
