@@ -1,9 +1,29 @@
 package api
 
 import (
+	"math/rand/v2"
 	"net/url"
 	"testing"
+	"time"
 )
+
+func TestAppendTimeMatchesAppendFormat(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	times := []time.Time{
+		{}, time.Unix(0, 0), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 26, 10, 9, 15, 297_000_000, time.FixedZone("x", -7*3600)),
+	}
+	for range 10000 {
+		times = append(times, time.Unix(r.Int64N(1<<36)-1<<35, r.Int64N(1e9)))
+	}
+	for _, tm := range times {
+		want := `"` + tm.UTC().Format(TimeFormat) + `"`
+		if got := string(appendTime(nil, tm)); got != want {
+			t.Fatalf("appendTime(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
 
 // FuzzQueryMatchesParseQuery checks parseQuery against the url.ParseQuery
 // based parsing it replaced: the same values, and an error exactly when
