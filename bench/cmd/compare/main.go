@@ -45,6 +45,11 @@ type run struct {
 	System   string          `json:"system"`
 	Rep      int             `json:"rep"`
 	Result   *loadgen.Result `json:"result"`
+	// ServerCPUPerCycle is the server process's CPU time (user + system)
+	// during the run divided by the cycles counted: steadier than
+	// throughput on a busy machine, since other load slows but does not
+	// bill the server.
+	ServerCPUPerCycle time.Duration `json:"server_cpu_per_cycle_ns"`
 }
 
 func scenarios(systems []string) []scenario {
@@ -108,6 +113,7 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 	}
 
 	targets := map[string]loadgen.Target{}
+	procOf := map[string]*proc{}
 	var procs []*proc
 	defer func() {
 		for _, p := range procs {
@@ -130,6 +136,7 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 		}
 		if p != nil {
 			procs = append(procs, p)
+			procOf[sys] = p
 		}
 		if err != nil {
 			return fmt.Errorf("start %s: %w", sys, err)
@@ -158,6 +165,7 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				cpu0 := procOf[sys].cpu()
 				res, err := loadgen.Run(ctx, targets[sys], loadgen.Config{
 					Clients: sc.Clients, Keys: sc.Keys, Duration: duration, TTL: sc.TTL, Wait: 30 * time.Second,
 					Mode: sc.Mode, KeyPrefix: fmt.Sprintf("r%d-%s-", rep, strings.ReplaceAll(sc.Name, " ", "")),
@@ -165,10 +173,14 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 				if err != nil {
 					return fmt.Errorf("%s on %s: %w", sc.Name, sys, err)
 				}
-				log.Printf("rep %d  %-16s %-7s %8.0f cycles/s %8.0f hand-offs/s  acquire p99 %8s  cycle p99 %8s  errors %d  overlaps %d",
+				var perCycle time.Duration
+				if res.Cycles > 0 {
+					perCycle = time.Duration((procOf[sys].cpu() - cpu0) * int64(10*time.Millisecond) / res.Cycles)
+				}
+				log.Printf("rep %d  %-16s %-7s %8.0f cycles/s %8.0f hand-offs/s  acquire p99 %8s  cycle p99 %8s  server CPU/cycle %6s  errors %d  overlaps %d",
 					rep+1, sc.Name, sys, res.CyclesPerSec, res.HandoffsPerSec, loadgen.FormatDuration(res.Acquire.P99),
-					loadgen.FormatDuration(res.Cycle.P99), res.ErrorsTotal, res.Overlaps)
-				runs = append(runs, run{Scenario: sc.Name, System: sys, Rep: rep, Result: res})
+					loadgen.FormatDuration(res.Cycle.P99), loadgen.FormatDuration(perCycle), res.ErrorsTotal, res.Overlaps)
+				runs = append(runs, run{Scenario: sc.Name, System: sys, Rep: rep, Result: res, ServerCPUPerCycle: perCycle})
 				time.Sleep(200 * time.Millisecond) // let connections close
 			}
 		}

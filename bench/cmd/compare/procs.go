@@ -88,6 +88,23 @@ func (p *proc) rssKiB() (int64, error) {
 	return 0, errors.New("no VmRSS in /proc status")
 }
 
+// cpu returns the CPU time the process has used so far, in clock ticks
+// of 10 ms (user + system, from /proc/PID/stat).
+func (p *proc) cpu() int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; fields count from its ')'.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return utime + stime
+}
+
 // waitHTTP polls url until it answers 200.
 func waitHTTP(ctx context.Context, p *proc, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -61,6 +61,7 @@ type cell struct {
 	lateP50, lateP99, lateMax time.Duration
 	lateCount                 uint64
 	errors, overlaps          int64
+	cpu                       time.Duration // server CPU per cycle
 	errCodes                  map[string]int64
 }
 
@@ -91,7 +92,7 @@ func newReport(scs []scenario, runs []run, reps int, d time.Duration, mem *memor
 	for _, sc := range scs {
 		for _, sys := range sc.Systems {
 			var cyc, hand, jain []float64
-			var a50, a99, c50, c99, l50, l99, lmax []time.Duration
+			var a50, a99, c50, c99, l50, l99, lmax, cpu []time.Duration
 			c := &cell{errCodes: map[string]int64{}}
 			for _, x := range runs {
 				if x.Scenario != sc.Name || x.System != sys {
@@ -99,6 +100,7 @@ func newReport(scs []scenario, runs []run, reps int, d time.Duration, mem *memor
 				}
 				res := x.Result
 				c.n++
+				cpu = append(cpu, x.ServerCPUPerCycle)
 				cyc, hand, jain = append(cyc, res.CyclesPerSec), append(hand, res.HandoffsPerSec), append(jain, res.Fairness)
 				a50, a99 = append(a50, res.Acquire.P50), append(a99, res.Acquire.P99)
 				c50, c99 = append(c50, res.Cycle.P50), append(c99, res.Cycle.P99)
@@ -112,7 +114,7 @@ func newReport(scs []scenario, runs []run, reps int, d time.Duration, mem *memor
 					c.errCodes[k] += v
 				}
 			}
-			c.cycles, c.handoffs, c.jain = median(cyc), median(hand), median(jain)
+			c.cycles, c.handoffs, c.jain, c.cpu = median(cyc), median(hand), median(jain), median(cpu)
 			c.acqP50, c.acqP99, c.cycP50, c.cycP99 = median(a50), median(a99), median(c50), median(c99)
 			c.lateP50, c.lateP99, c.lateMax = median(l50), median(l99), slices.Max(append(lmax, 0))
 			r.cells[[2]string{sc.Name, sys}] = c
@@ -164,8 +166,8 @@ func (r *report) markdown(chart string) string {
 		p("| %s | %s | %s | %s |\n", t[0], t[1], t[2], t[3])
 	}
 
-	p("\n## Uncontended: every client on its own key\n\nA cycle is one acquire and one release: two HTTP requests for the HTTP systems. `noop` answers both at once from an echo handler (the ceiling of the HTTP stack), `fifo` is the bare net/http FIFO lock.\n\n")
-	p("| scenario | system | cycles/s | × noop | cycle p50 | cycle p99 | errors |\n|---|---|---|---|---|---|---|\n")
+	p("\n## Uncontended: every client on its own key\n\nA cycle is one acquire and one release: two HTTP requests for the HTTP systems. `noop` answers both at once from an echo handler (the ceiling of the HTTP stack), `fifo` is the bare net/http FIFO lock. *Server CPU per cycle* is the server process's CPU time (user + system, from /proc) over the run divided by its cycles: other work on the machine slows a server but does not bill it, so this is the steadier figure when the machine is shared; the load generator's own CPU is not in it.\n\n")
+	p("| scenario | system | cycles/s | × noop | cycle p50 | cycle p99 | server CPU per cycle | errors |\n|---|---|---|---|---|---|---|---|\n")
 	for _, sc := range r.scs {
 		if sc.Kind != "uncontended" {
 			continue
@@ -176,12 +178,12 @@ func (r *report) markdown(chart string) string {
 			if x, ok := r.ratio(sc.Name, sys, "noop", cyclesOf); ok && sys != "noop" {
 				ratio = fmt.Sprintf("%.2f", x)
 			}
-			p("| %s | %s | %.0f | %s | %s | %s | %s |\n", sc.Name, sys, c.cycles, ratio, ms(c.cycP50), ms(c.cycP99), errs(c))
+			p("| %s | %s | %.0f | %s | %s | %s | %s | %s |\n", sc.Name, sys, c.cycles, ratio, ms(c.cycP50), ms(c.cycP99), ms(c.cpu), errs(c))
 		}
 	}
 
 	p("\n## Contended: every client on one key\n\nA hand-off is a grant to a different client than the previous holder (an owner change), counted by the load generator. `wait` is the acquire's latency: arrival to grant. Redis has no queue: its clients spin on `SET NX PX`, so the fastest re-asker wins and fairness collapses; etcd's `concurrency.Mutex` queues by revision.\n\n")
-	p("| scenario | system | hand-offs/s | × fifo | owner changes per grant | Jain fairness | wait p50 | wait p99 | errors |\n|---|---|---|---|---|---|---|---|---|\n")
+	p("| scenario | system | hand-offs/s | × fifo | owner changes per grant | Jain fairness | wait p50 | wait p99 | server CPU per cycle | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, sc := range r.scs {
 		if sc.Kind != "contended" {
 			continue
@@ -196,7 +198,7 @@ func (r *report) markdown(chart string) string {
 			if c.cycles > 0 {
 				share = c.handoffs / c.cycles
 			}
-			p("| %s | %s | %.0f | %s | %.3f | %.4f | %s | %s | %s |\n", sc.Name, sys, c.handoffs, ratio, share, c.jain, ms(c.acqP50), ms(c.acqP99), errs(c))
+			p("| %s | %s | %.0f | %s | %.3f | %.4f | %s | %s | %s | %s |\n", sc.Name, sys, c.handoffs, ratio, share, c.jain, ms(c.acqP50), ms(c.acqP99), ms(c.cpu), errs(c))
 		}
 	}
 
@@ -228,6 +230,26 @@ func (r *report) markdown(chart string) string {
 	p("\n## How to rerun\n\n```sh\nbench/run.sh                       # installs redis-server and etcd-server if missing, ~10 min\nbench/run.sh -reps 5 -duration 10s # longer, steadier\nbench/run.sh -systems mutexd,noop,fifo -waiters 0\n```\n\n")
 	p("It builds mutexd and the ceiling servers (`bench/cmd/ceiling`), starts every system on a free loopback port, drives each through `internal/loadgen` (the code behind `mutexd bench`; Redis and etcd through `bench/peers`), and rewrites this file and the chart. Single runs against a running daemon: `mutexd bench --clients 64` (uncontended), `mutexd bench --clients 16 --keys 1` (contended).\n")
 	return b.String()
+}
+
+// benchFigure returns the median of the figures with unit on the lines of
+// go test -bench output that start with prefix.
+func benchFigure(out, prefix, unit string) (float64, bool) {
+	var xs []float64
+	for line := range strings.Lines(out) {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		f := strings.Fields(line)
+		for i := 1; i < len(f); i++ {
+			if f[i] == unit {
+				if v, err := strconv.ParseFloat(f[i-1], 64); err == nil {
+					xs = append(xs, v)
+				}
+			}
+		}
+	}
+	return median(xs), len(xs) > 0
 }
 
 func errs(c *cell) string {
@@ -263,6 +285,10 @@ func (r *report) targets() [][4]string {
 		c := r.cell("uncontended C=64", "mutexd")
 		out = append(out, [4]string{"uncontended cycles/s, C=64", "≥ 0.85 × noop (aim 0.90)", fmt.Sprintf("%.2f × noop (%.0f/s)", x, c.cycles), yes(x >= 0.85)})
 	}
+	if m, n := r.cell("uncontended C=64", "mutexd"), r.cell("uncontended C=64", "noop"); m != nil && n != nil && m.cpu > 0 {
+		out = append(out, [4]string{"server CPU per uncontended cycle, C=64 (steadier than throughput)", "as close to noop as possible",
+			fmt.Sprintf("%s vs noop %s (%.2f × noop's cost)", ms(m.cpu), ms(n.cpu), float64(m.cpu)/float64(n.cpu)), "–"})
+	}
 	if x, ok := r.ratio("uncontended C=64", "mutexd", "etcd", cyclesOf); ok {
 		out = append(out, [4]string{"uncontended cycles/s, C=64", "≥ 2.5 × etcd", fmt.Sprintf("%.1f × etcd", x), yes(x >= 2.5)})
 	}
@@ -297,6 +323,13 @@ func (r *report) targets() [][4]string {
 	}
 	if c := r.cell("expiry C=50", "mutexd"); c != nil && c.lateCount > 0 {
 		out = append(out, [4]string{"expiry hand-over", "p99 ≤ 5 ms after the deadline", ms(c.lateP99), yes(c.lateP99 <= 5*time.Millisecond)})
+	}
+	if v, ok := benchFigure(r.env.Engine, "BenchmarkUncontended-", "ns/op"); ok {
+		a, _ := benchFigure(r.env.Engine, "BenchmarkUncontended-", "allocs/op")
+		out = append(out, [4]string{"engine acquire+release, in process", "≤ 300 ns, ≤ 2 allocations", fmt.Sprintf("%.0f ns, %.0f allocations", v, a), yes(v <= 300 && a <= 2)})
+	}
+	if v, ok := benchFigure(r.env.Engine, "BenchmarkHeldLeaseMemory-", "bytes/lease"); ok {
+		out = append(out, [4]string{"engine heap per held lease, 16-byte key", "≤ 256 B", fmt.Sprintf("%.0f B", v), yes(v <= 256)})
 	}
 	if m := r.mem; m != nil {
 		out = append(out,
