@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mutexd/mutexd/client"
+	"github.com/mutexd/mutexd/internal/config"
 
 	"github.com/mutexd/mutexd/internal/servertest"
 )
@@ -164,4 +165,22 @@ waiters   102
 	if got := b.String(); got != want {
 		t.Errorf("printStatus =\n%s\nwant\n%s", got, want)
 	}
+}
+
+// TestClientCommandsOverTLS checks that the commands reach an https
+// server whose private CA is named by SSL_CERT_FILE (read by Go's TLS
+// stack at start, hence a separate process).
+func TestClientCommandsOverTLS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, _ := servertest.WriteCert(t, t.TempDir())
+	s := servertest.Start(t, func(c *config.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
+	p := startMutexdEnv(t, s, []string{"SSL_CERT_FILE=" + certFile}, "lock", "k", "--", "true")
+	if code := p.wait(t); code != 0 {
+		t.Errorf("lock over https with SSL_CERT_FILE: exit %d, stderr %q", code, p.stderr.String())
+	}
+	p = startMutexdEnv(t, s, []string{"SSL_CERT_FILE=/nonexistent"}, "status", "k")
+	if code := p.wait(t); code != 1 {
+		t.Errorf("status over https without trusting the certificate: exit %d, want 1", code)
+	}
+	oneLine(t, p.stderr.String(), "certificate")
 }

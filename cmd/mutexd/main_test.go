@@ -79,8 +79,14 @@ func (b *syncBuffer) String() string {
 // startMutexd runs the mutexd binary with args against s.
 func startMutexd(t *testing.T, s *servertest.Server, args ...string) *proc {
 	t.Helper()
+	return startMutexdEnv(t, s, nil, args...)
+}
+
+// startMutexdEnv is startMutexd with extra environment variables.
+func startMutexdEnv(t *testing.T, s *servertest.Server, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(mutexdBinary(t), args...), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), "MUTEXD_ADDR="+s.URL, "MUTEXD_TOKEN=", "MUTEXD_LEASE_TOKEN=")
+	p.cmd.Env = append(append(os.Environ(), "MUTEXD_ADDR="+s.URL, "MUTEXD_TOKEN=", "MUTEXD_LEASE_TOKEN="), env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
