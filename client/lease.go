@@ -85,8 +85,8 @@ func (c *Client) Lease(key, token string) *Lease {
 	return &Lease{Key: key, Token: token, c: c, lost: make(chan struct{})}
 }
 
-// armLocked (re)starts the deadline timer. l.mu must be held, or l not yet
-// shared.
+// armLocked (re)starts the deadline timer. l.mu must be held: the timer
+// may fire at once.
 func (l *Lease) armLocked() {
 	d := time.Until(l.deadline.Add(-safetyMargin(l.ttl)))
 	if l.timer == nil {
