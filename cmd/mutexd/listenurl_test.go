@@ -2,14 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"io"
-	"log/slog"
 	"net"
+	"strings"
 	"testing"
 
-	"github.com/mutexd/mutexd/internal/config"
-	"github.com/mutexd/mutexd/internal/server"
+	"github.com/mutexd/mutexd/internal/servertest"
 )
 
 func TestListenURL(t *testing.T) {
@@ -33,22 +30,9 @@ func TestListenURL(t *testing.T) {
 // that healthcheck finds it through MUTEXD_LISTEN alone (the container case:
 // MUTEXD_LISTEN=0.0.0.0:PORT), and that --addr and MUTEXD_ADDR still win.
 func TestHealthcheckFollowsListen(t *testing.T) {
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	srv, err := server.New(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	_, port, _ := net.SplitHostPort(srv.Addr().String())
+	srv := servertest.Start(t)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	_, port, _ := net.SplitHostPort(addr)
 	dead := deadAddr(t)
 
 	for _, tc := range []struct {
@@ -60,7 +44,7 @@ func TestHealthcheckFollowsListen(t *testing.T) {
 		{name: "listen wildcard", listen: "0.0.0.0:" + port},
 		{name: "listen empty host", listen: ":" + port},
 		{name: "MUTEXD_ADDR wins", listen: "0.0.0.0:" + port, env: dead, wantErr: true},
-		{name: "--addr wins", listen: "0.0.0.0:" + port, env: dead, args: []string{"--addr", srv.Addr().String()}},
+		{name: "--addr wins", listen: "0.0.0.0:" + port, env: dead, args: []string{"--addr", addr}},
 		{name: "--addr unreachable", listen: "0.0.0.0:" + port, args: []string{"--addr", dead}, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

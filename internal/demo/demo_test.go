@@ -3,58 +3,34 @@ package demo_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/mutexd/mutexd/client"
 	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/demo"
-	"github.com/mutexd/mutexd/internal/server"
+	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/servertest"
 )
 
 // startServer runs a real daemon on a loopback port for the test; with
 // adminToken set, authentication is on.
-func startServer(t *testing.T, adminToken string) *server.Server {
+func startServer(t *testing.T, adminToken string) *servertest.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Listen = "127.0.0.1:0"
-	if adminToken != "" {
-		cfg.Auth.AdminTokens = []string{adminToken}
-	}
-	srv, err := server.New(cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+	return servertest.Start(t, func(c *config.Config) {
+		if adminToken != "" {
+			c.Auth.AdminTokens = []string{adminToken}
 		}
 	})
-	return srv
 }
 
 // awaitIdle waits until the engine holds no lease and no waiter: the
 // demo must never leave a lease behind (the abandoned ones expire).
-func awaitIdle(t *testing.T, srv *server.Server) {
+func awaitIdle(t *testing.T, srv *servertest.Server) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		st := srv.Engine().Stats()
-		if st.Keys == 0 && st.Held == 0 && st.Waiters == 0 {
-			return
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("engine not idle: %+v", st)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	servertest.Eventually(t, "the engine is idle", func() bool {
+		return srv.Engine().Stats() == engine.Stats{}
+	})
 }
 
 func TestRound(t *testing.T) {
@@ -69,7 +45,7 @@ func TestRound(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startServer(t, tc.serverToken)
-			c, err := demo.New("http://"+srv.Addr().String(), tc.clientToken)
+			c, err := demo.New(srv.URL, tc.clientToken)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +73,7 @@ func TestRound(t *testing.T) {
 
 func TestContend(t *testing.T) {
 	srv := startServer(t, "")
-	c, err := demo.New("http://"+srv.Addr().String(), "")
+	c, err := demo.New(srv.URL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
