@@ -301,3 +301,31 @@ func BenchmarkUncontended(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOnEvent is the hub's own cost per published event, the part of
+// BenchmarkUncontended's difference that the engine pays under its shard
+// lock (the one-subscriber case includes that subscriber's receive).
+func BenchmarkOnEvent(b *testing.B) {
+	ev := engine.Event{Type: engine.EventGranted, Key: "bench:0000000001", Owner: "bench", Fence: 1, Time: time.Now()}
+	for _, subs := range []int{0, 1} {
+		b.Run(fmt.Sprintf("%d-subscribers", subs), func(b *testing.B) {
+			hub := events.New(10, 16)
+			defer hub.Close()
+			var sub <-chan events.Item
+			if subs > 0 {
+				s, err := hub.Subscribe(events.Filter{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				sub = s.Events()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				hub.OnEvent(ev)
+				if sub != nil {
+					<-sub
+				}
+			}
+		})
+	}
+}

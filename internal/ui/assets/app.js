@@ -37,7 +37,7 @@
   const MAX_RECENT = 50;
   const MAX_RECENT_KEYS = 2000;
   const MAX_ROWS = 500;
-  const rates = { granted: [], expired: [] };
+  const buckets = []; // one {s, granted, expired} per second, the last minute
   const log = []; // the last events received, for re-applying over a snapshot
   const MAX_LOG = 10000;
   let received = 0; // events received on this page
@@ -92,11 +92,9 @@
   function onEvent(ev) {
     received++;
     log.push({ n: received, ev });
-    if (log.length > MAX_LOG) log.splice(0, log.length - MAX_LOG);
+    if (log.length > MAX_LOG + 1000) log.splice(0, log.length - MAX_LOG); // trim in chunks
     apply(ev);
-    const now = Date.now();
-    if (ev.type === 'granted') rates.granted.push(now);
-    if (ev.type === 'expired') rates.expired.push(now);
+    if (ev.type === 'granted' || ev.type === 'expired') count(ev.type);
     let r = recent.get(ev.key);
     if (!r) {
       if (recent.size >= MAX_RECENT_KEYS) recent.delete(recent.keys().next().value);
@@ -363,20 +361,37 @@
     return s.queue.length > 0 ? Date.parse(s.queue[0].since) : Infinity;
   }
 
-  function perSecond(list) {
-    const cut = Date.now() - 60000;
-    while (list.length > 0 && list[0] < cut) list.shift();
-    return (list.length / 60).toFixed(2);
+  function count(kind) {
+    const s = Math.floor(Date.now() / 1000);
+    let b = buckets[buckets.length - 1];
+    if (!b || b.s !== s) {
+      b = { s, granted: 0, expired: 0 };
+      buckets.push(b);
+      while (buckets[0].s <= s - 60) buckets.shift();
+    }
+    b[kind]++;
   }
 
+  function perSecond(kind) {
+    const cut = Math.floor(Date.now() / 1000) - 60;
+    let n = 0;
+    for (const b of buckets) if (b.s > cut) n += b[kind];
+    return (n / 60).toFixed(2);
+  }
+
+  // Rendering follows events at most every 200 ms, so a burst of
+  // thousands of transitions costs a few repaints, not thousands.
   let pending = false;
+  let lastRender = 0;
   function scheduleRender() {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(() => { pending = false; render(); });
+    const wait = Math.max(0, lastRender + 200 - Date.now());
+    setTimeout(() => requestAnimationFrame(() => { pending = false; render(); }), wait);
   }
 
   function render() {
+    lastRender = Date.now();
     if (currentKey === null) renderOverview();
     else renderKey(currentKey);
   }
@@ -391,8 +406,8 @@
     $('t-keys').textContent = keys.size;
     $('t-held').textContent = held;
     $('t-waiting').textContent = waiting;
-    $('t-grants').textContent = perSecond(rates.granted);
-    $('t-expired').textContent = perSecond(rates.expired);
+    $('t-grants').textContent = perSecond('granted');
+    $('t-expired').textContent = perSecond('expired');
 
     const prefix = $('filter').value;
     const sort = $('sort').value;
