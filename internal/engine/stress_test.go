@@ -134,6 +134,9 @@ func TestStressRandomized(t *testing.T) {
 	if s := e.Stats(); s != (engine.Stats{}) {
 		t.Errorf("after the run: %+v, want all zero", s)
 	}
+	if err := e.Check(); err != nil {
+		t.Error(err)
+	}
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	for _, v := range inv.violations {
