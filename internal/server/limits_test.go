@@ -177,7 +177,9 @@ func TestRestartKeepsExclusion(t *testing.T) {
 	const ttl = 2 * time.Second
 	cfg := testConfig()
 	a := startDaemon(t, cfg)
-	c := http.DefaultClient
+	// No keep-alive: a connection to the first daemon must not be reused
+	// for the second.
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	sent := time.Now()
 	code, _, body := call(t, c, "POST", a.url+"/v1/locks/job/acquire?ttl=2s", "")
 	if code != 200 {
