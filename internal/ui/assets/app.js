@@ -432,15 +432,19 @@
       const h = s.holder;
       const left = h ? until(h.expiresAt) : NaN;
       const w = waiters(s);
-      tr.append(
-        keyCell,
-        el('td', h ? h.owner : '—', h ? 'owner' : 'owner empty'),
-        el('td', h ? h.fence : '', 'num mono'),
-        el('td', h ? dur(since(h.acquiredAt)) : '', 'num'),
-        el('td', h ? dur(left) : '', 'num' + (h && left < 5000 ? ' soon' : '')),
-        el('td', w, 'num' + (w > 0 ? ' waiting' : '')),
-        el('td', s.queue.length > 0 ? dur(Date.now() - oldestSince(s)) : '', 'num'),
-      );
+      const cells = [
+        ['Holder', h ? h.owner : '—', h ? 'owner' : 'owner empty'],
+        ['Fence', h ? h.fence : '', 'num mono wide'],
+        ['Held for', h ? dur(since(h.acquiredAt)) : '', 'num wide'],
+        ['Expires in', h ? dur(left) : '', 'num' + (h && left < 5000 ? ' soon' : '')],
+        ['Waiters', w, 'num' + (w > 0 ? ' waiting' : '')],
+        ['Oldest wait', s.queue.length > 0 ? dur(Date.now() - oldestSince(s)) : '', 'num'],
+      ].map(([label, text, cls]) => {
+        const td = el('td', text, cls);
+        td.dataset.label = label; // the phone layout shows it before the value
+        return td;
+      });
+      tr.append(keyCell, ...cells);
       return tr;
     });
     body.replaceChildren(...trs);
