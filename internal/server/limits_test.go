@@ -189,9 +189,6 @@ func TestRestartKeepsExclusion(t *testing.T) {
 	if err := a.stop(); err != nil {
 		t.Fatal(err)
 	}
-	// A pooled connection to the stopped daemon would answer the first
-	// POST to the new one with EOF (POSTs are not retried).
-	c.CloseIdleConnections()
 	cfg.Listen = a.srv.Addr().String()
 	cfg.Lock.RestartGrace = ttl
 	b := startDaemon(t, cfg)
