@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -86,11 +85,11 @@ func inContext(rules []ignoreRule, rel string) bool {
 // (the repository's files, tracked or not, minus .dockerignore) from root
 // into dst.
 func buildContext(root string, rules []ignoreRule, dst string) error {
-	out, err := exec.Command("git", "-C", root, "ls-files", "--cached", "--others", "--exclude-standard").Output()
+	files, err := repoFiles(root)
 	if err != nil {
-		return fmt.Errorf("git ls-files: %w", err)
+		return err
 	}
-	for _, rel := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for _, rel := range files {
 		if !inContext(rules, rel) {
 			continue
 		}
@@ -109,6 +108,32 @@ func buildContext(root string, rules []ignoreRule, dst string) error {
 		}
 	}
 	return nil
+}
+
+// repoFiles lists the repository's files as slash paths: from git (tracked
+// and untracked, not ignored) in a checkout, else by walking the tree.
+func repoFiles(root string) ([]string, error) {
+	if out, err := exec.Command("git", "-C", root, "ls-files", "--cached", "--others", "--exclude-standard").Output(); err == nil {
+		return strings.Split(strings.TrimSpace(string(out)), "\n"), nil
+	}
+	var files []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == ".git" {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			rel, err := filepath.Rel(root, p)
+			if err != nil {
+				return err
+			}
+			files = append(files, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return files, err
 }
 
 func TestDockerignore(t *testing.T) {
