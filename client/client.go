@@ -238,14 +238,20 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 	if len(r.query) > 0 {
 		target += "?" + r.query.Encode()
 	}
+	var last error // the previous attempt's, when it was retried
 	for attempt := 1; ; attempt++ {
 		resp, retryAfter, err := c.send(ctx, r.method, target, body, r.longPoll)
 		if err == nil {
 			return resp, nil
 		}
+		if ae := (*APIError)(nil); ctx.Err() != nil && last != nil && !errors.As(err, &ae) {
+			// Say why it was retried, not only that time ran out.
+			return response{}, fmt.Errorf("%w (gave up retrying: %w)", last, context.Cause(ctx))
+		}
 		if !retryable(err) || attempt >= c.retry.MaxAttempts || ctx.Err() != nil {
 			return response{}, err
 		}
+		last = err
 		delay := c.retry.backoff(attempt-1, retryAfter)
 		if staleConn(err) {
 			delay = 0 // another connection will do

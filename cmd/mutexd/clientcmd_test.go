@@ -109,7 +109,7 @@ func TestClientCommands(t *testing.T) {
 
 func TestClientCommandsWithoutAServer(t *testing.T) {
 	var stdout, stderr strings.Builder
-	err := run(t.Context(), []string{"acquire", "--addr", "127.0.0.1:1", "--wait", "0", "--timeout", "300ms", "k"}, &stdout, &stderr)
+	err := run(t.Context(), []string{"acquire", "--addr", "127.0.0.1:1", "--wait", "0", "--timeout", "1s", "k"}, &stdout, &stderr)
 	if code := exitCode(err, &stderr); code != 1 {
 		t.Errorf("exit code = %d, want 1", code)
 	}
