@@ -287,17 +287,24 @@ func TestEventStreamErrors(t *testing.T) {
 	}
 }
 
-func TestEventStreamHeartbeat(t *testing.T) {
+func TestHeartbeats(t *testing.T) {
 	s, _ := newStreamServer(t, 10, 10, 20*time.Millisecond)
-	st := s.stream(t, "GET", "/v1/events")
-	for {
-		ev, ok := st.next()
-		if !ok {
-			t.Fatal("stream ended")
+	s.acquire(t, "held", "")
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/v1/events"},
+		{"POST", "/v1/locks/held/acquire?wait=1m"}, // a waiter's stream
+	} {
+		st := s.stream(t, c.method, c.path)
+		for {
+			ev, ok := st.next()
+			if !ok {
+				t.Fatalf("%s %s: stream ended before a heartbeat", c.method, c.path)
+			}
+			if ev.comment && ev.data == "heartbeat" {
+				break
+			}
 		}
-		if ev.comment && ev.data == "heartbeat" {
-			return
-		}
+		st.close()
 	}
 }
 

@@ -322,6 +322,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitFor(t, "waiters on the overview", fmt.Sprintf(
 			`[...document.querySelectorAll('#keys-body tr')].some(r => r.dataset.key === %s && r.children[5].textContent === '3')`, js(queued)), 2*time.Second)
 		shot(t, "console-overview.png")
+		sortBy := func(by string) {
+			eval(t, fmt.Sprintf(`(() => { const s = document.getElementById('sort'); s.value = %s; s.dispatchEvent(new Event('change')); return true; })()`, js(by)), new(bool))
+		}
+		sortBy("waiters")
+		waitFor(t, "sorted by waiters: the key with three first, then one",
+			`[...document.querySelectorAll('#keys-body tr')].slice(0, 2).map(r => r.dataset.key).join() === 'report:daily,invoice:1042'`, 2*time.Second)
+		sortBy("key")
 		run(t, "open the key view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(queued)))
 		waitFor(t, "queue of three", queueJS+`.length === 3`, slack)
 		var owners []string
