@@ -33,7 +33,9 @@ SIGHUP are passed on to it.
 If the lease is lost while the command runs (the daemon is gone, or an
 operator force-released the key), --on-lost kill (the default) sends the
 command SIGTERM, then SIGKILL after --kill-after, and lock exits 1 with one
-line saying why; --on-lost warn only prints a warning.
+line saying why; --on-lost warn only prints a warning. If lock itself is
+killed outright, the command is killed with it (on Linux; not with
+--on-lost warn).
 
 Exit codes: the command's status (128+N if signal N ended it); 75 (or
 --conflict-exit-code) when not acquired within --wait, without running the
@@ -125,7 +127,7 @@ func (r *lockRun) run(ctx context.Context) error {
 		"MUTEXD_FENCE="+strconv.FormatUint(lease.Fence, 10),
 		"MUTEXD_LEASE_TOKEN="+lease.Token,
 		"MUTEXD_ADDR="+r.c.BaseURL())
-	j, err := startJob(r.argv, env, r.stdout, r.stderr)
+	j, err := startJob(r.argv, env, r.stdout, r.stderr, !r.warnOnLost)
 	if err != nil {
 		r.release(lease, false)
 		code := 126

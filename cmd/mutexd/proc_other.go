@@ -14,7 +14,7 @@ type job struct{}
 
 func lockSignals() []os.Signal { return []os.Signal{os.Interrupt} }
 
-func startJob(argv, env []string, stdout, stderr io.Writer) (*job, error) {
+func startJob(argv, env []string, stdout, stderr io.Writer, dieWithUs bool) (*job, error) {
 	return nil, errors.New("mutexd lock needs a Unix system")
 }
 

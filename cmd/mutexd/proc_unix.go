@@ -27,13 +27,15 @@ type job struct {
 func lockSignals() []os.Signal { return []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} }
 
 // startJob starts argv with env and the given stdout and stderr; stdin is
-// mutexd's own.
-func startJob(argv, env []string, stdout, stderr io.Writer) (*job, error) {
+// mutexd's own. With dieWithUs, the command is killed if mutexd itself
+// dies (where the system can do that), since nothing would renew its lease.
+func startJob(argv, env []string, stdout, stderr io.Writer, dieWithUs bool) (*job, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = env, os.Stdin, stdout, stderr
 	j := &job{cmd: cmd, ownGroup: !foregroundOfTerminal(os.Stdin)}
-	if j.ownGroup {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: j.ownGroup}
+	if dieWithUs {
+		setDeathSignal(cmd.SysProcAttr, syscall.SIGKILL)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/mutexd/mutexd/internal/servertest"
@@ -80,5 +83,53 @@ func TestLockCommandCanReadItsTerminal(t *testing.T) {
 	servertest.Eventually(t, "the command reads the terminal", func() bool { return readFile(t, f) == "ready\ngot hello\n" })
 	if err := <-done; err != nil {
 		t.Errorf("mutexd lock: %v", err)
+	}
+}
+
+// gone reports whether process pid has ended (a zombie counts as ended).
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the parenthesized command name: "pid (comm) S ...".
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+}
+
+// TestLockCommandDiesWithLock kills mutexd lock outright (as the OOM
+// killer would): nothing renews the lease any more, so the command must
+// not run on unprotected; under --on-lost warn it may.
+func TestLockCommandDiesWithLock(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		onLost   string
+		survives bool
+	}{{"kill", false}, {"warn", true}} {
+		t.Run(tt.onLost, func(t *testing.T) {
+			t.Parallel()
+			s := servertest.Start(t)
+			f := filepath.Join(t.TempDir(), "pid")
+			p := startMutexd(t, s, "lock", "--on-lost", tt.onLost, "k", "--", "sh", "-c", `echo $$ > "$1"; exec sleep 30 >/dev/null 2>&1`, "sh", f)
+			servertest.Eventually(t, "the command runs", func() bool { return strings.HasSuffix(readFile(t, f), "\n") })
+			pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, f)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+			if err := p.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			p.wait(t)
+			if tt.survives {
+				time.Sleep(100 * time.Millisecond) // give a wrong kill time to happen
+				if gone(pid) {
+					t.Error("the command died with mutexd lock under --on-lost warn")
+				}
+				return
+			}
+			servertest.Eventually(t, "the command dies with mutexd lock", func() bool { return gone(pid) })
+		})
 	}
 }
