@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -183,4 +186,22 @@ func TestClientCommandsOverTLS(t *testing.T) {
 		t.Errorf("status over https without trusting the certificate: exit %d, want 1", code)
 	}
 	oneLine(t, p.stderr.String(), "certificate")
+}
+
+// TestShellQuoteSurvivesSh evaluates acquire -o env's quoting in a real
+// shell: the key must come back byte for byte, and nothing in it may run.
+func TestShellQuoteSurvivesSh(t *testing.T) {
+	dir := t.TempDir()
+	for _, key := range []string{"plain:key", "a b", "it's", `$(touch pwned)`, "`touch pwned`", `back\slash`, `"dq"`, "ü:ñ", "semi;colon", "*", "-n", "a'b'c", "~user"} {
+		script := "export MUTEXD_KEY=" + shellQuote(key) + "\nprintf %s \"$MUTEXD_KEY\""
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil || string(out) != key {
+			t.Errorf("sh read %q back as %q (%v)", key, out, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pwned")); err == nil {
+		t.Error("a key ran a command")
+	}
 }
