@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/mutexd/mutexd/internal/config"
@@ -169,6 +170,9 @@ type browser struct {
 	ctx     context.Context
 	dialogs atomic.Int32 // JavaScript dialogs opened (alert, confirm...)
 	shots   string
+
+	mu         sync.Mutex // guards the following
+	exceptions []string   // uncaught JavaScript exceptions
 }
 
 // newBrowser starts Debian's chromium headless with a fresh profile.
@@ -193,6 +197,11 @@ func newBrowser(t *testing.T) *browser {
 	t.Cleanup(cancel)
 	b := &browser{ctx: ctx, shots: shots}
 	if err := chromedp.Listen(ctx, func(ev any) {
+		if ex, ok := ev.(*cdpruntime.EventExceptionThrown); ok && ex.ExceptionDetails != nil {
+			b.mu.Lock()
+			b.exceptions = append(b.exceptions, ex.ExceptionDetails.Text)
+			b.mu.Unlock()
+		}
 		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
 			b.dialogs.Add(1)
 			go func() { // Listen's func must not run commands itself
@@ -204,7 +213,32 @@ func newBrowser(t *testing.T) *browser {
 	}); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
+	// Every page records what its Content-Security-Policy refuses. Scripts
+	// added through DevTools are not subject to the policy.
+	b.run(t, "watch CSP violations", func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+			Source: `window.__csp = []; document.addEventListener('securitypolicyviolation', e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));`})
+		return chromedp.Void{}, err
+	})
 	return b
+}
+
+// checkPage fails the test if the page threw an uncaught exception or its
+// Content-Security-Policy refused anything (the console must need nothing
+// the policy forbids).
+func (b *browser) checkPage(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	ex := b.exceptions
+	b.mu.Unlock()
+	if len(ex) > 0 {
+		t.Errorf("uncaught JavaScript exceptions: %q", ex)
+	}
+	var violations []string
+	b.eval(t, `window.__csp || ['the CSP watcher is missing']`, &violations)
+	if len(violations) > 0 {
+		t.Errorf("CSP violations: %q", violations)
+	}
 }
 
 // run runs browser actions with a bound, so a broken page fails the test
@@ -456,6 +490,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitFor(t, "a key of the new server within 2s", hasRow("after:restart"), 2*time.Second)
 		waitFor(t, "the old server's keys are gone", `!`+hasRow("orders:981"), 2*time.Second)
 	})
+	b.checkPage(t)
 	t.Logf("screenshots in %s", b.shots)
 }
 
@@ -505,4 +540,5 @@ func TestConsoleWithAuth(t *testing.T) {
 	if stored != 0 {
 		t.Fatal("the token left the tab's memory (web storage or cookies)")
 	}
+	b.checkPage(t)
 }
