@@ -1,0 +1,32 @@
+# Developer shortcuts. CI runs .ci/run; nothing here is needed to build or test.
+
+FUZZTIME ?= 1m
+CHAOS ?= 5m
+
+.PHONY: test ci fuzz chaos flood
+
+# The README's test command, with the race detector as CI runs it.
+test:
+	go test -race ./...
+
+ci:
+	.ci/run
+
+# Runs every fuzz target in the module for FUZZTIME each (default 1m). New
+# failures land in the package's testdata/fuzz/<Target>/ and then run as
+# seeds in every go test.
+fuzz:
+	@set -e; for pkg in $$(go list ./...); do \
+	  for target in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$target ($(FUZZTIME))"; \
+	    go test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+# The chaos test for CHAOS (default 5m) instead of CI's 20s.
+chaos:
+	go test -race -count=1 -timeout 0 -run '^TestChaos$$' ./internal/server -chaos.duration=$(CHAOS) -v
+
+# The full 20,000-waiter flood (scaled down under -race).
+flood:
+	go test -count=1 -run '^TestFloodOfWaiters$$' ./internal/server -v
