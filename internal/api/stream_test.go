@@ -347,6 +347,9 @@ func TestEventStreamOverflow(t *testing.T) {
 	if n < 17 {
 		t.Fatalf("%d events before the overflow, want at least the buffer's 16", n)
 	}
+	if got := hub.Overflows(); got != 1 {
+		t.Fatalf("Overflows() = %d, want 1", got)
+	}
 }
 
 // acquireResult is the outcome of a long-poll acquire run in a goroutine.

@@ -48,7 +48,8 @@ func (f Filter) match(key string) bool {
 type Hub struct {
 	max    int
 	buffer int
-	n      atomic.Int32 // len(subs): the engine's lock-free check
+	n      atomic.Int32  // len(subs): the engine's lock-free check
+	cut    atomic.Uint64 // subscribers cut off for falling behind
 
 	mu     sync.Mutex // guards the following; serialises publishing, so IDs are in channel order
 	seq    uint64
@@ -94,6 +95,10 @@ func (h *Hub) Subscribe(f Filter) (*Subscription, error) {
 
 // Subscribers returns the number of subscribers.
 func (h *Hub) Subscribers() int { return int(h.n.Load()) }
+
+// Overflows returns how many subscribers were cut off so far because they
+// fell a whole buffer behind.
+func (h *Hub) Overflows() uint64 { return h.cut.Load() }
 
 // Events delivers the subscription's events in order. It is closed when
 // the subscriber fell behind (Overflowed reports true), when the hub
@@ -146,6 +151,7 @@ func (h *Hub) OnEvent(ev engine.Event) {
 		case s.ch <- it:
 		default:
 			s.overflowed = true
+			h.cut.Add(1)
 			h.dropLocked(s)
 		}
 	}

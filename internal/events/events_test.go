@@ -219,6 +219,9 @@ func TestSlowSubscriberOverflows(t *testing.T) {
 	if n := hub.Subscribers(); n != 1 {
 		t.Fatalf("Subscribers() = %d after the cut-off, want 1", n)
 	}
+	if n := hub.Overflows(); n != 1 {
+		t.Fatalf("Overflows() = %d, want 1", n)
+	}
 }
 
 func TestLimitAndClose(t *testing.T) {

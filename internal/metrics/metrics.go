@@ -137,6 +137,25 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// EventSource is what the metrics read from the event hub at scrape time.
+type EventSource interface {
+	Subscribers() int
+	Overflows() uint64
+}
+
+// WatchEvents exports the /v1/events streams: how many are open, and how
+// many were cut off because their reader fell behind.
+func (m *Metrics) WatchEvents(src EventSource) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mutexd_event_subscribers", Help: "Open /v1/events streams (the console holds one per tab).",
+		}, func() float64 { return float64(src.Subscribers()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mutexd_event_overflows_total", Help: "Event streams cut off with an overflow event because their reader fell behind.",
+		}, func() float64 { return float64(src.Overflows()) }),
+	)
+}
+
 // Watch registers the gauges read from src at scrape time: mutexd_keys and
 // mutexd_oldest_waiter_age_seconds.
 func (m *Metrics) Watch(src Source) {

@@ -171,3 +171,30 @@ func grep(text, s string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+type fakeEvents struct{}
+
+func (fakeEvents) Subscribers() int  { return 3 }
+func (fakeEvents) Overflows() uint64 { return 2 }
+
+func TestWatchEvents(t *testing.T) {
+	m := newMetrics(10)
+	m.WatchEvents(fakeEvents{})
+	want := `# HELP mutexd_event_overflows_total Event streams cut off with an overflow event because their reader fell behind.
+# TYPE mutexd_event_overflows_total counter
+mutexd_event_overflows_total 2
+# HELP mutexd_event_subscribers Open /v1/events streams (the console holds one per tab).
+# TYPE mutexd_event_subscribers gauge
+mutexd_event_subscribers 3
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "mutexd_event_subscribers", "mutexd_event_overflows_total"); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.GatherAndLint(m.Registry(), "mutexd_event_subscribers", "mutexd_event_overflows_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}

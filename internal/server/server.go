@@ -85,6 +85,7 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		MaxWaiters:       cfg.Limits.MaxWaiters,
 	})
 	s.metrics.Watch(s.engine)
+	s.metrics.WatchEvents(s.hub)
 	var console http.Handler
 	if cfg.UI.Enabled {
 		console = ui.Handler()
