@@ -169,6 +169,28 @@ func (m *Metrics) Watch(src Source) {
 	)
 }
 
+// Conns is what the connection metrics read at scrape time: the daemon's
+// connection cap (limits.max_connections).
+type Conns interface {
+	// Open is the number of client connections open now.
+	Open() int
+	// Refused is the number of connections refused at the cap so far.
+	Refused() int64
+}
+
+// WatchConnections registers mutexd_connections_open and
+// mutexd_connections_refused_total, read from src at scrape time.
+func (m *Metrics) WatchConnections(src Conns) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mutexd_connections_open", Help: "Client connections open now (limits.max_connections caps them).",
+		}, func() float64 { return float64(src.Open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mutexd_connections_refused_total", Help: "Connections refused because limits.max_connections were open.",
+		}, func() float64 { return float64(src.Refused()) }),
+	)
+}
+
 // Namespace returns the namespace label of key.
 func (m *Metrics) Namespace(key string) string { return m.ns(key).name }
 

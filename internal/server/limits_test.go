@@ -267,6 +267,34 @@ func TestMaxConnectionsRefuses(t *testing.T) {
 		resp, err := get(dial())
 		return err == nil && resp.StatusCode == 200
 	})
+	// The refusals are counted where operators look.
+	held[0].Close()
+	held[2].Close()
+	var metrics string
+	eventually(t, 5*time.Second, "a scrape gets a slot", func() bool {
+		resp, err := http.Get(d.url + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		metrics = string(raw)
+		return resp.StatusCode == 200
+	})
+	for _, want := range []string{"mutexd_connections_open ", "mutexd_connections_refused_total "} {
+		if !strings.Contains(metrics, "\n"+want) {
+			t.Fatalf("metrics lack %s", want)
+		}
+	}
+	var refused float64
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, "mutexd_connections_refused_total "); ok {
+			refused, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if refused < 5 {
+		t.Fatalf("mutexd_connections_refused_total = %v, want at least the 5 refused", refused)
+	}
 }
 
 func TestHeaderTricklerIsCutOff(t *testing.T) {

@@ -141,6 +141,7 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, refusal503)
 		s.ln = s.conns
 	}
+	s.metrics.WatchConnections(s.conns)
 	return s, nil
 }
 
