@@ -217,3 +217,25 @@ func TestNoTokensAllowsEveryone(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAuthCost is BenchmarkAcquireRelease without tokens configured
+// and with a client token (checked on both requests): the price of auth on
+// the hot path.
+func BenchmarkAuthCost(b *testing.B) {
+	toks, err := auth.NewTokens([]string{clientToken}, []string{adminToken})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		tokens *auth.Tokens
+		header string
+	}{{"off", nil, ""}, {"on", toks, "Bearer " + clientToken}} {
+		b.Run("auth="+tt.name, func(b *testing.B) {
+			var g auth.Guard
+			g.Set(tt.tokens)
+			eng := engine.New(engine.SystemClock{}, nil, engine.Limits{})
+			benchCycle(b, api.New(api.Options{Locker: eng, Bounds: bounds, Auth: &g}), tt.header)
+		})
+	}
+}

@@ -43,10 +43,20 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	m := metrics.New(metrics.Options{NamespaceSeparator: ":", MaxNamespaces: 50, Version: "bench"})
 	eng := engine.New(engine.SystemClock{}, m, engine.Limits{})
 	a := api.New(api.Options{Locker: eng, Bounds: bounds, Observer: routeMetrics{m}})
+	benchCycle(b, a, "")
+}
+
+// benchCycle runs acquire and release cycles on a, sending authorization
+// (when not empty) as the Authorization header.
+func benchCycle(b *testing.B, a *api.Server, authorization string) {
 	a.SetReady(true)
 	acq, _ := http.NewRequest(http.MethodPost, "/v1/locks/bench:1/acquire?ttl=30s&wait=30s&owner=bench-1", nil)
 	rel, _ := http.NewRequest(http.MethodPost, "/v1/locks/bench:1/release?token=", nil)
 	acq.RemoteAddr, rel.RemoteAddr = "127.0.0.1:5000", "127.0.0.1:5000"
+	if authorization != "" {
+		acq.Header.Set("Authorization", authorization)
+		rel.Header.Set("Authorization", authorization)
+	}
 	w := &benchWriter{h: http.Header{}}
 	query := []byte("token=00000000000000000000000000000000")
 	b.ReportAllocs()
