@@ -111,13 +111,21 @@ func TestClientCommands(t *testing.T) {
 }
 
 func TestClientCommandsWithoutAServer(t *testing.T) {
-	var stdout, stderr strings.Builder
-	err := run(t.Context(), []string{"acquire", "--addr", "127.0.0.1:1", "--wait", "0", "--timeout", "1s", "k"}, &stdout, &stderr)
-	if code := exitCode(err, &stderr); code != 1 {
-		t.Errorf("exit code = %d, want 1", code)
-	}
-	if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "mutexd unreachable") {
-		t.Errorf("stderr = %q, want one line saying unreachable", got)
+	t.Parallel()
+	for _, args := range [][]string{
+		{"acquire", "--wait", "0", "k"},
+		{"lock", "--wait", "0", "k", "--", "true"},
+		{"status", "k"},
+	} {
+		var stdout, stderr strings.Builder
+		args = append([]string{args[0], "--addr", "127.0.0.1:1", "--timeout", "500ms"}, args[1:]...)
+		err := run(t.Context(), args, &stdout, &stderr)
+		if code := exitCode(err, &stderr); code != 1 {
+			t.Errorf("%v: exit code = %d, want 1", args, code)
+		}
+		if got := stderr.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, "mutexd unreachable") {
+			t.Errorf("%v: stderr = %q, want one line saying unreachable", args, got)
+		}
 	}
 }
 
