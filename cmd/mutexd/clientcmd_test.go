@@ -20,7 +20,8 @@ import (
 func cli(t *testing.T, s *servertest.Server, args ...string) (string, string, int) {
 	t.Helper()
 	var stdout, stderr strings.Builder
-	err := run(t.Context(), append(args, "--addr", s.URL), &stdout, &stderr)
+	args = append([]string{args[0], "--addr", s.URL}, args[1:]...) // before any "--"
+	err := run(t.Context(), args, &stdout, &stderr)
 	code := exitCode(err, &stderr)
 	return stdout.String(), stderr.String(), code
 }
@@ -211,5 +212,36 @@ func TestShellQuoteSurvivesSh(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pwned")); err == nil {
 		t.Error("a key ran a command")
+	}
+}
+
+// TestClientCommandsSendTheToken runs the commands against a server that
+// requires bearer tokens, with MUTEXD_TOKEN unset, a client token and an
+// admin token.
+func TestClientCommandsSendTheToken(t *testing.T) {
+	s := servertest.Start(t, func(c *config.Config) {
+		c.Auth.Tokens = []string{"client-token-0123456789"}
+		c.Auth.AdminTokens = []string{"admin-token-0123456789"}
+	})
+	t.Setenv("MUTEXD_LEASE_TOKEN", "")
+	tests := []struct {
+		token string
+		args  []string
+		code  int
+		want  string // in stderr
+	}{
+		{"", []string{"status", "k"}, 1, "401 unauthorized"},
+		{"wrong-token-0123456789", []string{"acquire", "k"}, 1, "401 unauthorized"},
+		{"client-token-0123456789", []string{"status", "k"}, 0, ""},
+		{"client-token-0123456789", []string{"lock", "k", "--", "true"}, 0, ""},
+		{"client-token-0123456789", []string{"ls"}, 1, "403 forbidden"},
+		{"admin-token-0123456789", []string{"ls"}, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Setenv("MUTEXD_TOKEN", tt.token)
+		_, stderr, code := cli(t, s, tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "token-0123456789") {
+			t.Errorf("MUTEXD_TOKEN=%q %v: exit %d, stderr %q; want exit %d mentioning %q, never the token", tt.token, tt.args, code, stderr, tt.code, tt.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -283,5 +284,28 @@ func TestLockInterruptedWhileWaiting(t *testing.T) {
 	servertest.Eventually(t, "the waiter leaves the queue", func() bool { return s.Waiters("k") == 0 })
 	if _, err := os.Stat(f); !os.IsNotExist(err) {
 		t.Error("the command ran")
+	}
+}
+
+// TestLockOnErrorStopAbortsTheQueue: a command that fails under
+// --on-error stop aborts the waiters queued behind it.
+func TestLockOnErrorStopAbortsTheQueue(t *testing.T) {
+	t.Parallel()
+	s := servertest.Start(t)
+	f := filepath.Join(t.TempDir(), "go")
+	p := startMutexd(t, s, "lock", "--on-error", "stop", "k", "--", "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.02; done; exit 1`, "sh", f)
+	servertest.Eventually(t, "lock holds the key", func() bool { return s.Held("k") })
+	c, _ := client.New(s.URL)
+	aborted := make(chan error, 1)
+	go func() { _, err := c.Acquire(t.Context(), "k", client.Wait(30*time.Second)); aborted <- err }()
+	servertest.Eventually(t, "the waiter is queued", func() bool { return s.Waiters("k") == 1 })
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != 1 {
+		t.Errorf("exit code = %d, want the command's 1", code)
+	}
+	if err := <-aborted; !errors.Is(err, client.ErrAborted) {
+		t.Errorf("waiter behind the failed command: %v, want ErrAborted", err)
 	}
 }
