@@ -3,69 +3,23 @@ package server_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mutexd/mutexd/internal/servertest"
 )
 
-// writeCert writes a fresh self-signed certificate for 127.0.0.1 named cn
-// to dir and returns the paths and a pool that trusts it.
-func writeCert(t *testing.T, dir, cn string) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
-
-// servedCN connects with a fresh TLS handshake and returns the certificate's
-// common name and the negotiated protocol.
-func servedCN(t *testing.T, addr string) (string, string) {
+// served connects with a fresh TLS handshake and returns the fingerprint
+// of the certificate served and the negotiated protocol.
+func served(t *testing.T, addr string) ([32]byte, string) {
 	t.Helper()
 	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
 	if err != nil {
@@ -73,12 +27,12 @@ func servedCN(t *testing.T, addr string) (string, string) {
 	}
 	defer conn.Close()
 	st := conn.ConnectionState()
-	return st.PeerCertificates[0].Subject.CommonName, st.NegotiatedProtocol
+	return sha256.Sum256(st.PeerCertificates[0].Raw), st.NegotiatedProtocol
 }
 
 func TestTLSServesAndReloads(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, pool := writeCert(t, dir, "first")
+	certFile, keyFile, pool := servertest.WriteCert(t, dir)
 	cfg := testConfig()
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
 	cfg.Auth.Tokens = []string{tokA}
@@ -91,8 +45,9 @@ func TestTLSServesAndReloads(t *testing.T) {
 	if code != 200 || body["token"] == nil {
 		t.Fatalf("acquire over TLS: %d %v", code, body)
 	}
-	if cn, proto := servedCN(t, addr); cn != "first" || proto != "h2" {
-		t.Fatalf("served %q over %q, want first over h2", cn, proto)
+	first, proto := served(t, addr)
+	if proto != "h2" {
+		t.Fatalf("negotiated %q, want h2", proto)
 	}
 	// Plain HTTP to a TLS port gets nothing useful.
 	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
@@ -103,12 +58,13 @@ func TestTLSServesAndReloads(t *testing.T) {
 	}
 
 	// Rotate: new files, SIGHUP (Reload); new handshakes get the new certificate.
-	writeCert(t, dir, "second")
+	servertest.WriteCert(t, dir)
 	if err := d.srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if cn, _ := servedCN(t, addr); cn != "second" {
-		t.Fatalf("after reload served %q, want second", cn)
+	second, _ := served(t, addr)
+	if second == first {
+		t.Fatal("after reload the old certificate is still served")
 	}
 	// A broken key keeps the certificate in force.
 	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
@@ -117,8 +73,8 @@ func TestTLSServesAndReloads(t *testing.T) {
 	if err := d.srv.Reload(); err == nil {
 		t.Fatal("Reload with a broken key succeeded")
 	}
-	if cn, _ := servedCN(t, addr); cn != "second" {
-		t.Fatalf("after a failed reload served %q, want second", cn)
+	if now, _ := served(t, addr); now != second {
+		t.Fatal("after a failed reload the certificate changed")
 	}
 }
 
