@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/servertest"
 )
 
@@ -72,4 +73,35 @@ func deadAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// TestHealthcheckOverTLS checks that healthcheck probes a TLS daemon over
+// HTTPS when MUTEXD_TLS_CERT_FILE says it serves TLS, and accepts its
+// certificate on loopback without a CA.
+func TestHealthcheckOverTLS(t *testing.T) {
+	certFile, keyFile, _ := servertest.WriteCert(t, t.TempDir())
+	srv := servertest.Start(t, func(c *config.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile })
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "https://"))
+	for _, tc := range []struct {
+		name      string
+		listen    string
+		tls       string
+		args      []string
+		wantReady bool
+	}{
+		{name: "listen and tls env", listen: "0.0.0.0:" + port, tls: certFile, wantReady: true},
+		{name: "https --addr", args: []string{"--addr", srv.URL}, wantReady: true},
+		{name: "http to a TLS port", listen: "0.0.0.0:" + port},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("MUTEXD_ADDR", "")
+			t.Setenv("MUTEXD_LISTEN", tc.listen)
+			t.Setenv("MUTEXD_TLS_CERT_FILE", tc.tls)
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), append([]string{"healthcheck", "--timeout", "5s"}, tc.args...), &stdout, &stderr)
+			if (err == nil) != tc.wantReady {
+				t.Fatalf("healthcheck: %v, want ready %v", err, tc.wantReady)
+			}
+		})
+	}
 }
