@@ -134,6 +134,13 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 	}
 	sh := e.shardFor(key)
 	sh.mu.Lock()
+	if sh.stopped {
+		// Close ran between the check above and this lock: it has already
+		// answered this shard's waiters and will not come back for one
+		// queued now, nor expire a lease granted now.
+		sh.mu.Unlock()
+		return Grant{}, ErrUnavailable
+	}
 	now := e.clock.Now()
 	ks := sh.keys[key]
 	if ks == nil {
