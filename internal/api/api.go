@@ -316,6 +316,9 @@ func (s *Server) acquire(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := s.dropIfGone(r.Context(), g); err != nil {
+		return err
+	}
 	buf := getBuf()
 	defer putBuf(buf)
 	*buf = appendGrant(*buf, g)
@@ -346,6 +349,19 @@ func (s *Server) acquireOptions(p *params, remote string) (engine.AcquireOptions
 		return o, badRequest("invalid_on_error", "on_error must be continue or stop; got %q.", clip(v))
 	}
 	return o, nil
+}
+
+// dropIfGone releases g, and returns the cancellation, when the request's
+// client left while g was being granted: nobody will ever see its token, and
+// the key's queue would stall until the lease's TTL ran out. The engine
+// resolves the race when the cancellation is seen first; this covers a
+// grant that woke the waiter a moment before the client left.
+func (s *Server) dropIfGone(ctx context.Context, g engine.Grant) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	_, _ = s.locker.Release(g.Key, g.Token, false)
+	return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 }
 
 // leaseToken reads the required token. A malformed token cannot be the live

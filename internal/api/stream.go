@@ -260,6 +260,9 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 			default:
 			}
 			if r.err == nil {
+				if s.dropIfGone(ctx, r.g) != nil {
+					return nil // nobody is listening
+				}
 				w.event("granted", 0, appendGrant(buf[:0], r.g))
 				return nil
 			}
