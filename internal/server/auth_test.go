@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,6 +65,20 @@ func TestTokensFileReload(t *testing.T) {
 	}
 	check(tokB, 200)
 
+	resp, err := http.Get(d.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `code="401"`) {
+		t.Fatalf("metrics do not count the 401s:\n%s", metrics)
+	}
+	for _, tok := range []string{tokA, tokB, tokAdmin} {
+		if strings.Contains(string(metrics), tok) {
+			t.Fatal("a token reached the metrics")
+		}
+	}
 	if logs := d.logs.String(); strings.Contains(logs, tokA) || strings.Contains(logs, tokB) || strings.Contains(logs, tokAdmin) || strings.Contains(logs, "weak") {
 		t.Fatalf("a token reached the logs:\n%s", logs)
 	}
