@@ -154,7 +154,8 @@ const releaseTimeout = 10 * time.Second
 // context that is cancelled, with cause wrapping ErrLeaseLost, if the
 // lease is lost. When fn returns, Do releases the lease with outcome ok,
 // or failed when fn returned an error or panicked; a panic is re-raised
-// after the release.
+// after the release. If fn ended the lease itself (Release or Fail), Do
+// leaves it at that.
 //
 // Do returns fn's error. If the lease was lost meanwhile it returns an
 // error wrapping ErrLeaseLost too (fn may no longer have been alone), and
@@ -183,9 +184,11 @@ func (c *Client) Do(ctx context.Context, key string, fn func(ctx context.Context
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 		defer rcancel()
 		var relErr error
-		if panicked || err != nil {
+		switch {
+		case l.released(): // fn released it itself
+		case panicked || err != nil:
 			relErr = l.Fail(rctx)
-		} else {
+		default:
 			relErr = l.Release(rctx)
 		}
 		if panicked {

@@ -265,6 +265,7 @@ func TestDo(t *testing.T) {
 		{"ok", func(context.Context, *client.Lease) error { return nil }, nil, false, "released"},
 		{"error", func(context.Context, *client.Lease) error { return boom }, boom, false, "failed"},
 		{"panic", func(context.Context, *client.Lease) error { panic(boom) }, nil, true, "failed"},
+		{"fn releases", func(ctx context.Context, l *client.Lease) error { return l.Fail(ctx) }, nil, false, "failed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -277,6 +277,13 @@ func (l *Lease) keepAlive(ctx context.Context, done chan struct{}) {
 	}
 }
 
+// released reports whether Release or Fail succeeded.
+func (l *Lease) released() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ended
+}
+
 // stopKeepAlive stops the KeepAlive goroutine, if any, and waits for it.
 func (l *Lease) stopKeepAlive() {
 	l.mu.Lock()
