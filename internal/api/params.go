@@ -176,7 +176,11 @@ func unknownParam(name string, allowed []param) error {
 	if len(name) > 64 {
 		name = name[:64] + "..."
 	}
-	return badRequest("invalid_parameter", "Unknown parameter %q; this call takes %s.", strings.ToValidUTF8(name, "?"), strings.Join(names, ", "))
+	takes := strings.Join(names, ", ")
+	if len(names) == 0 {
+		takes = "no parameters"
+	}
+	return badRequest("invalid_parameter", "Unknown parameter %q; this call takes %s.", strings.ToValidUTF8(name, "?"), takes)
 }
 
 // pathKey returns the route's {key} segment, unescaped and validated.
