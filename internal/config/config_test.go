@@ -131,6 +131,21 @@ func TestInvalid(t *testing.T) {
 	}
 }
 
+// TestSectionGivenAValue: a section written as a single value ("lock: 5")
+// is named as the fault, not reported as a missing value of one of its keys.
+func TestSectionGivenAValue(t *testing.T) {
+	for _, yaml := range []string{"lock: 5\n", "limits: many\n", "tls: true\n"} {
+		_, err := load(t, yaml)
+		section, _, _ := strings.Cut(yaml, ":")
+		if !errors.Is(err, config.ErrInvalid) {
+			t.Fatalf("%q: err = %v, want ErrInvalid", yaml, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, ": "+section+": want a map of keys") || strings.Contains(msg, "<nil>") {
+			t.Errorf("%q: err = %q, want it to name the section %s as needing a map", yaml, msg, section)
+		}
+	}
+}
+
 func TestMissingFile(t *testing.T) {
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	config.AddFlags(fs)

@@ -119,6 +119,11 @@ func rejectUnknown(v *viper.Viper, fields []leaf, path string) error {
 	}
 	var unknown []string
 	for _, k := range v.AllKeys() {
+		if known[k] && !leafKeys[k] {
+			// A section such as lock given a single value: every key in it
+			// would read as unset, so say so rather than blame one of them.
+			return fmt.Errorf("%w: %s: %s: want a map of keys (such as %s.%s), not a single value", ErrInvalid, path, k, k, firstUnder(fields, k))
+		}
 		if known[k] {
 			continue
 		}
@@ -137,6 +142,16 @@ func rejectUnknown(v *viper.Viper, fields []leaf, path string) error {
 		return fmt.Errorf("%w: %s: unknown key %q", ErrInvalid, path, unknown[0])
 	}
 	return nil
+}
+
+// firstUnder returns the first key in section, without the section's name.
+func firstUnder(fields []leaf, section string) string {
+	for _, f := range fields {
+		if rest, ok := strings.CutPrefix(f.key, section+"."); ok {
+			return rest
+		}
+	}
+	return ""
 }
 
 // set converts a raw value from viper (YAML, environment string or flag
