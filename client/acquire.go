@@ -64,6 +64,15 @@ func OnError(p ErrorPolicy) AcquireOption {
 	return func(o *acquireOptions) { o.onError, o.hasOnError = p, true }
 }
 
+// acquireBody is an acquire's parameters; empty ones are left to the
+// server.
+type acquireBody struct {
+	TTL     string `json:"ttl,omitempty"`
+	Wait    string `json:"wait,omitempty"`
+	Owner   string `json:"owner,omitempty"`
+	OnError string `json:"on_error,omitempty"`
+}
+
 type grantJSON struct {
 	Key       string    `json:"key"`
 	Token     string    `json:"token"`
@@ -98,24 +107,22 @@ func (c *Client) Acquire(ctx context.Context, key string, opts ...AcquireOption)
 	if err != nil {
 		return nil, fmt.Errorf("acquire: %w", err)
 	}
-	body := map[string]string{}
+	var body acquireBody
 	if o.hasTTL {
 		if o.ttl <= 0 {
 			return nil, fmt.Errorf("acquire %s: %w: TTL must be positive, got %s", key, ErrInvalid, o.ttl)
 		}
-		body["ttl"] = millis(o.ttl)
+		body.TTL = millis(o.ttl)
 	}
 	if o.hasWait {
 		if o.wait < 0 {
 			return nil, fmt.Errorf("acquire %s: %w: Wait must not be negative, got %s", key, ErrInvalid, o.wait)
 		}
-		body["wait"] = millis(o.wait)
+		body.Wait = millis(o.wait)
 	}
-	if o.owner != "" {
-		body["owner"] = o.owner
-	}
+	body.Owner = o.owner
 	if o.hasOnError {
-		body["on_error"] = o.onError.String()
+		body.OnError = o.onError.String()
 	}
 	// Only attempts that never reached the server, or were refused with
 	// 503, are retried (see do): neither can have granted anything.

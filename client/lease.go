@@ -176,6 +176,13 @@ func (l *Lease) checkDeadline() {
 	l.loseLocked(why)
 }
 
+// leaseBody is a renew's or release's parameters.
+type leaseBody struct {
+	Token   string `json:"token"`
+	TTL     string `json:"ttl,omitempty"`
+	Outcome string `json:"outcome,omitempty"`
+}
+
 type renewalJSON struct {
 	TTLMS     int64     `json:"ttl_ms"`
 	ExpiresAt time.Time `json:"expires_at"`
@@ -191,9 +198,9 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("renew: %w", err)
 	}
-	body := map[string]string{"token": l.Token}
+	body := leaseBody{Token: l.Token}
 	if ttl > 0 {
-		body["ttl"] = millis(ttl)
+		body.TTL = millis(ttl)
 	}
 	resp, err := l.c.do(ctx, request{method: http.MethodPost, path: path, body: body})
 	if err == nil {
@@ -311,7 +318,7 @@ func (l *Lease) release(ctx context.Context, outcome string) error {
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
-	_, err = l.c.do(ctx, request{method: http.MethodPost, path: path, body: map[string]string{"token": l.Token, "outcome": outcome}})
+	_, err = l.c.do(ctx, request{method: http.MethodPost, path: path, body: leaseBody{Token: l.Token, Outcome: outcome}})
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
