@@ -2,7 +2,10 @@ package client
 
 import (
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -109,5 +112,47 @@ func FuzzDecodeAPIError(f *testing.F) {
 			t.Fatalf("decodeAPIError(%d, %q, %q) = %+v", status, retryAfter, body, e)
 		}
 		_ = errors.Is(e, ErrTimeout)
+	})
+}
+
+// FuzzAcquireAnswer feeds Acquire arbitrary answers from a server (a
+// proxy, a broken or hostile one): it must return a lease with a token or
+// an error, never panic.
+func FuzzAcquireAnswer(f *testing.F) {
+	f.Add(200, `{"key":"k","token":"00112233445566778899aabbccddeeff","fence":7,"owner":"o","ttl_ms":30000,"expires_at":"2030-01-01T00:00:00.000Z","waited_ms":0,"previous":{"fence":6,"outcome":"expired"}}`)
+	f.Add(200, `{"token":""}`)
+	f.Add(200, `{"ttl_ms":-5,"waited_ms":9223372036854775807,"token":"x"}`)
+	f.Add(423, `{"error":"timeout","message":"m","waiters":-1}`)
+	f.Add(503, `not json`)
+	f.Add(200, ``)
+	var answer atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := answer.Load().([2]any)
+		w.WriteHeader(a[0].(int))
+		io.WriteString(w, a[1].(string))
+	}))
+	f.Cleanup(srv.Close)
+	c, err := New(srv.URL, WithRetry(RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, status int, body string) {
+		if status < 200 || status > 599 {
+			return
+		}
+		answer.Store([2]any{status, body})
+		l, err := c.Acquire(t.Context(), "k")
+		if (l == nil) == (err == nil) {
+			t.Fatalf("Acquire = %v, %v: want exactly one of lease and error", l, err)
+		}
+		if l != nil {
+			if l.Token == "" {
+				t.Fatal("lease without a token")
+			}
+			l.mu.Lock()
+			l.ended = true // nothing to release on this server
+			l.stopTimerLocked()
+			l.mu.Unlock()
+		}
 	})
 }
