@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -229,6 +230,13 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 	done := make(chan result, 1)
 	ctx := c.Request().Context()
 	go func() { // ends when Acquire does, which the request's context bounds
+		defer func() {
+			// Outside the handler's own recover: a panic here would end
+			// the process. Answer it like a handler's panic instead.
+			if r := recover(); r != nil {
+				done <- result{err: fmt.Errorf("panic in handler: %v", r)}
+			}
+		}()
 		g, err := s.locker.Acquire(ctx, key, o)
 		done <- result{g, err}
 	}()
@@ -266,7 +274,7 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 				w.event("granted", 0, appendGrant(buf[:0], r.g))
 				return nil
 			}
-			ae := toError(r.err)
+			ae := s.logged(c, r.err)
 			if ae.Status == statusClientClosed {
 				return nil // nobody is listening
 			}
