@@ -142,15 +142,16 @@ func (r *lockRun) run(ctx context.Context) error {
 	lost := lease.Lost()
 	var kill <-chan time.Time
 	var status int
+	var lostErr error // set once the loss is seen
 wait:
 	for {
 		select {
 		case sig := <-sigs:
 			j.forward(sig)
 		case <-lost:
-			lost = nil
+			lost, lostErr = nil, lease.Err()
 			if r.warnOnLost {
-				fmt.Fprintf(r.stderr, "mutexd: warning: %v; the command keeps running (--on-lost warn)\n", lease.Err())
+				fmt.Fprintf(r.stderr, "mutexd: warning: %v; the command keeps running (--on-lost warn)\n", lostErr)
 				continue
 			}
 			j.signal(syscall.SIGTERM)
@@ -163,13 +164,14 @@ wait:
 		}
 	}
 
-	if lostErr := lease.Err(); lostErr != nil {
-		if r.warnOnLost {
-			return exitStatus(status)
-		}
+	switch {
+	case lostErr != nil && !r.warnOnLost:
 		return exitError{code: 1, msg: fmt.Sprintf("lock %s: %v; the command was stopped (exit status %d)", r.key, lostErr, status)}
+	case lostErr == nil:
+		// A loss in the last moment shows as a failed release (a warning):
+		// the command finished on its own.
+		r.release(lease, status == 0)
 	}
-	r.release(lease, status == 0)
 	return exitStatus(status)
 }
 
