@@ -20,7 +20,7 @@ func newAcquireCmd(stdout io.Writer) *cobra.Command {
 it expires after --ttl unless renewed with "mutexd renew". For a command
 that runs while the lock is held, "mutexd lock" is simpler and safer.
 
-  -o json   the lease as JSON (the API's acquire answer)
+  -o json   the lease as JSON (the fields of the API's acquire answer)
   -o env    export lines for eval: MUTEXD_KEY, MUTEXD_FENCE, MUTEXD_LEASE_TOKEN
   -o token  the token alone
 

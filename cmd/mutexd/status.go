@@ -17,7 +17,7 @@ func newStatusCmd(stdout io.Writer) *cobra.Command {
 		Short: "Show who holds KEY and who waits for it",
 		Long: `status shows KEY's holder (owner, fence, acquisition and expiry), its
 on_error policy and its queue in arrival order (the first 100). Tokens are
-never shown. -o json prints the API's answer.
+never shown. -o json prints the same fields as the API's answer.
 
 Exit codes: 0 (held or not), 1 failures, 2 bad usage.`,
 		Args: cobra.ExactArgs(1),
