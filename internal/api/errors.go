@@ -99,10 +99,10 @@ func httpError(he *echo.HTTPError) *Error {
 // handleError is the echo HTTPErrorHandler: every error response goes
 // through here.
 func (s *Server) handleError(err error, c echo.Context) {
+	ae := s.logged(c, err) // logged even when too late to answer
 	if c.Response().Committed {
 		return
 	}
-	ae := s.logged(c, err)
 	if ae.Status == statusClientClosed {
 		c.Response().Status = ae.Status // recorded in metrics; nothing is written
 		return

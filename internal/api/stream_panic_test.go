@@ -51,3 +51,30 @@ func TestStreamingAcquirePanicIsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPanicAfterCommitIsLogged: a handler that panics after its response
+// has started (a stream, a file) cannot be answered 500 any more, but the
+// panic must still be logged with the request id.
+func TestPanicAfterCommitIsLogged(t *testing.T) {
+	logs := &lockedBuffer{}
+	s := api.New(api.Options{
+		Locker: engine.New(engine.SystemClock{}, nil, engine.Limits{}),
+		Bounds: api.Bounds{DefaultTTL: time.Minute, MinTTL: time.Second, MaxTTL: time.Hour, MaxWait: time.Minute},
+		UI: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusOK)
+			panic("injected after commit")
+		}),
+		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+	})
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	resp, err := http.Get(hs.URL + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Header.Get("X-Request-Id")
+	if !strings.Contains(logs.String(), "injected after commit") || !strings.Contains(logs.String(), `"request_id":"`+id+`"`) {
+		t.Fatalf("the panic after commit is not logged with request id %q:\n%s", id, logs)
+	}
+}
