@@ -27,6 +27,7 @@ type Error struct {
 	Challenge string
 }
 
+// Error returns "code: message".
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 func badRequest(code, format string, args ...any) *Error {

@@ -37,6 +37,7 @@ type TimeoutError struct {
 	Waiters int
 }
 
+// Error says the wait passed and how many were waiting.
 func (e *TimeoutError) Error() string {
 	return fmt.Sprintf("%s (%d waiting)", ErrTimeout, e.Waiters)
 }

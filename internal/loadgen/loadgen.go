@@ -74,6 +74,7 @@ type CodeError struct {
 	Err  error
 }
 
+// Error returns "code: " and the underlying error.
 func (e *CodeError) Error() string { return e.Code + ": " + e.Err.Error() }
 
 // Unwrap returns the underlying error.
