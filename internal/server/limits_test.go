@@ -323,3 +323,60 @@ func TestOversizedHeadersRefused(t *testing.T) {
 		t.Fatalf("200 KiB of headers: %d, want 431", resp.StatusCode)
 	}
 }
+
+// TestConnectionFlood opens 2,000 connections against a cap of 100: the
+// daemon keeps at most 100 open, refuses the rest, and still serves a
+// client that was connected before the flood.
+func TestConnectionFlood(t *testing.T) {
+	const limit, flood = 100, 2000
+	cfg := testConfig()
+	cfg.Limits.MaxConnections = limit
+	d := startDaemon(t, cfg)
+	// The operator's connection, open before the flood.
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	op := &http.Client{Transport: tr}
+	scrape := func() (open, refused float64) {
+		t.Helper()
+		resp, err := op.Get(d.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, "mutexd_connections_open "); ok {
+				open, _ = strconv.ParseFloat(v, 64)
+			}
+			if v, ok := strings.CutPrefix(line, "mutexd_connections_refused_total "); ok {
+				refused, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		return open, refused
+	}
+	scrape()
+
+	conns := make([]net.Conn, 0, flood)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range flood {
+		c, err := net.Dial("tcp", d.srv.Addr().String())
+		if err != nil {
+			t.Fatalf("dial %d: %v", len(conns), err)
+		}
+		conns = append(conns, c)
+	}
+	eventually(t, 30*time.Second, "the flood is refused", func() bool {
+		_, refused := scrape()
+		return refused >= flood-limit
+	})
+	if open, refused := scrape(); open > limit || refused < flood-limit {
+		t.Fatalf("open %v (cap %d), refused %v of %d", open, limit, refused, flood)
+	}
+	if code, _, _ := call(t, op, "POST", d.url+"/v1/locks/during-flood/acquire", ""); code != 200 {
+		t.Fatalf("acquire on the operator's connection during the flood: %d", code)
+	}
+}
