@@ -182,24 +182,26 @@ func signalName(sig syscall.Signal) string {
 
 func TestLockStopsTheCommandWhenTheLeaseIsLost(t *testing.T) {
 	t.Parallel()
+	forceRelease := func(s *servertest.Server) error { _, err := s.Engine().ForceRelease("k"); return err }
 	tests := []struct {
-		name   string
-		script string
-		lose   func(*servertest.Server) error
-		want   string
+		name      string
+		script    string
+		lose      func(*servertest.Server) error
+		killAfter string // long where SIGTERM must be seen to work
+		want      string
 	}{
-		{"force-released", trapScript, func(s *servertest.Server) error { _, err := s.Engine().ForceRelease("k"); return err }, "ready\nTERM\n"},
-		{"daemon stopped", trapScript, (*servertest.Server).Stop, "ready\nTERM\n"},
+		{"force-released", trapScript, forceRelease, "10s", "ready\nTERM\n"},
+		{"daemon stopped", trapScript, (*servertest.Server).Stop, "10s", "ready\nTERM\n"},
 		// A command that ignores SIGTERM is killed after --kill-after,
 		// with everything in its process group.
-		{"SIGTERM ignored", `exec 2>/dev/null; trap '' TERM; echo ready >> "$1"; sleep 60`, func(s *servertest.Server) error { _, err := s.Engine().ForceRelease("k"); return err }, "ready\n"},
+		{"SIGTERM ignored", `exec 2>/dev/null; trap '' TERM; echo ready >> "$1"; sleep 60`, forceRelease, "300ms", "ready\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := servertest.Start(t)
 			f := filepath.Join(t.TempDir(), "f")
-			p := startMutexd(t, s, "lock", "--ttl", "1s", "--kill-after", "300ms", "k", "--", "sh", "-c", tt.script, "sh", f, "0")
+			p := startMutexd(t, s, "lock", "--ttl", "1s", "--kill-after", tt.killAfter, "k", "--", "sh", "-c", tt.script, "sh", f, "0")
 			servertest.Eventually(t, "the command runs", func() bool { return readFile(t, f) == "ready\n" })
 			if err := tt.lose(s); err != nil {
 				t.Fatal(err)
