@@ -61,7 +61,7 @@ func TestLockRunsCommandsOneAfterAnother(t *testing.T) {
 	const n = 4
 	procs := make([]*proc, n)
 	for i := range procs {
-		procs[i] = startMutexd(t, s, "lock", "--ttl", "1s", "--wait", "30s", "cron:report", "--", "sh", "-c", script, "sh", log)
+		procs[i] = startMutexd(t, s, "lock", "--ttl", "3s", "--wait", "30s", "cron:report", "--", "sh", "-c", script, "sh", log)
 	}
 	for i, p := range procs {
 		if code := p.wait(t); code != 0 {
