@@ -157,7 +157,7 @@ func New(o Options) *Server {
 		routes = append(routes, route{http.MethodGet, "/v1/events", s.events})
 	}
 	if o.UI != nil {
-		ui := echo.WrapHandler(http.StripPrefix("/ui", o.UI))
+		ui := consoleRoute(o.UI)
 		routes = append(routes,
 			route{http.MethodGet, "/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }},
 			route{http.MethodGet, "/ui/*", ui})
@@ -181,6 +181,44 @@ func New(o Options) *Server {
 		e.Add(r.method, r.path, r.h)
 	}
 	return s
+}
+
+// consoleRoute serves the console's files from h, which sees paths without
+// the /ui prefix. An error h answers (a file it does not have) is not
+// written as h wrote it but goes through the one error mapping, like any
+// unknown route.
+func consoleRoute(h http.Handler) echo.HandlerFunc {
+	h = http.StripPrefix("/ui", h)
+	return func(c echo.Context) error {
+		w := &errorCatcher{ResponseWriter: c.Response()}
+		h.ServeHTTP(w, c.Request())
+		if w.status != 0 {
+			return echo.NewHTTPError(w.status)
+		}
+		return nil
+	}
+}
+
+// errorCatcher passes a response through unless its status is an error,
+// which it keeps, with its body, from the client.
+type errorCatcher struct {
+	http.ResponseWriter
+	status int // the error status caught; 0 if none
+}
+
+func (w *errorCatcher) WriteHeader(code int) {
+	if code >= http.StatusBadRequest {
+		w.status = code
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *errorCatcher) Write(b []byte) (int, error) {
+	if w.status != 0 {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // ServeHTTP serves the API.

@@ -1,0 +1,29 @@
+package api_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/mutexd/mutexd/internal/api"
+	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/ui"
+)
+
+// TestConsoleMissingFileIsAJSON404: a path under /ui/ that the console
+// does not have is an unknown route like any other, answered through the
+// one error mapping, while its files are served as they are.
+func TestConsoleMissingFileIsAJSON404(t *testing.T) {
+	a := api.New(api.Options{Locker: engine.New(engine.SystemClock{}, nil, engine.Limits{}), Bounds: bounds, UI: ui.Handler(), Logger: testLogger(t)})
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	s := &testServer{url: srv.URL, api: a}
+
+	for _, path := range []string{"/ui/nope.js", "/ui/assets/app.js", "/ui/../../etc/passwd"} {
+		wantError(t, s.do(t, http.MethodGet, path, ""), http.StatusNotFound, "not_found")
+	}
+	r := s.do(t, http.MethodGet, "/ui/", "")
+	if r.status != http.StatusOK || r.header.Get("Content-Security-Policy") == "" || r.header.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Fatalf("GET /ui/: %d %v, want the page with its CSP", r.status, r.header)
+	}
+}
