@@ -10,11 +10,11 @@ var ErrInconsistent = errors.New("engine state is inconsistent")
 
 // Check verifies the engine's internal invariants and returns the first
 // violation found, wrapped in ErrInconsistent: the counters (Stats) equal
-// what the shards hold, no key is idle, every queue's links and length
-// agree, every held key is in its shard's expiry heap at the index it
-// records and no other key is, and the heap is ordered. It locks every
-// shard at once, so the snapshot is consistent, and is meant for tests and
-// debugging, not for a hot path.
+// what the shards hold, no key is idle, every queue's links, length and
+// count of position watchers agree, every held key is in its shard's
+// expiry heap at the index it records and no other key is, and the heap
+// is ordered. It locks every shard at once, so the snapshot is
+// consistent, and is meant for tests and debugging, not for a hot path.
 func (e *Engine) Check() error {
 	for i := range e.shards {
 		e.shards[i].mu.Lock()
@@ -41,17 +41,23 @@ func (e *Engine) Check() error {
 			if e.shardFor(k) != sh {
 				return fail("key %q is in the wrong shard", k)
 			}
-			n := 0
+			n, watchers := 0, 0
 			var prev *waiter
 			for w := ks.head; w != nil; w = w.next {
 				if w.prev != prev || w.ks != ks || w.resolved {
 					return fail("key %q: queue entry %d is mislinked or already resolved", k, n)
+				}
+				if w.opts.OnPosition != nil {
+					watchers++
 				}
 				prev = w
 				n++
 			}
 			if ks.tail != prev || n != ks.n {
 				return fail("key %q: queue has %d entries, records %d", k, n, ks.n)
+			}
+			if watchers != ks.watchers {
+				return fail("key %q: %d waiters watch their position, records %d", k, watchers, ks.watchers)
 			}
 			waiters += int64(n)
 			if _, ok := sh.waiting[ks]; ok != (n > 0) {

@@ -83,6 +83,7 @@ func TestCheckFindsCorruption(t *testing.T) {
 		{"held counter", func(e *Engine, _ *keyState) { e.held.Add(-1) }},
 		{"waiters counter", func(e *Engine, _ *keyState) { e.waiters.Add(2) }},
 		{"queue length", func(_ *Engine, ks *keyState) { ks.n++ }},
+		{"position watchers", func(_ *Engine, ks *keyState) { ks.watchers++ }},
 		{"idle key kept", func(e *Engine, ks *keyState) {
 			sh := e.shardFor("idle")
 			sh.keys["idle"] = &keyState{key: "idle", heapIdx: -1}
