@@ -154,9 +154,12 @@ func (cl *chaosClient) run() {
 		path := fmt.Sprintf("/v1/locks/%s/acquire?ttl=%s&wait=%s&on_error=%s&owner=c%d", key, ttl, wait, onError, cl.id)
 
 		if cl.rng.IntN(30) == 0 { // vanish mid-wait (or just after a grant)
-			kill := time.AfterFunc(time.Duration(cl.rng.IntN(500))*time.Millisecond, cl.vanish)
+			killed := make(chan struct{})
+			kill := time.AfterFunc(time.Duration(cl.rng.IntN(500))*time.Millisecond, func() { cl.vanish(); close(killed) })
 			_, _, _ = cl.post(context.Background(), path)
-			kill.Stop()
+			if !kill.Stop() {
+				<-killed // it must not reset the next iteration's connection
+			}
 			cl.vanish()
 			c.vanishedWaits.Add(1)
 			continue
