@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -40,12 +41,13 @@ func freePort() (int, error) {
 }
 
 // start runs bin with args, logging to dir/name.log.
-func start(name, dir, bin string, args ...string) (*proc, io.ReadCloser, error) {
+func start(name, dir, bin string, env []string, args ...string) (*proc, io.ReadCloser, error) {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -126,13 +128,13 @@ func waitHTTP(ctx context.Context, p *proc, url string) error {
 	}
 }
 
-func startMutexd(ctx context.Context, dir, bin string) (*proc, error) {
+func startMutexd(ctx context.Context, dir, bin string, env ...string) (*proc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, out, err := start("mutexd", dir, bin, "serve", "--listen", addr, "--log-level", "warn")
+	p, out, err := start("mutexd", dir, bin, env, "serve", "--listen", addr, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +144,7 @@ func startMutexd(ctx context.Context, dir, bin string) (*proc, error) {
 }
 
 func startCeiling(ctx context.Context, dir, bin, mode string) (*proc, error) {
-	p, out, err := start("ceiling-"+mode, dir, bin, "-mode", mode)
+	p, out, err := start("ceiling-"+mode, dir, bin, nil, "-mode", mode)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +162,7 @@ func startRedis(ctx context.Context, dir string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, out, err := start("redis", dir, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+	p, out, err := start("redis", dir, "redis-server", nil, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--maxclients", "20000")
 	if err != nil {
 		return nil, err
@@ -192,7 +194,7 @@ func startEtcd(ctx context.Context, dir string) (*proc, error) {
 	}
 	client := "http://127.0.0.1:" + strconv.Itoa(cport)
 	peer := "http://127.0.0.1:" + strconv.Itoa(pport)
-	p, out, err := start("etcd", dir, "etcd", "--name", "bench", "--data-dir", filepath.Join(dir, "etcd-data"),
+	p, out, err := start("etcd", dir, "etcd", nil, "--name", "bench", "--data-dir", filepath.Join(dir, "etcd-data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "bench="+peer, "--logger", "zap", "--log-level", "warn")
@@ -218,7 +220,8 @@ func version(bin string, args ...string) string {
 // clients queue behind it, and returns the daemon's idle RSS and its RSS
 // per waiting connection.
 func measureWaitingRSS(ctx context.Context, dir, bin string, n int) (idleKiB int64, perWaiterKiB float64, readyIn time.Duration, err error) {
-	p, err := startMutexd(ctx, dir, bin)
+	// Room for every waiter and the inspection calls below.
+	p, err := startMutexd(ctx, dir, bin, "MUTEXD_LIMITS_MAX_CONNECTIONS="+strconv.Itoa(n+100))
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -228,8 +231,9 @@ func measureWaitingRSS(ctx context.Context, dir, bin string, n int) (idleKiB int
 	if idleKiB, err = p.rssKiB(); err != nil {
 		return 0, 0, 0, err
 	}
-	// One client holds the key for the whole run; the others queue. The
-	// peak RSS is sampled while they wait, then the run is cut short.
+	// One client holds the key for the whole run; the others queue. Once
+	// all n-1 are queued, the RSS is sampled for a few seconds of steady
+	// state (median), then the run is cut short.
 	hold := time.Minute
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -245,20 +249,43 @@ func measureWaitingRSS(ctx context.Context, dir, bin string, n int) (idleKiB int
 		})
 		done <- outcome{res, err}
 	}()
-	var busy int64
-	for range 40 { // 10 s: time for every client to connect and queue
+	deadline := time.Now().Add(40 * time.Second)
+	for queued(p.addr+"/v1/locks/rss-0") < n-1 {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			return 0, 0, 0, fmt.Errorf("only %d of %d clients queued within 40s", queued(p.addr+"/v1/locks/rss-0"), n-1)
+		}
 		time.Sleep(250 * time.Millisecond)
+	}
+	var samples []int64
+	for range 8 {
+		time.Sleep(500 * time.Millisecond)
 		if v, err := p.rssKiB(); err == nil {
-			busy = max(busy, v)
+			samples = append(samples, v)
 		}
 	}
+	busy := median(samples)
 	cancel()
 	o := <-done
 	if o.err != nil {
 		return 0, 0, 0, o.err
 	}
-	if n := o.res.Errors["conn"]; n > 0 {
-		return 0, 0, 0, fmt.Errorf("waiting-connections run: %d connection errors", n)
-	}
 	return idleKiB, float64(busy-idleKiB) / float64(n-1), readyIn, nil
+}
+
+// queued returns the waiters count of a key's inspection, -1 on failure.
+func queued(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Waiters int `json:"waiters"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&v) != nil {
+		return -1
+	}
+	return v.Waiters
 }

@@ -217,7 +217,7 @@ func (r *report) markdown(chart string) string {
 	if m := r.mem; m != nil {
 		p("\n## Memory and start-up\n\n| figure | value |\n|---|---|\n")
 		p("| idle RSS (fresh daemon, 1 s after ready) | %.1f MB |\n", float64(m.IdleKiB)/1024)
-		p("| RSS per waiting HTTP connection, %d clients queued on one key | %.1f KiB |\n", m.Waiters, m.PerWaiterKiB)
+		p("| RSS per waiting HTTP connection, %d clients queued on one key (median over 4 s once all are queued, minus idle RSS) | %.1f KiB |\n", m.Waiters, m.PerWaiterKiB)
 		p("| exec to `/readyz` 200 | %s (first daemon: %s) |\n", ms(m.ReadyIn), ms(m.FirstReadyIn))
 	}
 
