@@ -244,8 +244,8 @@ func measureWaitingRSS(ctx context.Context, dir, bin string, n int) (idleKiB int
 	done := make(chan outcome, 1)
 	go func() {
 		res, err := loadgen.Run(runCtx, loadgen.HTTPTarget{BaseURL: p.addr}, loadgen.Config{
-			Clients: n, Keys: 1, KeyPrefix: "rss-", Duration: hold, TTL: time.Hour, Hold: hold,
-			Wait: time.Hour, Mode: loadgen.ModeCycle,
+			Clients: n, Keys: 1, KeyPrefix: "rss-", Duration: hold, TTL: 10 * time.Minute, Hold: hold,
+			Wait: 5 * time.Minute, Mode: loadgen.ModeCycle, // within lock.max_ttl and lock.max_wait
 		})
 		done <- outcome{res, err}
 	}()
