@@ -123,6 +123,9 @@ func TestRestartGrace(t *testing.T) {
 	if code, _, body := call(t, c, "POST", d.url+"/v1/locks/g/acquire", ""); code != 200 {
 		t.Fatalf("acquire after the grace: %d %v", code, body)
 	}
+	if !strings.Contains(d.logs.String(), "lock.restart_grace is shorter than lock.max_ttl") {
+		t.Fatal("no warning that a 1.5s grace does not cover lock.max_ttl (1h)")
+	}
 }
 
 // TestRestartKeepsExclusion restarts the daemon on the same address while a

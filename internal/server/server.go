@@ -200,6 +200,10 @@ func (s *Server) Run(ctx context.Context) error {
 		"max_subscribers", c.Limits.MaxSubscribers, "ui", c.UI.Enabled,
 		"auth", s.guard.Tokens().Enabled(), "tls", s.cert != nil)
 	s.warnExposure()
+	if g := c.Lock.RestartGrace; g > 0 && g < c.Lock.MaxTTL {
+		s.log.Warn("lock.restart_grace is shorter than lock.max_ttl: a lease granted before a restart with a longer TTL can outlive the grace",
+			"restart_grace", g.String(), "max_ttl", c.Lock.MaxTTL.String())
+	}
 
 wait:
 	for {
