@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mutexd/mutexd/internal/engine"
 )
@@ -15,7 +16,7 @@ import (
 // expiry storm) lines are dropped and counted rather than slowing grants.
 type eventLog struct {
 	log     *slog.Logger
-	ch      chan engine.Event
+	ch      chan leaseEnd
 	done    chan struct{}
 	dropped atomic.Int64
 	once    sync.Once
@@ -23,8 +24,20 @@ type eventLog struct {
 
 const eventLogQueue = 4096
 
+// leaseEnd is what a log line needs of an engine.Event. The queue holds
+// these rather than whole events: the queue is live heap that every
+// garbage collection scans, and whole events made it a third of the idle
+// daemon's heap.
+type leaseEnd struct {
+	key, owner string
+	fence      uint64
+	held       time.Duration
+	outcome    engine.Outcome // OutcomeNone: no line, only the drop report
+	onError    engine.OnError
+}
+
 func newEventLog(log *slog.Logger) *eventLog {
-	return &eventLog{log: log, ch: make(chan engine.Event, eventLogQueue), done: make(chan struct{})}
+	return &eventLog{log: log, ch: make(chan leaseEnd, eventLogQueue), done: make(chan struct{})}
 }
 
 // OnEvent queues the events worth a log line.
@@ -33,7 +46,7 @@ func (l *eventLog) OnEvent(ev engine.Event) {
 		return
 	}
 	select {
-	case l.ch <- ev:
+	case l.ch <- leaseEnd{key: ev.Key, owner: ev.Owner, fence: ev.Fence, held: ev.Held, outcome: ev.Outcome, onError: ev.OnError}:
 	default:
 		l.dropped.Add(1)
 	}
@@ -54,7 +67,7 @@ func (l *eventLog) start(wg *sync.WaitGroup) {
 					case ev := <-l.ch:
 						l.write(ev)
 					default:
-						l.write(engine.Event{}) // reports drops, if any
+						l.write(leaseEnd{}) // reports drops, if any
 						return
 					}
 				}
@@ -66,21 +79,21 @@ func (l *eventLog) start(wg *sync.WaitGroup) {
 // stop ends the writer once it has written what is queued.
 func (l *eventLog) stop() { l.once.Do(func() { close(l.done) }) }
 
-func (l *eventLog) write(ev engine.Event) {
+func (l *eventLog) write(ev leaseEnd) {
 	if n := l.dropped.Swap(0); n > 0 {
 		l.log.Warn("lease-end log lines dropped under load", "dropped", n)
 	}
-	if ev.Type == 0 {
+	if ev.outcome == engine.OutcomeNone {
 		return
 	}
 	level := slog.LevelWarn
 	msg := "lease expired"
-	switch ev.Outcome {
+	switch ev.outcome {
 	case engine.OutcomeFailed:
 		msg = "lease released as failed"
 	case engine.OutcomeForced:
 		msg, level = "lease force-released", slog.LevelInfo
 	}
-	l.log.Log(context.Background(), level, msg, "key", ev.Key, "owner", ev.Owner, "fence", ev.Fence,
-		"held_ms", ev.Held.Milliseconds(), "on_error", ev.OnError.String())
+	l.log.Log(context.Background(), level, msg, "key", ev.key, "owner", ev.owner, "fence", ev.fence,
+		"held_ms", ev.held.Milliseconds(), "on_error", ev.onError.String())
 }
