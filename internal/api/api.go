@@ -74,6 +74,8 @@ type Options struct {
 	Events EventSource
 	// Heartbeat is the idle interval of event streams; 0 is DefaultHeartbeat.
 	Heartbeat time.Duration
+	// BodyTimeout bounds reading a request body; 0 is DefaultBodyTimeout.
+	BodyTimeout time.Duration
 	// UI serves the console under /ui/ when set; it sees paths without
 	// the /ui prefix.
 	UI     http.Handler
@@ -91,8 +93,9 @@ type Server struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 
-	source    EventSource
-	heartbeat time.Duration
+	source      EventSource
+	heartbeat   time.Duration
+	bodyTimeout time.Duration
 
 	auth         *auth.Guard
 	metricsPath  string
@@ -102,6 +105,9 @@ type Server struct {
 	observers map[routeKey]RouteObserver
 	unmatched RouteObserver
 }
+
+// DefaultBodyTimeout is how long a client may take to send a request body.
+const DefaultBodyTimeout = 10 * time.Second
 
 // DebugPrefix is where Options.Debug is served.
 const DebugPrefix = "/debug/pprof/"
@@ -128,7 +134,10 @@ func New(o Options) *Server {
 		o.Heartbeat = DefaultHeartbeat
 	}
 	s := &Server{echo: echo.New(), locker: o.Locker, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
-		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat}
+		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat, bodyTimeout: o.BodyTimeout}
+	if s.bodyTimeout <= 0 {
+		s.bodyTimeout = DefaultBodyTimeout
+	}
 	if s.auth == nil {
 		s.auth = &auth.Guard{}
 	}
@@ -336,7 +345,7 @@ func (s *Server) acquire(c echo.Context) error {
 		return err
 	}
 	r := c.Request()
-	p, err := parseParams(r, pTTL, pWait, pOwner, pOnError)
+	p, err := s.parseParams(c, pTTL, pWait, pOwner, pOnError)
 	if err != nil {
 		return err
 	}
@@ -421,7 +430,7 @@ func (s *Server) release(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := parseParams(c.Request(), pToken, pOutcome)
+	p, err := s.parseParams(c, pToken, pOutcome)
 	if err != nil {
 		return err
 	}
@@ -452,7 +461,7 @@ func (s *Server) renew(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := parseParams(c.Request(), pToken, pTTL)
+	p, err := s.parseParams(c, pToken, pTTL)
 	if err != nil {
 		return err
 	}
@@ -502,7 +511,7 @@ func (s *Server) inspect(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := parseParams(c.Request()); err != nil {
+	if _, err := s.parseParams(c); err != nil {
 		return err
 	}
 	info := s.locker.Inspect(key, MaxQueueShown)
@@ -530,7 +539,7 @@ type listJSON struct {
 }
 
 func (s *Server) list(c echo.Context) error {
-	p, err := parseParams(c.Request(), pPrefix, pLimit, pAfter)
+	p, err := s.parseParams(c, pPrefix, pLimit, pAfter)
 	if err != nil {
 		return err
 	}
@@ -557,7 +566,7 @@ func (s *Server) forceRelease(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := parseParams(c.Request()); err != nil {
+	if _, err := s.parseParams(c); err != nil {
 		return err
 	}
 	ended, err := s.locker.ForceRelease(key)

@@ -56,8 +56,9 @@ func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
 
 // parseParams reads the query string and, for requests with a body, a JSON
 // object, accepting only the parameters in allowed.
-func parseParams(r *http.Request, allowed ...param) (params, error) {
+func (s *Server) parseParams(c echo.Context, allowed ...param) (params, error) {
 	var p params
+	r := c.Request()
 	if r.URL.RawQuery != "" {
 		if err := parseQuery(r.URL.RawQuery, allowed, &p); err != nil {
 			return p, err
@@ -69,10 +70,19 @@ func parseParams(r *http.Request, allowed ...param) (params, error) {
 	if r.ContentLength > MaxBodyBytes {
 		return p, echo.ErrStatusRequestEntityTooLarge
 	}
+	// A body must arrive promptly: a client trickling it would otherwise
+	// hold a connection and a goroutine for as long as it likes. The
+	// deadline is lifted once the body is in, so a long poll is not cut.
+	rc := http.NewResponseController(c.Response())
+	_ = rc.SetReadDeadline(time.Now().Add(s.bodyTimeout)) // unsupported writers simply have no deadline
 	raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
 	if err != nil {
-		return p, badRequest("invalid_body", "The request body could not be read.")
+		// Keep the deadline: the server must not wait for the rest of
+		// this body before closing the connection.
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+		return p, badRequest("invalid_body", "The request body could not be read in time.")
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	if len(raw) > MaxBodyBytes {
 		return p, echo.ErrStatusRequestEntityTooLarge
 	}
