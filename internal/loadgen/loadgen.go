@@ -273,19 +273,20 @@ func Run(ctx context.Context, target Target, cfg Config) (*Result, error) {
 			w.run(runCtx)
 		})
 	}
-	progressDone := make(chan struct{})
+	progressDone, finished := make(chan struct{}), make(chan struct{})
 	if cfg.Progress != nil {
-		go reportProgress(cfg, clients, start, &stopped, progressDone)
+		go reportProgress(cfg, clients, start, finished, progressDone)
 	} else {
 		close(progressDone)
 	}
 	wg.Wait()
 	stop()
+	close(finished)
 	<-progressDone
 	return newResult(target.Name(), cfg, clients, end.Sub(start)), nil
 }
 
-func reportProgress(cfg Config, clients []*client, start time.Time, stopped *atomic.Bool, done chan<- struct{}) {
+func reportProgress(cfg Config, clients []*client, start time.Time, finished <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	every := cfg.ProgressEvery
 	if every <= 0 {
@@ -295,9 +296,11 @@ func reportProgress(cfg Config, clients []*client, start time.Time, stopped *ato
 	defer tick.Stop()
 	var lastCycles int64
 	last := start
-	for range tick.C {
-		if stopped.Load() {
+	for {
+		select {
+		case <-finished:
 			return
+		case <-tick.C:
 		}
 		var p Progress
 		for _, c := range clients {

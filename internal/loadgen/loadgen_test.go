@@ -303,3 +303,27 @@ func TestRunRefusesBadAddress(t *testing.T) {
 		t.Errorf("Run(ftp://x) = %v, want ErrConfig", err)
 	}
 }
+
+func TestRunReportsProgressAndEndsOnTime(t *testing.T) {
+	var mu sync.Mutex
+	var seen []loadgen.Progress
+	start := time.Now()
+	res, err := loadgen.Run(t.Context(), brokenTarget{}, loadgen.Config{
+		Clients: 2, Keys: 2, Duration: 300 * time.Millisecond, TTL: time.Minute, Hold: time.Millisecond, Mode: loadgen.ModeCycle,
+		ProgressEvery: 50 * time.Millisecond,
+		Progress:      func(p loadgen.Progress) { mu.Lock(); seen = append(seen, p); mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Generous slack: the point is that Run does not wait a whole
+	// progress interval or the stop grace after the window.
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Run took %s for a 300ms window", took)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) == 0 || seen[len(seen)-1].Cycles > res.Cycles+2 {
+		t.Errorf("progress reports %+v for %d cycles, want some, never ahead of the result", seen, res.Cycles)
+	}
+}
