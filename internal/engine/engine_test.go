@@ -543,3 +543,33 @@ func TestEngineImportsNoFrameworks(t *testing.T) {
 		}
 	}
 }
+
+// TestRecycledKeyStateStartsClean reuses the record of a released key for
+// another key and checks that nothing of the first key's lease, queue or
+// expiry leaks into the second.
+func TestRecycledKeyStateStartsClean(t *testing.T) {
+	e, clk, rec := newEngine(t, engine.Limits{})
+	g := mustAcquire(t, e, "a", opts("first", time.Second, 0))
+	if _, err := e.Release("a", g.Token, false); err != nil {
+		t.Fatal(err)
+	}
+	g2 := mustAcquire(t, e, "b", opts("second", time.Minute, 0))
+	if info := e.Inspect("a", 10); info.Held || info.Waiters != 0 {
+		t.Fatalf("Inspect(a) after release = %+v, want idle", info)
+	}
+	if info := e.Inspect("b", 10); !info.Held || info.Holder.Owner != "second" || info.Key != "b" {
+		t.Fatalf("Inspect(b) = %+v, want held by second", info)
+	}
+	if _, err := e.Release("a", g2.Token, false); !errors.Is(err, engine.ErrNotHolder) {
+		t.Fatalf("Release(a, b's token) = %v, want ErrNotHolder", err)
+	}
+	clk.Advance(2 * time.Second) // past a's old deadline, not b's
+	if info := e.Inspect("b", 10); !info.Held {
+		t.Fatalf("b expired at a's old deadline: %+v", info)
+	}
+	clk.Advance(time.Minute)
+	wantStats(t, e, engine.Stats{})
+	if got := rec.types(); got[len(got)-1] != "ended:expired" {
+		t.Fatalf("last event = %v, want b's expiry", got[len(got)-1])
+	}
+}
