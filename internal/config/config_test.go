@@ -188,3 +188,23 @@ func TestBadTokenIsNeverQuoted(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeListsEveryKey keeps the README's configuration table complete.
+func TestReadmeListsEveryKey(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "| `") {
+			rows = append(rows, line)
+		}
+	}
+	table := strings.Join(rows, "\n")
+	for _, key := range config.Keys() {
+		if !strings.Contains(table, "`"+key+"`") {
+			t.Errorf("README.md has no table row for %s", key)
+		}
+	}
+}
