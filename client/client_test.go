@@ -762,3 +762,40 @@ func raceCancelAgainstGrant(t *testing.T, s *servertest.Server, c *client.Client
 	}
 	t.Logf("granted %d, cancelled %d", granted, cancelled)
 }
+
+// TestRenewWithAShorterTTLBringsLostForward: the server expires a lease
+// renewed with a shorter TTL that much sooner, so Lost must close before
+// the key can go to the next waiter, not a margin before the old expiry.
+func TestRenewWithAShorterTTLBringsLostForward(t *testing.T) {
+	t.Parallel()
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	l, err := c.Acquire(ctx, "k", client.TTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	renewed := time.Now()
+	if l.TTL() != time.Second {
+		t.Errorf("TTL() = %s after Renew(1s), want 1s", l.TTL())
+	}
+	next, err := c.Acquire(ctx, "k", client.Wait(30*time.Second))
+	if err != nil {
+		t.Fatalf("the next waiter: %v", err)
+	}
+	defer next.Release(ctx)
+	// The key went to the next waiter about 1s after the renewal; the
+	// old lease must be declared lost by then (slack for a loaded machine,
+	// far below the minute the first TTL would have given).
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Lost still open %s after Renew(1s), though the key was granted to fence %d", time.Since(renewed), next.Fence)
+	}
+	if err := l.Err(); !errors.Is(err, client.ErrLeaseLost) {
+		t.Errorf("Err() = %v, want ErrLeaseLost", err)
+	}
+}

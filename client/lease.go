@@ -37,6 +37,11 @@ type Lease struct {
 	c    *Client
 	lost chan struct{}
 
+	// renewMu serializes renewals, so that the last answer describes the
+	// server's state: a renewal sets the expiry to its own TTL from its
+	// arrival, which may be sooner than before (a shorter TTL).
+	renewMu sync.Mutex
+
 	mu        sync.Mutex  // guards the following
 	timer     *time.Timer // fires at the local deadline minus the margin
 	ttl       time.Duration
@@ -189,7 +194,9 @@ type renewalJSON struct {
 }
 
 // Renew extends the lease to ttl from now; ttl 0 renews it for its own
-// TTL. A refusal (ErrNotHolder) means the lease is gone and closes Lost.
+// TTL. A shorter ttl brings the expiry, and so Lost, closer. A refusal
+// (ErrNotHolder) means the lease is gone and closes Lost. Renewals of one
+// Lease run one at a time.
 func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	if ttl < 0 {
 		return fmt.Errorf("%w: negative TTL %s", ErrInvalid, ttl)
@@ -202,15 +209,18 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	if ttl > 0 {
 		body.TTL = millis(ttl)
 	}
+	l.renewMu.Lock()
+	defer l.renewMu.Unlock()
+	sent := time.Now()
 	resp, err := l.c.do(ctx, request{method: http.MethodPost, path: path, body: body})
 	if err == nil {
 		var r renewalJSON
 		if err = decode(resp, &r); err == nil {
 			l.mu.Lock()
 			l.ttl, l.expiresAt, l.renewErr = time.Duration(r.TTLMS)*time.Millisecond, r.ExpiresAt, nil
-			if d := resp.sentAt.Add(l.ttl); d.After(l.deadline) {
-				l.deadline = d
-			}
+			// The server's expiry is now this renewal's arrival plus its
+			// TTL, even when that is sooner than the previous deadline.
+			l.deadline = resp.sentAt.Add(l.ttl)
 			if l.err == nil && !l.ended {
 				l.armLocked()
 			}
@@ -219,10 +229,17 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 		}
 	}
 	l.mu.Lock()
-	if errors.Is(err, ErrNotHolder) {
+	switch {
+	case errors.Is(err, ErrNotHolder):
 		l.loseLocked(fmt.Errorf("renewal refused: %w", err))
-	} else {
+	default:
 		l.renewErr = err
+		// An unanswered renewal may still have shortened the lease on
+		// the server.
+		if d := sent.Add(ttl); ttl > 0 && !l.deadline.IsZero() && d.Before(l.deadline) && l.err == nil && !l.ended {
+			l.deadline = d
+			l.armLocked()
+		}
 	}
 	l.mu.Unlock()
 	return fmt.Errorf("renew %s: %w", l.Key, err)

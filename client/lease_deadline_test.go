@@ -1,7 +1,11 @@
 package client
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -21,5 +25,31 @@ func TestNewLeasePastDeadline(t *testing.T) {
 		if err := l.Err(); !errors.Is(err, ErrLeaseLost) {
 			t.Fatalf("Err() = %v, want ErrLeaseLost", err)
 		}
+	}
+}
+
+// TestUnansweredShorterRenewalLowersTheDeadline: a renewal asking for a
+// shorter TTL that gets no answer may have been applied, so the lease
+// counts as ending that much sooner.
+func TestUnansweredShorterRenewalLowersTheDeadline(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // so that the server notices the client leave
+		<-r.Context().Done()        // processed, perhaps, but never answered
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, WithRetry(RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(c, grantJSON{Key: "k", Token: "t", TTLMS: time.Minute.Milliseconds()}, time.Now())
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := l.Renew(ctx, time.Second); err == nil {
+		t.Fatal("Renew answered nothing, want an error")
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost still open 10s after an unanswered Renew(1s) on a 1-minute lease")
 	}
 }
