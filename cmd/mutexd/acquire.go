@@ -41,7 +41,10 @@ Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := callContext(cmd, wait)
+			ctx, cancel, err := callContext(cmd, wait)
+			if err != nil {
+				return err
+			}
 			defer cancel()
 			l, err := c.Acquire(ctx, args[0], opts...)
 			if err != nil {

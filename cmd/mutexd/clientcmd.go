@@ -121,8 +121,22 @@ func outputFlag(cmd *cobra.Command, formats ...string) (string, error) {
 	return out, nil
 }
 
-// callContext bounds a call by --timeout plus extra.
-func callContext(cmd *cobra.Command, extra time.Duration) (context.Context, context.CancelFunc) {
+// timeoutFlag returns --timeout, which must be positive: a zero or
+// negative one would fail every call as if the server were unreachable.
+func timeoutFlag(cmd *cobra.Command) (time.Duration, error) {
 	timeout, _ := cmd.Flags().GetDuration("timeout")
-	return context.WithTimeout(cmd.Context(), timeout+extra)
+	if timeout <= 0 {
+		return 0, usageError{err: fmt.Errorf("%s: --timeout must be positive, got %s", cmd.Name(), timeout)}
+	}
+	return timeout, nil
+}
+
+// callContext bounds a call by --timeout plus extra.
+func callContext(cmd *cobra.Command, extra time.Duration) (context.Context, context.CancelFunc, error) {
+	timeout, err := timeoutFlag(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout+extra)
+	return ctx, cancel, nil
 }

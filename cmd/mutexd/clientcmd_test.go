@@ -85,6 +85,13 @@ func TestClientCommands(t *testing.T) {
 		{"too many args", []string{"status", "a", "b"}, 2, wantLine("accepts 1 arg")},
 		{"lock without --", []string{"lock", "k", "true"}, 2, wantLine("usage: mutexd lock")},
 		{"lock bad on-lost", []string{"lock", "--on-lost", "shrug", "k", "--", "true"}, 2, wantLine("--on-lost must be kill or warn")},
+		{"zero timeout", []string{"status", "--timeout", "0", "k"}, 2, wantLine("status: --timeout must be positive, got 0s")},
+		{"negative timeout", []string{"acquire", "--timeout", "-1m", "k"}, 2, wantLine("acquire: --timeout must be positive")},
+		{"release zero timeout", []string{"release", "--timeout", "0", "k", "t"}, 2, wantLine("--timeout must be positive")},
+		{"renew zero timeout", []string{"renew", "--timeout", "0", "k", "t"}, 2, wantLine("--timeout must be positive")},
+		{"ls zero timeout", []string{"ls", "--timeout", "0"}, 2, wantLine("--timeout must be positive")},
+		{"healthcheck zero timeout", []string{"healthcheck", "--timeout", "0"}, 2, wantLine("--timeout must be positive")},
+		{"lock zero timeout", []string{"lock", "--timeout", "0", "k", "--", "true"}, 2, wantLine("lock: --timeout must be positive")},
 		{"lock bad conflict code", []string{"lock", "--conflict-exit-code", "300", "k", "--", "true"}, 2, wantLine("--conflict-exit-code must be 0 to 255")},
 	}
 	for _, st := range steps {

@@ -66,7 +66,10 @@ func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
 		Short: "Exit 0 when the server's /readyz answers 200 (for container HEALTHCHECKs)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			timeout, _ := cmd.Flags().GetDuration("timeout")
+			timeout, err := timeoutFlag(cmd)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			url := serverAddr(cmd) + "/readyz"

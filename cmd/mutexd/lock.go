@@ -87,7 +87,9 @@ func newLockRun(cmd *cobra.Command, key string, argv []string, stdout, stderr io
 	}
 	r := &lockRun{key: key, argv: argv, opts: opts, wait: wait, stdout: stdout, stderr: stderr}
 	f := cmd.Flags()
-	r.timeout, _ = f.GetDuration("timeout")
+	if r.timeout, err = timeoutFlag(cmd); err != nil {
+		return nil, err
+	}
 	r.killAfter, _ = f.GetDuration("kill-after")
 	r.conflictCode, _ = f.GetInt("conflict-exit-code")
 	onLost, _ := f.GetString("on-lost")
@@ -98,8 +100,6 @@ func newLockRun(cmd *cobra.Command, key string, argv []string, stdout, stderr io
 		return nil, usageError{err: fmt.Errorf("lock: --conflict-exit-code must be 0 to 255, got %d", r.conflictCode)}
 	case r.killAfter <= 0:
 		return nil, usageError{err: fmt.Errorf("lock: --kill-after must be positive, got %s", r.killAfter)}
-	case r.timeout <= 0:
-		return nil, usageError{err: fmt.Errorf("lock: --timeout must be positive, got %s", r.timeout)}
 	}
 	r.warnOnLost = onLost == "warn"
 	if r.c, err = newAPIClient(cmd); err != nil {

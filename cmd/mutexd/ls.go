@@ -33,7 +33,10 @@ Exit codes: 0 listed (even none), 1 failures, 2 bad usage.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := callContext(cmd, 0)
+			ctx, cancel, err := callContext(cmd, 0)
+			if err != nil {
+				return err
+			}
 			defer cancel()
 			o := client.ListOptions{Limit: 1000}
 			if len(args) == 1 {

@@ -26,7 +26,10 @@ or the token is wrong), 1 other failures, 2 bad usage.`,
 				return err
 			}
 			failed, _ := cmd.Flags().GetBool("failed")
-			ctx, cancel := callContext(cmd, 0)
+			ctx, cancel, err := callContext(cmd, 0)
+			if err != nil {
+				return err
+			}
 			defer cancel()
 			if failed {
 				err = l.Fail(ctx)

@@ -26,7 +26,10 @@ or the token is wrong), 1 other failures, 2 bad usage.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := callContext(cmd, 0)
+			ctx, cancel, err := callContext(cmd, 0)
+			if err != nil {
+				return err
+			}
 			defer cancel()
 			if err := l.Renew(ctx, ttl); err != nil {
 				return commandError(err, 1)

@@ -30,7 +30,10 @@ Exit codes: 0 (held or not), 1 failures, 2 bad usage.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := callContext(cmd, 0)
+			ctx, cancel, err := callContext(cmd, 0)
+			if err != nil {
+				return err
+			}
 			defer cancel()
 			st, err := c.Inspect(ctx, args[0])
 			if err != nil {
