@@ -90,6 +90,7 @@ func TestClientCommands(t *testing.T) {
 		{"release zero timeout", []string{"release", "--timeout", "0", "k", "t"}, 2, wantLine("--timeout must be positive")},
 		{"renew zero timeout", []string{"renew", "--timeout", "0", "k", "t"}, 2, wantLine("--timeout must be positive")},
 		{"ls zero timeout", []string{"ls", "--timeout", "0"}, 2, wantLine("--timeout must be positive")},
+		{"healthcheck bad scheme", []string{"healthcheck", "--addr", "ftp://x"}, 2, wantLine("must be http:// or https://")},
 		{"healthcheck zero timeout", []string{"healthcheck", "--timeout", "0"}, 2, wantLine("--timeout must be positive")},
 		{"lock zero timeout", []string{"lock", "--timeout", "0", "k", "--", "true"}, 2, wantLine("lock: --timeout must be positive")},
 		{"lock bad conflict code", []string{"lock", "--conflict-exit-code", "300", "k", "--", "true"}, 2, wantLine("--conflict-exit-code must be 0 to 255")},

@@ -77,6 +77,9 @@ func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return usageError{err: fmt.Errorf("healthcheck: %w", err)}
 			}
+			if (req.URL.Scheme != "http" && req.URL.Scheme != "https") || req.URL.Host == "" {
+				return usageError{err: fmt.Errorf("healthcheck: server address %q must be http:// or https:// with a host", serverAddr(cmd))}
+			}
 			resp, err := healthClient(req.URL).Do(req)
 			if err != nil {
 				return fmt.Errorf("healthcheck: %s unreachable: %w", url, err)
