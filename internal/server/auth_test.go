@@ -57,6 +57,13 @@ func TestTokensFileReload(t *testing.T) {
 		t.Fatalf("Reload with a weak token = %v, want an error naming line 2", err)
 	}
 	check(tokB, 200)
+	// So does an emptied one (a writer that truncates before it writes),
+	// though the admin token alone would make a valid set.
+	write("# rotating\n")
+	if err := d.srv.Reload(); err == nil || !strings.Contains(err.Error(), "no tokens") {
+		t.Fatalf("Reload of an emptied file = %v, want an error saying it has no tokens", err)
+	}
+	check(tokB, 200)
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}

@@ -251,15 +251,16 @@ func (s *Server) loadTokens() error {
 		if err != nil {
 			return fmt.Errorf("auth.tokens_file: %w", err)
 		}
+		if len(more) == 0 {
+			// An emptied file (or one caught half-written) must neither open
+			// the server to everyone nor lock every client out.
+			return fmt.Errorf("auth.tokens_file: %s has no tokens", a.TokensFile)
+		}
 		client = append(slices.Clip(client), more...)
 	}
 	t, err := auth.NewTokens(client, a.AdminTokens)
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
-	}
-	if a.TokensFile != "" && !t.Enabled() {
-		// An emptied file must not silently open the server to everyone.
-		return fmt.Errorf("auth.tokens_file: %s has no tokens and no other tokens are configured", a.TokensFile)
 	}
 	s.guard.Set(t)
 	return nil
