@@ -173,8 +173,12 @@ func keptLease(t *testing.T, ttl time.Duration) (*servertest.Server, *client.Cli
 	return s, c, l
 }
 
+// TestKeepAliveKeepsAShortLeaseAlive and TestLostWhenServerStops do not run
+// in parallel: a 1 s lease tolerates a stall of only about 0.6 s, and the
+// package's stress tests (hundreds of goroutines under -race, sharing this
+// process's scheduler and GC) caused such stalls on a loaded 2-core
+// machine. Run alone, they measure KeepAlive, not the neighbours.
 func TestKeepAliveKeepsAShortLeaseAlive(t *testing.T) {
-	t.Parallel()
 	_, c, l := keptLease(t, time.Second)
 	ctx := t.Context()
 	l.KeepAlive(ctx) // a second call does nothing
@@ -226,8 +230,7 @@ func TestLostWhenForceReleased(t *testing.T) {
 	}
 }
 
-func TestLostWhenServerStops(t *testing.T) {
-	t.Parallel()
+func TestLostWhenServerStops(t *testing.T) { // not parallel: see above
 	s, _, l := keptLease(t, time.Second)
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
