@@ -37,10 +37,11 @@ type Lease struct {
 	c    *Client
 	lost chan struct{}
 
-	// renewMu serializes renewals, so that the last answer describes the
-	// server's state: a renewal sets the expiry to its own TTL from its
-	// arrival, which may be sooner than before (a shorter TTL).
-	renewMu sync.Mutex
+	// renewing serializes renewals (a token in a channel of one, so that
+	// waiting for it honours the caller's context), so that the last answer
+	// describes the server's state: a renewal sets the expiry to its own
+	// TTL from its arrival, which may be sooner than before (a shorter TTL).
+	renewing chan struct{}
 
 	mu        sync.Mutex  // guards the following
 	timer     *time.Timer // fires at the local deadline minus the margin
@@ -69,7 +70,7 @@ func newLease(c *Client, g grantJSON, sentAt time.Time) *Lease {
 	l := &Lease{
 		Key: g.Key, Token: g.Token, Fence: g.Fence, Owner: g.Owner,
 		Waited: time.Duration(g.WaitedMS) * time.Millisecond, Previous: g.Previous,
-		c: c, lost: make(chan struct{}),
+		c: c, lost: make(chan struct{}), renewing: make(chan struct{}, 1),
 		ttl: time.Duration(g.TTLMS) * time.Millisecond, expiresAt: g.ExpiresAt,
 	}
 	l.deadline = sentAt.Add(l.Waited + l.ttl)
@@ -87,7 +88,7 @@ func newLease(c *Client, g grantJSON, sentAt time.Time) *Lease {
 // first successful Renew, its TTL, expiry and deadline are unknown (zero)
 // and it cannot be declared lost by the clock; its Fence stays 0.
 func (c *Client) Lease(key, token string) *Lease {
-	return &Lease{Key: key, Token: token, c: c, lost: make(chan struct{})}
+	return &Lease{Key: key, Token: token, c: c, lost: make(chan struct{}), renewing: make(chan struct{}, 1)}
 }
 
 // armLocked (re)starts the deadline timer. l.mu must be held: the timer
@@ -209,8 +210,12 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	if ttl > 0 {
 		body.TTL = millis(ttl)
 	}
-	l.renewMu.Lock()
-	defer l.renewMu.Unlock()
+	select {
+	case l.renewing <- struct{}{}:
+		defer func() { <-l.renewing }()
+	case <-ctx.Done():
+		return fmt.Errorf("renew %s: waiting for another renewal: %w", l.Key, context.Cause(ctx))
+	}
 	sent := time.Now()
 	resp, err := l.c.do(ctx, request{method: http.MethodPost, path: path, body: body})
 	if err == nil {

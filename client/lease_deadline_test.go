@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,4 +53,46 @@ func TestUnansweredShorterRenewalLowersTheDeadline(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Lost still open 10s after an unanswered Renew(1s) on a 1-minute lease")
 	}
+}
+
+// TestReleaseIsNotHeldUpByAHangingRenew: renewals run one at a time, but a
+// renewal waiting for its turn gives up with its context, so a caller's
+// Renew that hangs cannot pin KeepAlive, and so Release, which stops it.
+func TestReleaseIsNotHeldUpByAHangingRenew(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if strings.HasSuffix(r.URL.Path, "/renew") {
+			<-r.Context().Done() // never answered
+			return
+		}
+		w.Write([]byte(`{"key":"k","fence":1,"released":true,"held_ms":1}`))
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, WithRetry(RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(c, grantJSON{Key: "k", Token: "t", TTLMS: 300}, time.Now())
+	hangCtx, stopHang := context.WithCancel(t.Context())
+	defer stopHang()
+	hung := make(chan struct{})
+	go func() { defer close(hung); l.Renew(hangCtx, 0) }()
+	l.KeepAlive(t.Context()) // its renewal, after 100ms, waits behind the hanging one
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lost still open 10s after a 300ms lease's deadline")
+	}
+	released := make(chan error, 1)
+	go func() { released <- l.Release(t.Context()) }()
+	select {
+	case err := <-released:
+		if err != nil {
+			t.Errorf("Release = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Release still blocked 10s on KeepAlive, which waits behind a hanging Renew")
+	}
+	stopHang()
+	<-hung
 }
