@@ -272,8 +272,13 @@ func (l *Lease) keepAlive(ctx context.Context, done chan struct{}) {
 	failing := false
 	for {
 		l.mu.Lock()
-		ttl, deadline := l.ttl, l.deadline
+		ttl, deadline, ended := l.ttl, l.deadline, l.ended
 		l.mu.Unlock()
+		if ended {
+			// Released while KeepAlive was starting (after Release had
+			// looked for a KeepAlive to stop): nothing is left to renew.
+			return
+		}
 		if ttl == 0 {
 			// A handle from Client.Lease: nothing is known until it renews.
 			if err := l.Renew(ctx, 0); err != nil {

@@ -96,3 +96,44 @@ func TestReleaseIsNotHeldUpByAHangingRenew(t *testing.T) {
 	stopHang()
 	<-hung
 }
+
+// TestKeepAliveStartedDuringReleaseStops: a KeepAlive that starts while a
+// Release is under way (too late for Release to stop it) ends once the
+// lease is released, instead of renewing a released lease forever.
+func TestKeepAliveStartedDuringReleaseStops(t *testing.T) {
+	releasing, finish := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if strings.HasSuffix(r.URL.Path, "/release") {
+			close(releasing)
+			<-finish
+			w.Write([]byte(`{"key":"k","fence":1,"released":true,"held_ms":1}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"error":"not_holder","message":"gone"}`))
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, WithRetry(RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(c, grantJSON{Key: "k", Token: "t", TTLMS: 3000}, time.Now())
+	released := make(chan error, 1)
+	go func() { released <- l.Release(t.Context()) }()
+	<-releasing
+	l.KeepAlive(t.Context())
+	close(finish)
+	if err := <-released; err != nil {
+		t.Fatalf("Release = %v", err)
+	}
+	l.mu.Lock()
+	done := l.kaDone
+	l.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("KeepAlive still running 10s after the lease was released")
+	}
+}
