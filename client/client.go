@@ -50,6 +50,7 @@ const DefaultAddr = "http://127.0.0.1:7070"
 // Client talks to one mutexd server. It is safe for concurrent use.
 type Client struct {
 	base       string // scheme://host[:port][/path], no trailing slash
+	shown      string // base with any password redacted, for messages
 	hc         *http.Client
 	customHTTP bool        // hc came from WithHTTPClient
 	tlsConfig  *tls.Config // from WithTLSConfig
@@ -178,7 +179,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("client: base URL %q must be http:// or https:// with a host and no query", baseURL)
 	}
-	c := &Client{base: strings.TrimRight(u.String(), "/"), retry: DefaultRetryPolicy()}
+	c := &Client{base: strings.TrimRight(u.String(), "/"), shown: strings.TrimRight(u.Redacted(), "/"), retry: DefaultRetryPolicy()}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
@@ -295,12 +296,12 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, l
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return response{}, 0, fmt.Errorf("%s %s: %w", method, c.base, context.Cause(ctx))
+			return response{}, 0, fmt.Errorf("%s %s: %w", method, c.shown, context.Cause(ctx))
 		}
 		if notSent(err) {
 			return response{}, 0, unreachableError{err: stripURL(err)}
 		}
-		return response{}, 0, fmt.Errorf("%s %s: %w", method, c.base, stripURL(err))
+		return response{}, 0, fmt.Errorf("%s %s: %w", method, c.shown, stripURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -313,7 +314,7 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, l
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
 		}
-		return response{}, 0, fmt.Errorf("%s %s: reading the answer: %w", method, c.base, err)
+		return response{}, 0, fmt.Errorf("%s %s: reading the answer: %w", method, c.shown, err)
 	}
 	return response{sentAt: sentAt, body: b}, 0, nil
 }

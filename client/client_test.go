@@ -802,3 +802,18 @@ func TestRenewWithAShorterTTLBringsLostForward(t *testing.T) {
 		t.Errorf("Err() = %v, want ErrLeaseLost", err)
 	}
 }
+
+// TestPasswordInBaseURLStaysOutOfErrors: a base URL with user:password
+// (for a proxy in front of mutexd) is used, but never shown in errors.
+func TestPasswordInBaseURLStaysOutOfErrors(t *testing.T) {
+	c, err := client.New("http://user:s3cret@127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = c.Inspect(ctx, "k")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("Inspect with a cancelled context = %v, want an error without the password", err)
+	}
+}

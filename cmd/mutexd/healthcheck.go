@@ -82,11 +82,11 @@ func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
 			}
 			resp, err := healthClient(req.URL).Do(req)
 			if err != nil {
-				return fmt.Errorf("healthcheck: %s unreachable: %w", url, err)
+				return fmt.Errorf("healthcheck: %s unreachable: %w", req.URL.Redacted(), err)
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("healthcheck: %s answered %s", url, resp.Status)
+				return fmt.Errorf("healthcheck: %s answered %s", req.URL.Redacted(), resp.Status)
 			}
 			fmt.Fprintln(stdout, "ready")
 			return nil
