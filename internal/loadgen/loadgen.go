@@ -137,14 +137,19 @@ type Config struct {
 	ProgressEvery time.Duration
 }
 
+// MaxClients bounds Config.Clients: each client holds a connection of its
+// own, and one source address has no more ephemeral ports than this. A
+// larger number would only exhaust memory before the first request.
+const MaxClients = 65535
+
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case c.Clients < 1:
-		return bad("clients must be at least 1, got %d", c.Clients)
+	case c.Clients < 1 || c.Clients > MaxClients:
+		return bad("clients must be from 1 to %d, got %d", MaxClients, c.Clients)
 	case c.Keys < 1:
 		return bad("keys must be at least 1, got %d", c.Keys)
 	case c.Requests < 0:

@@ -110,6 +110,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"valid", func(*loadgen.Config) {}, ""},
 		{"no clients", func(c *loadgen.Config) { c.Clients = 0 }, "clients"},
+		{"too many clients", func(c *loadgen.Config) { c.Clients = 100_000_000 }, "clients must be from 1 to 65535"},
+		{"most clients", func(c *loadgen.Config) { c.Clients = loadgen.MaxClients }, ""},
 		{"no keys", func(c *loadgen.Config) { c.Keys = 0 }, "keys"},
 		{"no length", func(c *loadgen.Config) { c.Duration = 0 }, "duration"},
 		{"requests instead", func(c *loadgen.Config) { c.Duration, c.Requests = 0, 5 }, ""},
