@@ -150,8 +150,9 @@ func (c Config) Validate() error {
 	switch {
 	case c.Clients < 1 || c.Clients > MaxClients:
 		return bad("clients must be from 1 to %d, got %d", MaxClients, c.Clients)
-	case c.Keys < 1:
-		return bad("keys must be at least 1, got %d", c.Keys)
+	case c.Keys < 1 || c.Keys > c.Clients:
+		// Client i uses key i mod Keys: more keys than clients go unused.
+		return bad("keys must be from 1 to the number of clients (%d), got %d", c.Clients, c.Keys)
 	case c.Requests < 0:
 		return bad("requests must not be negative, got %d", c.Requests)
 	case c.Requests == 0 && c.Duration <= 0:

@@ -110,6 +110,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"valid", func(*loadgen.Config) {}, ""},
 		{"no clients", func(c *loadgen.Config) { c.Clients = 0 }, "clients"},
+		{"more keys than clients", func(c *loadgen.Config) { c.Clients, c.Keys = 2, 2_000_000_000 }, "keys must be from 1 to the number of clients (2)"},
 		{"too many clients", func(c *loadgen.Config) { c.Clients = 100_000_000 }, "clients must be from 1 to 65535"},
 		{"most clients", func(c *loadgen.Config) { c.Clients = loadgen.MaxClients }, ""},
 		{"no keys", func(c *loadgen.Config) { c.Keys = 0 }, "keys"},
