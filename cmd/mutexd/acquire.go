@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,7 +51,17 @@ Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
 			if err != nil {
 				return commandError(err, exitConflict)
 			}
-			return printLease(stdout, l, out)
+			if err := printLease(stdout, l, out); err != nil {
+				// Nobody got the token: release the lease rather than leave
+				// it held, unreleasable, for its TTL.
+				rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+				defer rcancel()
+				if rerr := l.Release(rctx); rerr != nil {
+					return fmt.Errorf("acquire %s: cannot print the lease (%w), nor release it (%w): it ends by itself within its TTL", l.Key, err, rerr)
+				}
+				return fmt.Errorf("acquire %s: cannot print the lease, released it: %w", l.Key, err)
+			}
+			return nil
 		},
 	}
 	addClientFlags(cmd)
@@ -58,6 +69,9 @@ Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
 	cmd.Flags().StringP("output", "o", "json", "json, env or token")
 	return cmd
 }
+
+// releaseTimeout bounds the release of a lease acquire could not print.
+const releaseTimeout = 10 * time.Second
 
 // leaseJSON is the lease as acquire -o json prints it: the API's grant.
 type leaseJSON struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,5 +252,27 @@ func TestClientCommandsSendTheToken(t *testing.T) {
 		if code != tt.code || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "token-0123456789") {
 			t.Errorf("MUTEXD_TOKEN=%q %v: exit %d, stderr %q; want exit %d mentioning %q, never the token", tt.token, tt.args, code, stderr, tt.code, tt.want)
 		}
+	}
+}
+
+// failingWriter is a stdout that is gone (a closed pipe).
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// TestAcquireReleasesALeaseItCannotPrint: a token nobody saw could never be
+// released; acquire gives the lease back instead of leaving the key held
+// for its TTL.
+func TestAcquireReleasesALeaseItCannotPrint(t *testing.T) {
+	s := servertest.Start(t)
+	t.Setenv("MUTEXD_TOKEN", "")
+	var stderr strings.Builder
+	err := run(t.Context(), []string{"acquire", "--addr", s.URL, "--ttl", "1m", "k"}, failingWriter{}, &stderr)
+	if code := exitCode(err, &stderr); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	oneLine(t, stderr.String(), "cannot print the lease, released it")
+	if s.Held("k") {
+		t.Error("k still held by a lease whose token nobody saw")
 	}
 }
