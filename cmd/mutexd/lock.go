@@ -165,9 +165,15 @@ wait:
 	}
 
 	switch {
-	case lostErr != nil && !r.warnOnLost:
-		return exitError{code: 1, msg: fmt.Sprintf("lock %s: %v; the command was stopped (exit status %d)", r.key, lostErr, status)}
-	case lostErr == nil:
+	case lostErr != nil:
+		// A lease lost by the clock (renewals unanswered) may still be live
+		// on the server; give it back rather than make the next holder wait
+		// out its TTL. A lease that is really gone answers not_holder.
+		r.releaseLost(lease)
+		if !r.warnOnLost {
+			return exitError{code: 1, msg: fmt.Sprintf("lock %s: %v; the command was stopped (exit status %d)", r.key, lostErr, status)}
+		}
+	default:
 		// A loss in the last moment shows as a failed release (a warning):
 		// the command finished on its own.
 		r.release(lease, status == 0)
@@ -225,6 +231,15 @@ func (r *lockRun) release(l *client.Lease, ok bool) {
 	if err != nil {
 		fmt.Fprintf(r.stderr, "mutexd: warning: %v; the lease ends by itself within its TTL\n", err)
 	}
+}
+
+// releaseLost releases, with outcome failed, a lease declared lost; it is
+// silent, since the loss has been reported and the server most likely
+// answers not_holder.
+func (r *lockRun) releaseLost(l *client.Lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	_ = l.Fail(ctx)
 }
 
 // exitStatus passes a command's exit status on, silently.

@@ -2,6 +2,10 @@ package main
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -309,5 +313,60 @@ func TestLockOnErrorStopAbortsTheQueue(t *testing.T) {
 	}
 	if err := <-aborted; !errors.Is(err, client.ErrAborted) {
 		t.Errorf("waiter behind the failed command: %v, want ErrAborted", err)
+	}
+}
+
+// TestLockReleasesALeaseLostByTheClock: when no renewal gets through (here
+// a proxy refuses them) lock declares the lease lost and stops the
+// command, but the server may still hold the lease: lock gives it back
+// (outcome failed) instead of leaving the next holder to wait out its TTL.
+func TestLockReleasesALeaseLostByTheClock(t *testing.T) {
+	t.Parallel()
+	s := servertest.Start(t)
+	target, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/renew") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadGateway)
+			w.Write([]byte(`{"error":"bad_gateway","message":"renewals do not get through"}`))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	f := filepath.Join(t.TempDir(), "f")
+	p := startMutexdEnv(t, s, []string{"MUTEXD_ADDR=" + proxy.URL}, "lock", "--ttl", "15s", "--kill-after", "10s", "k", "--", "sh", "-c", trapScript, "sh", f, "0")
+	servertest.Eventually(t, "the command runs", func() bool { return readFile(t, f) == "ready\n" })
+	c, err := client.New(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type grant struct {
+		l   *client.Lease
+		err error
+	}
+	granted := make(chan grant, 1)
+	go func() {
+		l, err := c.Acquire(t.Context(), "k", client.Wait(time.Minute))
+		granted <- grant{l, err}
+	}()
+	// Every renewal fails from 5s in; the lease counts as lost 1.5s before
+	// its 15s are up, and lock stops the command.
+	if code := p.wait(t); code != 1 {
+		t.Fatalf("exit code = %d, want 1 (stderr %q)", code, p.stderr.String())
+	}
+	oneLine(t, p.stderr.String(), "lease lost")
+	g := <-granted
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	next := g.l
+	defer next.Release(t.Context())
+	if next.Previous == nil || next.Previous.Outcome != "failed" {
+		t.Errorf("the next holder found previous %+v, want outcome failed: lock left the lease it gave up to expire", next.Previous)
 	}
 }
