@@ -819,3 +819,27 @@ func TestPasswordInBaseURLStaysOutOfErrors(t *testing.T) {
 		t.Fatalf("Inspect with a cancelled context = %v, want an error without the password", err)
 	}
 }
+
+// TestRefusedRenewalKeepsTheLease: a renewal the server refused as invalid
+// (a TTL below its minimum) changed nothing, so the lease is not lost.
+func TestRefusedRenewalKeepsTheLease(t *testing.T) {
+	t.Parallel()
+	s := servertest.Start(t)
+	c := newClient(t, s)
+	ctx := t.Context()
+	l, err := c.Acquire(ctx, "k", client.TTL(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx, 500*time.Millisecond); !errors.Is(err, client.ErrInvalid) {
+		t.Fatalf("Renew(500ms) = %v, want ErrInvalid (the minimum TTL is 1s)", err)
+	}
+	select {
+	case <-l.Lost():
+		t.Fatalf("lease lost after a refused renewal: %v", l.Err())
+	case <-time.After(2 * time.Second):
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+}
