@@ -240,9 +240,10 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	default:
 		l.renewErr = err
 		// An unanswered renewal may still have shortened the lease on
-		// the server (an answer, such as 400 invalid_ttl, says it did not).
+		// the server (an answer, such as 400 invalid_ttl, says it did not;
+		// so does a connection that was never made).
 		var ae *APIError
-		if d := sent.Add(ttl); ttl > 0 && !errors.As(err, &ae) && !l.deadline.IsZero() && d.Before(l.deadline) && l.err == nil && !l.ended {
+		if d := sent.Add(ttl); ttl > 0 && !errors.As(err, &ae) && !errors.As(err, new(unreachableError)) && !l.deadline.IsZero() && d.Before(l.deadline) && l.err == nil && !l.ended {
 			l.deadline = d
 			l.armLocked()
 		}

@@ -137,3 +137,23 @@ func TestKeepAliveStartedDuringReleaseStops(t *testing.T) {
 		t.Fatal("KeepAlive still running 10s after the lease was released")
 	}
 }
+
+// TestUnsentShorterRenewalKeepsTheDeadline: a renewal that never reached
+// the server (connection refused) cannot have shortened the lease.
+func TestUnsentShorterRenewalKeepsTheDeadline(t *testing.T) {
+	c, err := New("http://127.0.0.1:1", WithRetry(RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(c, grantJSON{Key: "k", Token: "t", TTLMS: time.Minute.Milliseconds()}, time.Now())
+	before := l.deadline
+	if err := l.Renew(t.Context(), time.Second); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Renew against a closed port = %v, want ErrUnavailable", err)
+	}
+	l.mu.Lock()
+	after := l.deadline
+	l.mu.Unlock()
+	if !after.Equal(before) {
+		t.Errorf("deadline moved by %s after a renewal that was never sent", after.Sub(before))
+	}
+}
