@@ -94,7 +94,7 @@ func (c *Client) Lease(key, token string) *Lease {
 // armLocked (re)starts the deadline timer. l.mu must be held: the timer
 // may fire at once.
 func (l *Lease) armLocked() {
-	d := time.Until(l.deadline.Add(-safetyMargin(l.ttl)))
+	d := time.Until(l.deadline.Add(-SafetyMargin(l.ttl)))
 	if l.timer == nil {
 		l.timer = time.AfterFunc(d, l.checkDeadline)
 	} else {
@@ -109,11 +109,11 @@ func (l *Lease) stopTimerLocked() {
 	}
 }
 
-// safetyMargin is how long before the local deadline a lease that was not
-// renewed counts as lost: a tenth of the TTL, at most 5 s. It absorbs clock
-// rate differences and gives a holder time to stop before another is
-// granted.
-func safetyMargin(ttl time.Duration) time.Duration { return min(ttl/10, 5*time.Second) }
+// SafetyMargin is how long before its deadline a lease of the given TTL
+// that could not be renewed counts as lost (Lost closes): a tenth of the
+// TTL, at most 5 s. It absorbs clock rate differences and gives a holder
+// that much time to stop before the server may grant the key to another.
+func SafetyMargin(ttl time.Duration) time.Duration { return min(ttl/10, 5*time.Second) }
 
 // renewInterval is how often KeepAlive renews: a third of the TTL, so two
 // renewals can fail before the lease is lost.
@@ -171,7 +171,7 @@ func (l *Lease) checkDeadline() {
 	if l.ended || l.err != nil {
 		return
 	}
-	if time.Until(l.deadline.Add(-safetyMargin(l.ttl))) > 0 {
+	if time.Until(l.deadline.Add(-SafetyMargin(l.ttl))) > 0 {
 		l.armLocked()
 		return
 	}
@@ -306,7 +306,7 @@ func (l *Lease) keepAlive(ctx context.Context, done chan struct{}) {
 		case <-t.C:
 		}
 		// A renewal still in flight at the deadline is as good as failed.
-		rctx, cancel := context.WithDeadline(ctx, deadline.Add(-safetyMargin(ttl)))
+		rctx, cancel := context.WithDeadline(ctx, deadline.Add(-SafetyMargin(ttl)))
 		err := l.Renew(rctx, 0)
 		cancel()
 		failing = err != nil

@@ -60,7 +60,7 @@ interrupted the wait.`,
 	addAcquireFlags(cmd, defaultOwner()+":"+strconv.Itoa(os.Getpid()))
 	f := cmd.Flags()
 	f.String("on-lost", "kill", "kill or warn: what to do with the command when the lease is lost")
-	f.Duration("kill-after", 10*time.Second, "with --on-lost kill, send SIGKILL this long after SIGTERM")
+	f.Duration("kill-after", 0, "with --on-lost kill, send SIGKILL this long after SIGTERM (default: a tenth of --ttl, at most 5s, so the command is dead by the time the server could grant the key to another)")
 	f.Int("conflict-exit-code", exitConflict, "exit code when not acquired within --wait")
 	return cmd
 }
@@ -98,8 +98,8 @@ func newLockRun(cmd *cobra.Command, key string, argv []string, stdout, stderr io
 		return nil, usageError{err: fmt.Errorf("lock: --on-lost must be kill or warn, got %q", onLost)}
 	case r.conflictCode < 0 || r.conflictCode > 255:
 		return nil, usageError{err: fmt.Errorf("lock: --conflict-exit-code must be 0 to 255, got %d", r.conflictCode)}
-	case r.killAfter <= 0:
-		return nil, usageError{err: fmt.Errorf("lock: --kill-after must be positive, got %s", r.killAfter)}
+	case r.killAfter < 0:
+		return nil, usageError{err: fmt.Errorf("lock: --kill-after must not be negative, got %s", r.killAfter)}
 	}
 	r.warnOnLost = onLost == "warn"
 	if r.c, err = newAPIClient(cmd); err != nil {
@@ -155,7 +155,13 @@ wait:
 				continue
 			}
 			j.signal(syscall.SIGTERM)
-			kill = time.After(r.killAfter)
+			grace := r.killAfter
+			if grace == 0 {
+				// Lost fires SafetyMargin before the server's deadline, so
+				// by default SIGKILL lands by that deadline.
+				grace = client.SafetyMargin(lease.TTL())
+			}
+			kill = time.After(grace)
 		case <-kill:
 			kill = nil
 			j.signal(syscall.SIGKILL)

@@ -199,13 +199,21 @@ func TestLockStopsTheCommandWhenTheLeaseIsLost(t *testing.T) {
 		// A command that ignores SIGTERM is killed after --kill-after,
 		// with everything in its process group.
 		{"SIGTERM ignored", `exec 2>/dev/null; trap '' TERM; echo ready >> "$1"; sleep 60`, forceRelease, "300ms", "ready\n"},
+		// By default SIGKILL follows after the lease's safety margin, so a
+		// command deaf to SIGTERM is dead by the server's deadline (the old
+		// fixed 10s default let it overlap the next holder).
+		{"SIGTERM ignored, default kill-after", `exec 2>/dev/null; trap '' TERM; echo ready >> "$1"; sleep 60`, (*servertest.Server).Stop, "", "ready\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := servertest.Start(t)
 			f := filepath.Join(t.TempDir(), "f")
-			p := startMutexd(t, s, "lock", "--ttl", "1s", "--kill-after", tt.killAfter, "k", "--", "sh", "-c", tt.script, "sh", f, "0")
+			args := []string{"lock", "--ttl", "1s"}
+			if tt.killAfter != "" {
+				args = append(args, "--kill-after", tt.killAfter)
+			}
+			p := startMutexd(t, s, append(args, "k", "--", "sh", "-c", tt.script, "sh", f, "0")...)
 			servertest.Eventually(t, "the command runs", func() bool { return readFile(t, f) == "ready\n" })
 			if err := tt.lose(s); err != nil {
 				t.Fatal(err)
