@@ -86,7 +86,7 @@ Jain fairness, acquire and cycle latency percentiles and errors by code.
 	f.String("addr", "", "server address (default $MUTEXD_ADDR or "+defaultAddr+")")
 	f.Int("clients", 50, "concurrent clients, one connection each")
 	f.Duration("duration", 10*time.Second, "how long to measure (unless --requests)")
-	f.Int64("requests", 0, "complete this many cycles in total instead of running for --duration")
+	f.Int64("requests", 0, "run this many cycles in total (failed ones included) instead of running for --duration")
 	f.Int("keys", 0, "distinct keys; client i uses key i mod keys; 1 = fully contended (default: one per client)")
 	f.Duration("ttl", 30*time.Second, "lease TTL of every acquire")
 	f.Duration("hold", 0, "how long to keep each lease before releasing it")

@@ -5,8 +5,11 @@
 //
 // It is a fair client. Each client has its own Session (for mutexd: one
 // keep-alive HTTP connection) and runs one cycle after another; every
-// cycle's latency is recorded, errors and slow cycles included, from the
-// moment the client was ready to send. Being closed-loop, a stalled server
+// cycle is timed from the moment the client was ready to send, slow cycles
+// included, and a cycle that fails (an error or a wait that ran out) is
+// counted by code and timed too, in a histogram of its own, so that slow
+// failures are not hidden and fast ones do not flatter the latency of
+// successful cycles. Being closed-loop, a stalled server
 // also slows the offered load: the latency figures are those of the
 // requests made, not of a fixed schedule. Run with more clients to offer
 // more load.
@@ -115,8 +118,8 @@ type Config struct {
 	Clients int
 	// Duration is how long to measure; used when Requests is 0.
 	Duration time.Duration
-	// Requests, when positive, is the number of cycles to complete in
-	// total instead of a duration.
+	// Requests, when positive, is the number of cycles to run in total
+	// instead of a duration; failed cycles count towards it.
 	Requests int64
 	// Keys is the number of distinct keys; client i uses key i mod Keys.
 	// 1 makes every client contend for one key.
@@ -203,6 +206,7 @@ type client struct {
 	acquire  *Histogram
 	cycle    *Histogram
 	lateness *Histogram
+	failed   *Histogram
 }
 
 // graceAfterStop bounds how long clients may take to finish their cycle in
@@ -244,7 +248,7 @@ func Run(ctx context.Context, target Target, cfg Config) (*Result, error) {
 	clients := make([]*client, cfg.Clients)
 	for i := range clients {
 		clients[i] = &client{id: i, key: i % cfg.Keys, errors: map[string]int64{},
-			acquire: NewHistogram(), cycle: NewHistogram(), lateness: NewHistogram()}
+			acquire: NewHistogram(), cycle: NewHistogram(), lateness: NewHistogram(), failed: NewHistogram()}
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -362,7 +366,7 @@ func (w *worker) cycle(ctx context.Context, holdTimer **time.Timer) {
 		c.busy++
 	}
 	if err != nil {
-		w.fail(ctx, err)
+		w.fail(ctx, err, t0)
 		return
 	}
 	t1 := time.Now()
@@ -404,7 +408,7 @@ func (w *worker) cycle(ctx context.Context, holdTimer **time.Timer) {
 			w.slot.holder.CompareAndSwap(int64(c.id), -1)
 		}
 		if err := w.s.Release(ctx, l); err != nil {
-			w.fail(ctx, err)
+			w.fail(ctx, err, t0)
 			return
 		}
 	}
@@ -414,11 +418,13 @@ func (w *worker) cycle(ctx context.Context, holdTimer **time.Timer) {
 	}
 }
 
-// fail counts err, unless the run is over (a cancelled wait is no error).
-func (w *worker) fail(ctx context.Context, err error) {
+// fail counts err and times the failed cycle that began at t0, unless the
+// run is over (a cancelled wait is no error).
+func (w *worker) fail(ctx context.Context, err error, t0 time.Time) {
 	if w.stopped.Load() || ctx.Err() != nil {
 		return
 	}
+	w.c.failed.Record(time.Since(t0))
 	w.c.errors[errorCode(err)]++
 	w.c.errCount.Add(1)
 	var ce *CodeError

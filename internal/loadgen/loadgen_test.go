@@ -296,6 +296,29 @@ func TestRunCountsErrorsByCode(t *testing.T) {
 	if r.Errors["invalid_ttl"] != 10 || r.Cycles != 0 {
 		t.Errorf("Errors = %v, Cycles = %d; want invalid_ttl=10, 0 cycles", r.Errors, r.Cycles)
 	}
+	if r.Failed.Count != 10 || r.Acquire.Count != 0 || r.Failed.Max <= 0 {
+		t.Errorf("Failed = %+v, Acquire = %+v; want the 10 failures timed apart from the acquires", r.Failed, r.Acquire)
+	}
+}
+
+// TestRunTimesWaitsThatRunOut holds the only key for longer than the other
+// client may wait: its timed-out acquire must show up in Failed with about
+// the wait's length, not vanish from the latency figures.
+func TestRunTimesWaitsThatRunOut(t *testing.T) {
+	base := startServer(t)
+	r, err := loadgen.Run(t.Context(), loadgen.HTTPTarget{BaseURL: base}, loadgen.Config{
+		Clients: 2, Keys: 1, Requests: 2, TTL: time.Minute, Hold: 3 * time.Second, Wait: time.Second,
+		Mode: loadgen.ModeCycle, KeyPrefix: "wait-out-",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Cycles != 1 || r.Errors["busy"] != 1 {
+		t.Fatalf("Cycles, errors = %d, %v; want 1, busy=1", r.Cycles, r.Errors)
+	}
+	if f := r.Failed; f.Count != 1 || f.Max < time.Second-50*time.Millisecond {
+		t.Errorf("Failed = %+v, want one failure timed at about the 1s wait", f)
+	}
 }
 
 func TestRunRefusesBadAddress(t *testing.T) {

@@ -45,6 +45,10 @@ type Result struct {
 	// ExpiryLateness is the time from an abandoned lease's deadline to the
 	// next grant of its key (mode expire).
 	ExpiryLateness Summary `json:"expiry_lateness"`
+	// Failed is the time from the start of each failed cycle (one counted
+	// in Errors) to its failure: slow failures, such as waits that ran out,
+	// stay visible, and fast ones do not flatter Acquire and Cycle.
+	Failed Summary `json:"failed"`
 
 	Errors      map[string]int64 `json:"errors"`
 	ErrorsTotal int64            `json:"errors_total"`
@@ -53,7 +57,7 @@ type Result struct {
 func newResult(target string, cfg Config, clients []*client, elapsed time.Duration) *Result {
 	r := &Result{Target: target, Mode: cfg.Mode, Clients: cfg.Clients, Keys: cfg.Keys, TTL: cfg.TTL, Hold: cfg.Hold,
 		Elapsed: elapsed, Errors: map[string]int64{}}
-	acq, cyc, late := NewHistogram(), NewHistogram(), NewHistogram()
+	acq, cyc, late, failed := NewHistogram(), NewHistogram(), NewHistogram(), NewHistogram()
 	perKey := make([][]float64, cfg.Keys)
 	for _, c := range clients {
 		n := c.cycles.Load()
@@ -69,6 +73,7 @@ func newResult(target string, cfg Config, clients []*client, elapsed time.Durati
 		acq.Merge(c.acquire)
 		cyc.Merge(c.cycle)
 		late.Merge(c.lateness)
+		failed.Merge(c.failed)
 		perKey[c.key] = append(perKey[c.key], float64(n))
 	}
 	var jain float64
@@ -80,7 +85,7 @@ func newResult(target string, cfg Config, clients []*client, elapsed time.Durati
 		r.CyclesPerSec = float64(r.Cycles) / s
 		r.HandoffsPerSec = float64(r.OwnerChanges) / s
 	}
-	r.Acquire, r.Cycle, r.ExpiryLateness = acq.Summarize(), cyc.Summarize(), late.Summarize()
+	r.Acquire, r.Cycle, r.ExpiryLateness, r.Failed = acq.Summarize(), cyc.Summarize(), late.Summarize(), failed.Summarize()
 	return r
 }
 
@@ -147,6 +152,7 @@ func (r *Result) WriteText(w io.Writer) error {
 	row("acquire", r.Acquire)
 	row("cycle", r.Cycle)
 	row("expiry late", r.ExpiryLateness)
+	row("failed", r.Failed)
 	if r.ErrorsTotal == 0 {
 		b.WriteString("  errors       none\n")
 	} else {
