@@ -189,7 +189,7 @@ func (c Config) Validate() error {
 		}
 	}
 	p := c.Metrics.Path
-	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" || p == "/ui" || strings.HasPrefix(p, "/ui/") {
+	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" || p == "/ui" || strings.HasPrefix(p, "/ui/") || strings.HasPrefix(p, "/debug/pprof") {
 		bad("metrics.path", "must be a path such as /metrics that no API route uses, got %q", p)
 	}
 	if l.RestartGrace < 0 {

@@ -106,6 +106,7 @@ func TestInvalid(t *testing.T) {
 		{"zero limit", "limits:\n  max_waiters: 0\n", "", "limits.max_waiters"},
 		{"bad listen", "listen: nowhere\n", "", "listen"},
 		{"metrics path clash", "metrics:\n  path: /v1/locks\n", "", "metrics.path"},
+		{"metrics path on pprof", "metrics:\n  path: /debug/pprof/x\n", "", "metrics.path"},
 		{"bad env", "", "MUTEXD_LOCK_MAX_TTL=forever", "lock.max_ttl"},
 		{"bad yaml", "lock: [\n", "", "mutexd.yaml"},
 		{"negative grace", "lock:\n  restart_grace: -1s\n", "", "lock.restart_grace"},
