@@ -258,13 +258,16 @@ func (e *Engine) endLocked(sh *shard, ks *keyState, outcome Outcome, now time.Ti
 		Type: EventEnded, Key: ks.key, Owner: l.owner, Fence: l.fence, Time: now,
 		Held: ended.Held, Outcome: outcome, OnError: l.onError,
 	})
-	if outcome.Failure() && l.onError == OnErrorStop {
+	prev := Previous{Fence: l.fence, Outcome: outcome}
+	l.owner = "" // drop the reference; the lease is dead
+	if outcome.Failure() && l.onError == OnErrorStop && ks.head != nil {
+		// Abort the whole queue. Resolving the last waiter deletes the now
+		// idle key (and may recycle ks), so ks is not touched after it.
 		for ks.head != nil {
 			e.resolveLocked(sh, ks.head, EventAborted, ErrAborted, now)
 		}
+		return ended
 	}
-	prev := Previous{Fence: l.fence, Outcome: outcome}
-	l.owner = "" // drop the reference; the lease is dead
 	if w := ks.head; w != nil {
 		w.timer.Stop()
 		e.dequeueLocked(sh, w)
