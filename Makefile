@@ -29,4 +29,4 @@ chaos:
 
 # The full 20,000-waiter flood (scaled down under -race).
 flood:
-	go test -count=1 -run '^TestFloodOfWaiters$$' ./internal/server -v
+	go test -count=1 -run '^(TestFloodOfWaiters|TestStreamingWaitersFlood)$$' ./internal/server -v

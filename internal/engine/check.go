@@ -11,9 +11,10 @@ var ErrInconsistent = errors.New("engine state is inconsistent")
 // Check verifies the engine's internal invariants and returns the first
 // violation found, wrapped in ErrInconsistent: the counters (Stats) equal
 // what the shards hold, no key is idle, every queue's links, length and
-// count of position watchers agree, every held key is in its shard's
-// expiry heap at the index it records and no other key is, and the heap
-// is ordered. It locks every shard at once, so the snapshot is
+// count of position watchers agree, a key awaiting a deferred position
+// report is in its shard's set with the position timer armed, every held
+// key is in its shard's expiry heap at the index it records and no other
+// key is, and the heap is ordered. It locks every shard at once, so the snapshot is
 // consistent, and is meant for tests and debugging, not for a hot path.
 func (e *Engine) Check() error {
 	for i := range e.shards {
@@ -60,6 +61,9 @@ func (e *Engine) Check() error {
 				return fail("key %q: %d waiters watch their position, records %d", k, watchers, ks.watchers)
 			}
 			waiters += int64(n)
+			if _, ok := sh.moved[ks]; ok != ks.moved || ks.moved && !sh.posArmed {
+				return fail("key %q: moved = %v, in the shard's moved set = %v, timer armed = %v", k, ks.moved, ok, sh.posArmed)
+			}
 			if _, ok := sh.waiting[ks]; ok != (n > 0) {
 				return fail("key %q: in the waiting set = %v with %d waiters", k, ok, n)
 			}
@@ -70,6 +74,11 @@ func (e *Engine) Check() error {
 				}
 			} else if ks.heapIdx != -1 {
 				return fail("key %q is free but has heap index %d", k, ks.heapIdx)
+			}
+		}
+		for ks := range sh.moved {
+			if sh.keys[ks.key] != ks {
+				return fail("moved set holds key %q, which the shard does not", ks.key)
 			}
 		}
 		for ks := range sh.waiting {

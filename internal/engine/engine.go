@@ -44,6 +44,11 @@ type shard struct {
 	timerAt  time.Time              // zero when the timer is not armed
 	stopped  bool                   // the engine is closed: arm no timers
 	free     []*keyState            // idle keyStates for reuse, at most maxFreeKeys
+	// moved holds keys whose waiters past the first positionsAtOnce places
+	// have not yet been told that their place moved; posTimer tells them.
+	moved    map[*keyState]struct{}
+	posTimer Timer
+	posArmed bool
 
 	_ [64]byte // keep shards on separate cache lines
 }
@@ -61,6 +66,7 @@ type keyState struct {
 	// watchers counts queued waiters with an OnPosition callback; the queue
 	// is walked to report positions only while it is positive.
 	watchers int
+	moved    bool // in shard.moved
 }
 
 type lease struct {
@@ -96,6 +102,7 @@ func New(clock Clock, obs Observer, limits Limits) *Engine {
 	for i := range e.shards {
 		e.shards[i].keys = make(map[string]*keyState)
 		e.shards[i].waiting = make(map[*keyState]struct{})
+		e.shards[i].moved = make(map[*keyState]struct{})
 	}
 	return e
 }
@@ -274,7 +281,7 @@ func (e *Engine) endLocked(sh *shard, ks *keyState, outcome Outcome, now time.Ti
 		w.grant = e.grantLocked(sh, ks, w.opts, now, w.since, true, prev)
 		w.resolved = true
 		close(w.done)
-		ks.reportPositions()
+		e.queueMovedLocked(sh, ks)
 	} else {
 		e.deleteIfIdleLocked(sh, ks)
 	}
@@ -296,7 +303,7 @@ func (e *Engine) resolveLocked(sh *shard, w *waiter, typ EventType, err error, n
 	if typ == EventTimeout || typ == EventCancelled && err == ErrCancelled {
 		// An abort or a close empties the whole queue: no place moves for
 		// anyone who stays.
-		ks.reportPositions()
+		e.queueMovedLocked(sh, ks)
 	}
 	e.deleteIfIdleLocked(sh, ks)
 }
@@ -315,6 +322,9 @@ func (e *Engine) dequeueLocked(sh *shard, w *waiter) {
 
 func (e *Engine) deleteIfIdleLocked(sh *shard, ks *keyState) {
 	if !ks.held && ks.n == 0 && sh.keys[ks.key] == ks {
+		if ks.moved {
+			delete(sh.moved, ks)
+		}
 		delete(sh.keys, ks.key)
 		e.keys.Add(-1)
 		if len(sh.free) < maxFreeKeys {
@@ -508,6 +518,9 @@ func (e *Engine) Close() {
 		if sh.timer != nil {
 			sh.timer.Stop()
 		}
+		if sh.posTimer != nil {
+			sh.posTimer.Stop()
+		}
 		sh.mu.Unlock()
 	}
 }
@@ -543,13 +556,60 @@ func (e *Engine) expireDue(sh *shard) {
 	}
 }
 
-// reportPositions tells every waiter with an OnPosition callback its new
-// place in the queue, if it moved. It walks the queue only as far as the
-// last such waiter, and not at all when there is none.
-func (ks *keyState) reportPositions() {
+// Positions are reported in two tiers, so that a departure costs O(1)
+// however long the queue: a move tells the first positionsAtOnce places at
+// once (the ones about to be served), and the places behind them at most
+// once per positionInterval, in one walk per key. Telling every watcher on
+// every departure would cost O(n) per departure and O(n²) to drain a queue
+// of n watchers, all of it under the shard lock.
+const (
+	positionsAtOnce  = 64
+	positionInterval = time.Second
+)
+
+// queueMovedLocked reports the new places of ks's watchers after a waiter
+// left: the first positionsAtOnce now, the rest by the shard's position
+// timer.
+func (e *Engine) queueMovedLocked(sh *shard, ks *keyState) {
+	if !ks.reportPositions(positionsAtOnce) || ks.moved || sh.stopped {
+		return
+	}
+	ks.moved = true
+	sh.moved[ks] = struct{}{}
+	if sh.posArmed {
+		return
+	}
+	sh.posArmed = true
+	if sh.posTimer == nil {
+		sh.posTimer = e.clock.AfterFunc(positionInterval, func() { e.reportMoved(sh) })
+		return
+	}
+	sh.posTimer.Reset(positionInterval)
+}
+
+// reportMoved tells the watchers of every key in sh.moved their places.
+func (e *Engine) reportMoved(sh *shard) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.posArmed = false
+	for ks := range sh.moved {
+		ks.moved = false
+		ks.reportPositions(ks.n)
+	}
+	clear(sh.moved)
+}
+
+// reportPositions tells every waiter with an OnPosition callback among the
+// first limit places its new place in the queue, if it moved. It walks the
+// queue only as far as the last such waiter, and not at all when there is
+// none. It returns whether watchers beyond limit were left untold.
+func (ks *keyState) reportPositions(limit int) bool {
 	left := ks.watchers
 	pos := 0
 	for w := ks.head; w != nil && left > 0; w = w.next {
+		if pos == limit {
+			return true
+		}
 		pos++
 		if w.opts.OnPosition == nil {
 			continue
@@ -560,6 +620,7 @@ func (ks *keyState) reportPositions() {
 			w.opts.OnPosition(pos)
 		}
 	}
+	return false
 }
 
 func (ks *keyState) push(w *waiter) {

@@ -3,13 +3,16 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/fakeclock"
 )
 
 // positions records what OnPosition reports.
@@ -138,5 +141,103 @@ func TestRenewIsReported(t *testing.T) {
 	want := engine.Event{Type: engine.EventRenewed, Key: "k", Owner: "h", Fence: g.Fence, Time: t0.Add(10 * time.Second), ExpiresAt: r.ExpiresAt}
 	if renewed != want {
 		t.Fatalf("renewed = %+v, want %+v", renewed, want)
+	}
+}
+
+// TestPositionsFarBackAreCoalesced: a departure tells the first places at
+// once and the places behind them on the next position tick, each with its
+// exact place.
+func TestPositionsFarBackAreCoalesced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e, clk, _ := newEngine(t, engine.Limits{})
+		h := mustAcquire(t, e, "k", opts("h", time.Hour, 0))
+		const n = 200
+		got := make([]positions, n)
+		done := make(chan result, n)
+		for i := range n {
+			o := opts(fmt.Sprint(i), time.Hour, time.Hour)
+			o.OnPosition = got[i].report
+			go func() {
+				g, err := e.Acquire(t.Context(), "k", o)
+				done <- result{i, g, err}
+			}()
+			synctest.Wait()
+			wantPositions(t, &got[i], i+1)
+		}
+		if _, err := e.Release("k", h.Token, false); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if r := <-done; r.i != 0 || r.err != nil {
+			t.Fatalf("first grant: %+v, want waiter 0", r)
+		}
+		for i := 1; i <= 64; i++ {
+			wantPositions(t, &got[i], i)
+		}
+		for i := 65; i < n; i++ {
+			wantPositions(t, &got[i]) // not yet: on the next tick
+		}
+		clk.Advance(time.Second)
+		synctest.Wait()
+		for i := 65; i < n; i++ {
+			wantPositions(t, &got[i], i)
+		}
+		if err := e.Check(); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Second) // nothing moved: nothing reported
+		for i := 1; i < n; i++ {
+			wantPositions(t, &got[i])
+		}
+	})
+}
+
+// TestPositionReportsAreLinear: draining a queue of n position watchers
+// costs O(n) reports, not one report per watcher per departure (O(n²):
+// 10,000 streaming waiters once took 52 s of CPU under the shard lock).
+func TestPositionReportsAreLinear(t *testing.T) {
+	const n = 5_000 // under -race, at most 8,128 goroutines may live
+	for _, tc := range []struct {
+		name  string
+		drain func(e *engine.Engine, clk *fakeclock.Clock, h engine.Grant)
+	}{
+		{"timeouts", func(e *engine.Engine, clk *fakeclock.Clock, _ engine.Grant) {
+			clk.Advance(time.Minute)
+		}},
+		{"grants", func(e *engine.Engine, _ *fakeclock.Clock, h engine.Grant) {
+			_, _ = e.Release("k", h.Token, false)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e, clk, _ := newEngine(t, engine.Limits{})
+				h := mustAcquire(t, e, "k", opts("h", time.Hour, 0))
+				var reports atomic.Int64
+				o := opts("w", time.Hour, time.Minute)
+				o.OnPosition = func(int) { reports.Add(1) }
+				var wg sync.WaitGroup
+				for range n {
+					wg.Go(func() {
+						g, err := e.Acquire(t.Context(), "k", o)
+						if err == nil {
+							_, _ = e.Release("k", g.Token, false) // hand on at once
+						}
+					})
+				}
+				synctest.Wait()
+				reports.Store(0)
+				tc.drain(e, clk, h)
+				wg.Wait()
+				if got, limit := reports.Load(), int64(100*n); got > limit {
+					t.Fatalf("draining %d watchers took %d position reports, want at most %d", n, got, limit)
+				}
+				if s := e.Stats(); s.Waiters != 0 {
+					t.Fatalf("Stats() = %+v after the drain, want no waiters", s)
+				}
+				if err := e.Check(); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
 	}
 }
