@@ -60,6 +60,8 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_waiters", Message: "Too many waiters are queued; retry later.", RetryAfter: 1}
 	case errors.Is(err, engine.ErrTooManyKeys):
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_keys", Message: "Too many keys are active; retry later.", RetryAfter: 1}
+	case errors.Is(err, engine.ErrFencesExhausted):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "fences_exhausted", Message: "Every fence up to 2^53-1 has been issued; no lease can be granted."}
 	case errors.Is(err, engine.ErrUnavailable), errors.Is(err, errNotReady):
 		retry := 1
 		if nr := (notReadyError{}); errors.As(err, &nr) {

@@ -35,7 +35,11 @@ type Engine struct {
 	shards [numShards]shard
 }
 
+// shard owns the keys that hash to it. Its e gives it the engine's clock,
+// observer, limits and counters; everything below mu is its own.
 type shard struct {
+	e *Engine
+
 	mu       sync.Mutex // guards the following
 	keys     map[string]*keyState
 	expiries leaseHeap              // keys whose holder has a deadline, by deadline
@@ -100,6 +104,7 @@ func New(clock Clock, obs Observer, limits Limits) *Engine {
 	}
 	e := &Engine{clock: clock, obs: obs, limits: limits, seed: maphash.MakeSeed()}
 	for i := range e.shards {
+		e.shards[i].e = e
 		e.shards[i].keys = make(map[string]*keyState)
 		e.shards[i].waiting = make(map[*keyState]struct{})
 		e.shards[i].moved = make(map[*keyState]struct{})
@@ -111,16 +116,29 @@ func (e *Engine) shardFor(key string) *shard {
 	return &e.shards[maphash.String(e.seed, key)&(numShards-1)]
 }
 
+// MaxFence is the largest fence the engine issues, 2^53-1, so that every
+// fence is exact as a JSON number in JavaScript.
+const MaxFence = 1<<53 - 1
+
 // nextFence returns a fence greater than every fence issued before, and at
 // least the wall clock in microseconds, so fences keep growing across a
-// restart that loses all state (a hybrid logical clock).
-func (e *Engine) nextFence(now time.Time) uint64 {
-	wall := uint64(now.UnixMicro())
+// restart that loses all state (a hybrid logical clock). A wall clock
+// before 1970 or past MaxFence (the year 2255) is ignored rather than let
+// it wrap or push fences past MaxFence. ok is false once MaxFence has been
+// issued: 2^53 grants, never reached in practice.
+func (e *Engine) nextFence(now time.Time) (fence uint64, ok bool) {
+	var wall uint64
+	if us := now.UnixMicro(); us > 0 && us <= MaxFence {
+		wall = uint64(us)
+	}
 	for {
 		last := e.fence.Load()
+		if last >= MaxFence {
+			return 0, false
+		}
 		next := max(last+1, wall)
 		if e.fence.CompareAndSwap(last, next) {
-			return next
+			return next, true
 		}
 	}
 }
@@ -141,64 +159,80 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 	}
 	sh := e.shardFor(key)
 	sh.mu.Lock()
+	g, w, err := sh.tryLocked(key, opts)
+	sh.mu.Unlock()
+	if w == nil {
+		return g, err
+	}
+	return sh.await(ctx, w)
+}
+
+// tryLocked grants key at once when nobody holds it or waits for it,
+// refuses the caller, or queues it and returns its waiter.
+func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, error) {
+	e := sh.e
 	if sh.stopped {
-		// Close ran between the check above and this lock: it has already
+		// Close ran between Acquire's check and this lock: it has already
 		// answered this shard's waiters and will not come back for one
 		// queued now, nor expire a lease granted now.
-		sh.mu.Unlock()
-		return Grant{}, ErrUnavailable
+		return Grant{}, nil, ErrUnavailable
 	}
 	now := e.clock.Now()
 	ks := sh.keys[key]
+	if ks != nil && ks.held && !now.Before(ks.lease.expiresAt) {
+		// The deadline passed but the timer has not run yet: expire now, so
+		// the outcome depends only on the time of this operation.
+		sh.endLocked(ks, OutcomeExpired, now)
+		ks = sh.keys[key]
+	}
 	if ks == nil {
 		if n := e.keys.Add(1); e.limits.MaxKeys > 0 && n > int64(e.limits.MaxKeys) {
 			e.keys.Add(-1)
-			sh.mu.Unlock()
-			return Grant{}, ErrTooManyKeys
+			return Grant{}, nil, ErrTooManyKeys
 		}
 		ks = sh.newKeyLocked(key)
-	} else if ks.held && !now.Before(ks.lease.expiresAt) {
-		// The deadline passed but the timer has not run yet: expire now, so
-		// the outcome depends only on the time of this operation.
-		e.endLocked(sh, ks, OutcomeExpired, now)
-		if ks = sh.keys[key]; ks == nil {
-			e.keys.Add(1)
-			ks = sh.newKeyLocked(key)
-		}
 	}
 	if !ks.held && ks.n == 0 { // free and nobody queued: no barging is possible
-		g := e.grantLocked(sh, ks, opts, now, now, false, Previous{})
-		sh.mu.Unlock()
-		return g, nil
+		fence, ok := e.nextFence(now)
+		if !ok {
+			sh.deleteIfIdleLocked(ks)
+			return Grant{}, nil, ErrFencesExhausted
+		}
+		return sh.grantLocked(ks, grantOf{opts: opts, since: now, fence: fence}, now), nil, nil
 	}
 	if opts.Wait <= 0 {
-		n := ks.n
-		sh.mu.Unlock()
-		return Grant{}, &TimeoutError{Waiters: n}
+		return Grant{}, nil, &TimeoutError{Waiters: ks.n}
 	}
 	if max := e.limits.MaxWaitersPerKey; max > 0 && ks.n >= max {
-		sh.mu.Unlock()
-		return Grant{}, ErrTooManyWaiters
+		return Grant{}, nil, ErrTooManyWaiters
 	}
 	if n := e.waiters.Add(1); e.limits.MaxWaiters > 0 && n > int64(e.limits.MaxWaiters) {
 		e.waiters.Add(-1)
-		sh.mu.Unlock()
-		return Grant{}, ErrTooManyWaiters
+		return Grant{}, nil, ErrTooManyWaiters
 	}
+	return Grant{}, sh.enqueueLocked(ks, opts, now), nil
+}
+
+// enqueueLocked puts a new waiter at the tail of ks's queue and starts its
+// wait timer. The caller has counted it in e.waiters.
+func (sh *shard) enqueueLocked(ks *keyState, opts AcquireOptions, now time.Time) *waiter {
 	w := &waiter{ks: ks, opts: opts, since: now, done: make(chan struct{})}
 	ks.push(w)
 	if ks.n == 1 {
 		sh.waiting[ks] = struct{}{}
 	}
-	e.obs.OnEvent(Event{Type: EventQueued, Key: key, Owner: opts.Owner, Time: now, Position: ks.n})
+	sh.e.obs.OnEvent(Event{Type: EventQueued, Key: ks.key, Owner: opts.Owner, Time: now, Position: ks.n})
 	if opts.OnPosition != nil {
 		ks.watchers++
 		w.pos = ks.n
 		opts.OnPosition(w.pos)
 	}
-	w.timer = e.clock.AfterFunc(opts.Wait, func() { e.timeoutWaiter(sh, w) })
-	sh.mu.Unlock()
+	w.timer = sh.e.clock.AfterFunc(opts.Wait, func() { sh.timeout(w) })
+	return w
+}
 
+// await blocks until w is granted or leaves the queue, or ctx ends.
+func (sh *shard) await(ctx context.Context, w *waiter) (Grant, error) {
 	select {
 	case <-w.done:
 		return w.grant, w.err
@@ -206,22 +240,32 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 	}
 	sh.mu.Lock()
 	if !w.resolved {
-		e.resolveLocked(sh, w, EventCancelled, ErrCancelled, e.clock.Now())
+		sh.leaveLocked(w, exitCancelled, sh.e.clock.Now())
 		sh.mu.Unlock()
 		return Grant{}, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
 	}
 	sh.mu.Unlock()
 	if w.err == nil {
 		// Granted just as the caller gave up: nobody will use this lease.
-		_, _ = e.Release(key, w.grant.Token, false)
+		_, _ = sh.e.Release(w.ks.key, w.grant.Token, false)
 		return Grant{}, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
 	}
 	return Grant{}, w.err
 }
 
+// grantOf is what a grant needs to know besides the key and the time.
+type grantOf struct {
+	opts      AcquireOptions
+	since     time.Time // arrival
+	fromQueue bool      // the caller had been queued
+	prev      Previous  // the lease that ended just before
+	fence     uint64    // from nextFence
+}
+
 // grantLocked makes ks's lease the caller's.
-func (e *Engine) grantLocked(sh *shard, ks *keyState, opts AcquireOptions, now, since time.Time, fromQueue bool, prev Previous) Grant {
-	fence := e.nextFence(now)
+func (sh *shard) grantLocked(ks *keyState, g grantOf, now time.Time) Grant {
+	e := sh.e
+	opts, fence := &g.opts, g.fence
 	ks.held = true
 	ks.lease = lease{
 		token:      newToken(),
@@ -234,11 +278,11 @@ func (e *Engine) grantLocked(sh *shard, ks *keyState, opts AcquireOptions, now, 
 	}
 	e.held.Add(1)
 	sh.expiries.push(ks)
-	sh.armLocked(e, ks.lease.expiresAt, now)
-	waited := now.Sub(since)
+	sh.armLocked(ks.lease.expiresAt, now)
+	waited := now.Sub(g.since)
 	e.obs.OnEvent(Event{
 		Type: EventGranted, Key: ks.key, Owner: opts.Owner, Fence: fence, Time: now,
-		Waited: waited, ExpiresAt: ks.lease.expiresAt, OnError: opts.OnError, FromQueue: fromQueue, Previous: prev,
+		Waited: waited, ExpiresAt: ks.lease.expiresAt, OnError: opts.OnError, FromQueue: g.fromQueue, Previous: g.prev,
 	})
 	return Grant{
 		Key:       ks.key,
@@ -248,14 +292,15 @@ func (e *Engine) grantLocked(sh *shard, ks *keyState, opts AcquireOptions, now, 
 		TTL:       opts.TTL,
 		ExpiresAt: ks.lease.expiresAt,
 		Waited:    waited,
-		Previous:  prev,
+		Previous:  g.prev,
 	}
 }
 
 // endLocked ends ks's lease with outcome and hands the key to the next
 // waiter, or aborts the queue when a failed OnErrorStop holder ends, or
 // deletes the key when nobody waits.
-func (e *Engine) endLocked(sh *shard, ks *keyState, outcome Outcome, now time.Time) Ended {
+func (sh *shard) endLocked(ks *keyState, outcome Outcome, now time.Time) Ended {
+	e := sh.e
 	l := &ks.lease
 	ended := Ended{Fence: l.fence, Held: now.Sub(l.acquiredAt)}
 	ks.held = false
@@ -267,66 +312,102 @@ func (e *Engine) endLocked(sh *shard, ks *keyState, outcome Outcome, now time.Ti
 	})
 	prev := Previous{Fence: l.fence, Outcome: outcome}
 	l.owner = "" // drop the reference; the lease is dead
-	if outcome.Failure() && l.onError == OnErrorStop && ks.head != nil {
-		// Abort the whole queue. Resolving the last waiter deletes the now
-		// idle key (and may recycle ks), so ks is not touched after it.
-		for ks.head != nil {
-			e.resolveLocked(sh, ks.head, EventAborted, ErrAborted, now)
-		}
+	if ks.head == nil {
+		sh.deleteIfIdleLocked(ks)
 		return ended
 	}
-	if w := ks.head; w != nil {
-		w.timer.Stop()
-		e.dequeueLocked(sh, w)
-		w.grant = e.grantLocked(sh, ks, w.opts, now, w.since, true, prev)
-		w.resolved = true
-		close(w.done)
-		e.queueMovedLocked(sh, ks)
-	} else {
-		e.deleteIfIdleLocked(sh, ks)
+	if outcome.Failure() && l.onError == OnErrorStop {
+		sh.emptyQueueLocked(ks, exitAborted, now)
+		return ended
 	}
+	fence, ok := e.nextFence(now)
+	if !ok {
+		sh.emptyQueueLocked(ks, exitExhausted, now)
+		return ended
+	}
+	w := ks.head
+	w.timer.Stop()
+	sh.dequeueLocked(w)
+	w.grant = sh.grantLocked(ks, grantOf{opts: w.opts, since: w.since, fromQueue: true, prev: prev, fence: fence}, now)
+	w.resolved = true
+	close(w.done)
+	sh.queueMovedLocked(ks)
 	return ended
 }
 
-// resolveLocked takes a waiter out of the queue with an error.
-func (e *Engine) resolveLocked(sh *shard, w *waiter, typ EventType, err error, now time.Time) {
-	ks := w.ks
-	w.timer.Stop()
-	e.dequeueLocked(sh, w)
-	w.resolved = true
-	w.err = err
-	if typ == EventTimeout {
-		w.err = &TimeoutError{Waiters: ks.n}
+// emptyQueueLocked answers every waiter of ks for reason x. The last one to
+// leave deletes the key if it is idle (and may recycle ks), so the caller
+// must not touch ks afterwards.
+func (sh *shard) emptyQueueLocked(ks *keyState, x exit, now time.Time) {
+	for ks.head != nil {
+		sh.leaveLocked(ks.head, x, now)
 	}
-	e.obs.OnEvent(Event{Type: typ, Key: ks.key, Owner: w.opts.Owner, Time: now, Waited: now.Sub(w.since)})
-	close(w.done)
-	if typ == EventTimeout || typ == EventCancelled && err == ErrCancelled {
-		// An abort or a close empties the whole queue: no place moves for
-		// anyone who stays.
-		e.queueMovedLocked(sh, ks)
-	}
-	e.deleteIfIdleLocked(sh, ks)
 }
 
-func (e *Engine) dequeueLocked(sh *shard, w *waiter) {
+// exit is why a waiter leaves its queue without a grant. It fixes the event,
+// the error the waiter gets, and whether the places behind it move up.
+type exit uint8
+
+const (
+	exitTimeout   exit = iota // the wait passed
+	exitCancelled             // the caller gave up
+	exitAborted               // a failed OnErrorStop holder ended: the whole queue goes
+	exitClosed                // the engine closed: the whole queue goes
+	exitExhausted             // no fence is left to grant with: the whole queue goes
+)
+
+var exitEvents = [...]EventType{exitTimeout: EventTimeout, exitCancelled: EventCancelled, exitAborted: EventAborted,
+	exitClosed: EventCancelled, exitExhausted: EventCancelled}
+
+// othersStay reports whether the rest of the queue stays, so their places
+// move up; after an abort or a close nobody stays.
+func (x exit) othersStay() bool { return x == exitTimeout || x == exitCancelled }
+
+// leaveLocked takes w out of its queue without a grant, for reason x.
+func (sh *shard) leaveLocked(w *waiter, x exit, now time.Time) {
+	ks := w.ks
+	w.timer.Stop()
+	sh.dequeueLocked(w)
+	w.resolved = true
+	switch x {
+	case exitTimeout:
+		w.err = &TimeoutError{Waiters: ks.n}
+	case exitCancelled:
+		w.err = ErrCancelled
+	case exitAborted:
+		w.err = ErrAborted
+	case exitClosed:
+		w.err = ErrUnavailable
+	case exitExhausted:
+		w.err = ErrFencesExhausted
+	}
+	sh.e.obs.OnEvent(Event{Type: exitEvents[x], Key: ks.key, Owner: w.opts.Owner, Time: now, Waited: now.Sub(w.since)})
+	close(w.done)
+	if x.othersStay() {
+		sh.queueMovedLocked(ks)
+	}
+	sh.deleteIfIdleLocked(ks)
+}
+
+func (sh *shard) dequeueLocked(w *waiter) {
 	ks := w.ks
 	ks.remove(w)
 	if w.opts.OnPosition != nil {
 		ks.watchers--
 	}
-	e.waiters.Add(-1)
+	sh.e.waiters.Add(-1)
 	if ks.n == 0 {
 		delete(sh.waiting, ks)
 	}
 }
 
-func (e *Engine) deleteIfIdleLocked(sh *shard, ks *keyState) {
+func (sh *shard) deleteIfIdleLocked(ks *keyState) {
 	if !ks.held && ks.n == 0 && sh.keys[ks.key] == ks {
 		if ks.moved {
 			delete(sh.moved, ks)
 		}
 		delete(sh.keys, ks.key)
-		e.keys.Add(-1)
+		sh.e.keys.Add(-1)
 		if len(sh.free) < maxFreeKeys {
 			*ks = keyState{heapIdx: -1}
 			sh.free = append(sh.free, ks)
@@ -351,23 +432,24 @@ func (sh *shard) newKeyLocked(key string) *keyState {
 	return ks
 }
 
-func (e *Engine) timeoutWaiter(sh *shard, w *waiter) {
+// timeout ends w's wait when its timer fires, unless it was resolved first.
+func (sh *shard) timeout(w *waiter) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if !w.resolved {
-		e.resolveLocked(sh, w, EventTimeout, nil, e.clock.Now())
+		sh.leaveLocked(w, exitTimeout, sh.e.clock.Now())
 	}
 }
 
 // liveLocked returns ks's lease if token names it and it has not expired.
 // A lease found past its deadline is expired on the spot.
-func (e *Engine) liveLocked(sh *shard, key string, token Token, now time.Time) (*keyState, bool) {
+func (sh *shard) liveLocked(key string, token Token, now time.Time) (*keyState, bool) {
 	ks := sh.keys[key]
 	if ks == nil || !ks.held || !ks.lease.token.equal(token) {
 		return nil, false
 	}
 	if !now.Before(ks.lease.expiresAt) {
-		e.endLocked(sh, ks, OutcomeExpired, now)
+		sh.endLocked(ks, OutcomeExpired, now)
 		return nil, false
 	}
 	return ks, true
@@ -381,7 +463,7 @@ func (e *Engine) Release(key string, token Token, failed bool) (Ended, error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := e.clock.Now()
-	ks, ok := e.liveLocked(sh, key, token, now)
+	ks, ok := sh.liveLocked(key, token, now)
 	if !ok {
 		return Ended{}, ErrNotHolder
 	}
@@ -389,7 +471,7 @@ func (e *Engine) Release(key string, token Token, failed bool) (Ended, error) {
 	if failed {
 		outcome = OutcomeFailed
 	}
-	return e.endLocked(sh, ks, outcome, now), nil
+	return sh.endLocked(ks, outcome, now), nil
 }
 
 // Renew extends the live lease named by token to ttl from now (its own TTL
@@ -402,7 +484,7 @@ func (e *Engine) Renew(key string, token Token, ttl time.Duration) (Renewal, err
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := e.clock.Now()
-	ks, ok := e.liveLocked(sh, key, token, now)
+	ks, ok := sh.liveLocked(key, token, now)
 	if !ok {
 		return Renewal{}, ErrNotHolder
 	}
@@ -412,7 +494,7 @@ func (e *Engine) Renew(key string, token Token, ttl time.Duration) (Renewal, err
 	ks.lease.ttl = ttl
 	ks.lease.expiresAt = now.Add(ttl)
 	sh.expiries.fix(ks)
-	sh.armLocked(e, ks.lease.expiresAt, now)
+	sh.armLocked(ks.lease.expiresAt, now)
 	e.obs.OnEvent(Event{Type: EventRenewed, Key: key, Owner: ks.lease.owner, Fence: ks.lease.fence, Time: now, ExpiresAt: ks.lease.expiresAt, OnError: ks.lease.onError})
 	return Renewal{Fence: ks.lease.fence, TTL: ttl, ExpiresAt: ks.lease.expiresAt}, nil
 }
@@ -429,10 +511,10 @@ func (e *Engine) ForceRelease(key string) (Ended, error) {
 		return Ended{}, ErrNotHeld
 	}
 	if !now.Before(ks.lease.expiresAt) {
-		e.endLocked(sh, ks, OutcomeExpired, now)
+		sh.endLocked(ks, OutcomeExpired, now)
 		return Ended{}, ErrNotHeld
 	}
-	return e.endLocked(sh, ks, OutcomeForced, now), nil
+	return sh.endLocked(ks, OutcomeForced, now), nil
 }
 
 // Inspect returns a snapshot of key listing at most maxQueue waiters.
@@ -445,7 +527,7 @@ func (e *Engine) Inspect(key string, maxQueue int) KeyInfo {
 	if ks == nil {
 		return info
 	}
-	if ks.held && e.clock.Now().Before(ks.lease.expiresAt) {
+	if ks.live(e.clock.Now()) {
 		info.Held = true
 		l := &ks.lease
 		info.Holder = Holder{Owner: l.owner, Fence: l.fence, AcquiredAt: l.acquiredAt, ExpiresAt: l.expiresAt, OnError: l.onError}
@@ -458,18 +540,27 @@ func (e *Engine) Inspect(key string, maxQueue int) KeyInfo {
 	return info
 }
 
-// List returns up to limit active keys (held or waited on) that start with
-// prefix and sort after the cursor after, in key order, and the cursor of
-// the next page ("" when this page is the last).
+// List returns up to limit active keys (with a live lease or waiters) that
+// start with prefix and sort after the cursor after, in key order, and the
+// cursor of the next page ("" when this page is the last). A lease past its
+// deadline is over, as in Inspect, even if its timer has not run yet.
 func (e *Engine) List(prefix, after string, limit int) ([]KeySummary, string) {
 	var rows []KeySummary
 	for i := range e.shards {
 		sh := &e.shards[i]
 		sh.mu.Lock()
+		now := e.clock.Now()
 		for k, ks := range sh.keys {
-			if k > after && strings.HasPrefix(k, prefix) {
-				rows = append(rows, KeySummary{Key: k, Held: ks.held, Owner: ks.lease.owner, Waiters: ks.n})
+			if k <= after || !strings.HasPrefix(k, prefix) {
+				continue
 			}
+			row := KeySummary{Key: k, Waiters: ks.n}
+			if ks.live(now) {
+				row.Held, row.Owner = true, ks.lease.owner
+			} else if ks.n == 0 {
+				continue // its lease is over and nobody waits: idle
+			}
+			rows = append(rows, row)
 		}
 		sh.mu.Unlock()
 	}
@@ -510,9 +601,7 @@ func (e *Engine) Close() {
 		sh.mu.Lock()
 		now := e.clock.Now()
 		for ks := range sh.waiting {
-			for ks.head != nil {
-				e.resolveLocked(sh, ks.head, EventCancelled, ErrUnavailable, now)
-			}
+			sh.emptyQueueLocked(ks, exitClosed, now)
 		}
 		sh.stopped = true
 		if sh.timer != nil {
@@ -526,14 +615,14 @@ func (e *Engine) Close() {
 }
 
 // armLocked makes sure the shard's timer fires no later than deadline.
-func (sh *shard) armLocked(e *Engine, deadline, now time.Time) {
+func (sh *shard) armLocked(deadline, now time.Time) {
 	if sh.stopped || (!sh.timerAt.IsZero() && !deadline.Before(sh.timerAt)) {
 		return
 	}
 	sh.timerAt = deadline
 	d := deadline.Sub(now)
 	if sh.timer == nil {
-		sh.timer = e.clock.AfterFunc(d, func() { e.expireDue(sh) })
+		sh.timer = sh.e.clock.AfterFunc(d, sh.expireDue)
 		return
 	}
 	sh.timer.Reset(d)
@@ -541,18 +630,18 @@ func (sh *shard) armLocked(e *Engine, deadline, now time.Time) {
 
 // expireDue ends every lease of the shard whose deadline has passed, then
 // re-arms the timer for the next deadline.
-func (e *Engine) expireDue(sh *shard) {
+func (sh *shard) expireDue() {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.timerAt = time.Time{}
-	now := e.clock.Now()
+	now := sh.e.clock.Now()
 	for len(sh.expiries) > 0 {
 		ks := sh.expiries[0]
 		if now.Before(ks.lease.expiresAt) {
-			sh.armLocked(e, ks.lease.expiresAt, now)
+			sh.armLocked(ks.lease.expiresAt, now)
 			return
 		}
-		e.endLocked(sh, ks, OutcomeExpired, now)
+		sh.endLocked(ks, OutcomeExpired, now)
 	}
 }
 
@@ -570,7 +659,7 @@ const (
 // queueMovedLocked reports the new places of ks's watchers after a waiter
 // left: the first positionsAtOnce now, the rest by the shard's position
 // timer.
-func (e *Engine) queueMovedLocked(sh *shard, ks *keyState) {
+func (sh *shard) queueMovedLocked(ks *keyState) {
 	if !ks.reportPositions(positionsAtOnce) || ks.moved || sh.stopped {
 		return
 	}
@@ -581,14 +670,14 @@ func (e *Engine) queueMovedLocked(sh *shard, ks *keyState) {
 	}
 	sh.posArmed = true
 	if sh.posTimer == nil {
-		sh.posTimer = e.clock.AfterFunc(positionInterval, func() { e.reportMoved(sh) })
+		sh.posTimer = sh.e.clock.AfterFunc(positionInterval, sh.reportMoved)
 		return
 	}
 	sh.posTimer.Reset(positionInterval)
 }
 
 // reportMoved tells the watchers of every key in sh.moved their places.
-func (e *Engine) reportMoved(sh *shard) {
+func (sh *shard) reportMoved() {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.posArmed = false
@@ -622,6 +711,9 @@ func (ks *keyState) reportPositions(limit int) bool {
 	}
 	return false
 }
+
+// live reports whether ks has a lease whose deadline is after now.
+func (ks *keyState) live(now time.Time) bool { return ks.held && now.Before(ks.lease.expiresAt) }
 
 func (ks *keyState) push(w *waiter) {
 	w.prev, w.next = ks.tail, nil

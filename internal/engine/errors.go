@@ -25,6 +25,9 @@ var (
 	ErrTooManyWaiters = errors.New("too many waiters")
 	// ErrTooManyKeys means the key limit is reached and the key is new.
 	ErrTooManyKeys = errors.New("too many keys")
+	// ErrFencesExhausted means MaxFence has been issued, so no lease can be
+	// granted with a greater fence.
+	ErrFencesExhausted = errors.New("every fence up to 2^53-1 has been issued")
 	// ErrUnavailable means the engine is closed (the daemon is shutting
 	// down) and grants nothing more.
 	ErrUnavailable = errors.New("lock engine is shutting down")
