@@ -64,8 +64,8 @@ Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
 			return nil
 		},
 	}
-	addClientFlags(cmd)
-	addAcquireFlags(cmd, defaultOwner())
+	addClientFlags(cmd, acquireTimeoutUsage)
+	addAcquireFlags(cmd, defaultOwner(), "lease time to live (a Go duration or whole seconds); renew it with mutexd renew before it runs out")
 	cmd.Flags().StringP("output", "o", "json", "json, env or token")
 	return cmd
 }

@@ -26,11 +26,18 @@ const (
 	exitConflict = 75
 )
 
-// addClientFlags adds the flags every client command shares.
-func addClientFlags(cmd *cobra.Command) {
+// addClientFlags adds the flags every client command shares; timeoutUsage
+// says what --timeout bounds for this command.
+func addClientFlags(cmd *cobra.Command, timeoutUsage string) {
 	cmd.Flags().String("addr", "", "server address (default $MUTEXD_ADDR, else derived from $MUTEXD_LISTEN, else "+defaultAddr+"); the bearer token comes from $MUTEXD_TOKEN")
-	cmd.Flags().Duration("timeout", 30*time.Second, "give up a call that takes longer (an acquire gets --wait on top)")
+	durationFlag(cmd.Flags(), "timeout", 30*time.Second, timeoutUsage)
 }
+
+// Usage texts of --timeout.
+const (
+	timeoutUsage        = "give up a call that takes longer (a Go duration or whole seconds)"
+	acquireTimeoutUsage = "give up a call that takes longer; an acquire may take --wait on top"
+)
 
 // newAPIClient returns a client for the command's server address, sending
 // $MUTEXD_TOKEN as its bearer token.
@@ -42,11 +49,12 @@ func newAPIClient(cmd *cobra.Command) (*client.Client, error) {
 	return c, nil
 }
 
-// addAcquireFlags adds the flags of the commands that acquire.
-func addAcquireFlags(cmd *cobra.Command, defaultOwner string) {
+// addAcquireFlags adds the flags of the commands that acquire; ttlUsage
+// says what happens to the lease while it is held.
+func addAcquireFlags(cmd *cobra.Command, defaultOwner, ttlUsage string) {
 	f := cmd.Flags()
-	f.Duration("ttl", 30*time.Second, "lease time to live (renewed while held by lock)")
-	f.Duration("wait", 30*time.Second, "how long to wait in the queue; 0 tries once")
+	durationFlag(f, "ttl", 30*time.Second, ttlUsage)
+	durationFlag(f, "wait", 30*time.Second, "how long to wait in the queue (a Go duration or whole seconds); 0 tries once")
 	f.String("owner", defaultOwner, "owner name shown by status and ls")
 	f.String("on-error", "continue", "continue or stop: with stop, waiters queued when this holder fails are aborted")
 }
@@ -54,15 +62,15 @@ func addAcquireFlags(cmd *cobra.Command, defaultOwner string) {
 // acquireOptions reads the flags addAcquireFlags added.
 func acquireOptions(cmd *cobra.Command) ([]client.AcquireOption, time.Duration, error) {
 	f := cmd.Flags()
-	ttl, _ := f.GetDuration("ttl")
-	wait, _ := f.GetDuration("wait")
+	ttl, ttlText := typedDuration(f, "ttl")
+	wait, waitText := typedDuration(f, "wait")
 	owner, _ := f.GetString("owner")
 	onError, _ := f.GetString("on-error")
 	if ttl < time.Second {
-		return nil, 0, usageError{err: fmt.Errorf("--ttl must be at least 1s, got %s", ttl)}
+		return nil, 0, usageError{err: fmt.Errorf("--ttl must be at least 1s, got %s", ttlText)}
 	}
 	if wait < 0 {
-		return nil, 0, usageError{err: fmt.Errorf("--wait must not be negative, got %s", wait)}
+		return nil, 0, usageError{err: fmt.Errorf("--wait must not be negative, got %s", waitText)}
 	}
 	opts := []client.AcquireOption{client.TTL(ttl), client.Wait(wait), client.Owner(owner)}
 	switch onError {
@@ -108,6 +116,14 @@ func commandError(err error, conflictCode int) error {
 		return exitError{code: exitNotHolder, msg: msg}
 	case errors.Is(err, client.ErrTimeout):
 		return exitError{code: conflictCode, msg: msg}
+	case errors.Is(err, client.ErrUnauthorized):
+		if os.Getenv("MUTEXD_TOKEN") == "" {
+			msg += " (set MUTEXD_TOKEN to a client token)"
+		} else {
+			msg += " (MUTEXD_TOKEN is not a token this server accepts)"
+		}
+	case errors.Is(err, client.ErrForbidden):
+		msg += " (this call needs an admin token in MUTEXD_TOKEN)"
 	}
 	return exitError{code: 1, msg: msg}
 }
@@ -124,9 +140,9 @@ func outputFlag(cmd *cobra.Command, formats ...string) (string, error) {
 // timeoutFlag returns --timeout, which must be positive: a zero or
 // negative one would fail every call as if the server were unreachable.
 func timeoutFlag(cmd *cobra.Command) (time.Duration, error) {
-	timeout, _ := cmd.Flags().GetDuration("timeout")
+	timeout, typed := typedDuration(cmd.Flags(), "timeout")
 	if timeout <= 0 {
-		return 0, usageError{err: fmt.Errorf("%s: --timeout must be positive, got %s", cmd.Name(), timeout)}
+		return 0, usageError{err: fmt.Errorf("%s: --timeout must be positive, got %s", cmd.Name(), typed)}
 	}
 	return timeout, nil
 }

@@ -79,14 +79,17 @@ func TestClientCommands(t *testing.T) {
 		{"renew a released lease", []string{"renew", "jobs:a", token}, 3, wantLine("not_holder")},
 		{"release without a token", []string{"release", "jobs:a"}, 2, wantLine("release: no TOKEN")},
 		{"key too long", []string{"status", strings.Repeat("k", 300)}, 2, wantLine("invalid_key")},
-		{"ttl too short", []string{"acquire", "--ttl", "10ms", "k"}, 2, wantLine("--ttl must be at least 1s")},
+		{"ttl too short", []string{"acquire", "--ttl", "10ms", "k"}, 2, wantLine("--ttl must be at least 1s, got 10ms")},
+		{"ttl in bare seconds", []string{"acquire", "--ttl", "45", "--wait", "0", "secs"}, 0, wantOut(`"ttl_ms": 45000`)},
+		{"ttl not a duration", []string{"acquire", "--ttl", "30x", "k"}, 2, wantLine(`invalid argument "30x" for "--ttl" flag: not a duration`)},
+		{"wait error quotes the input", []string{"acquire", "--wait", "-90", "k"}, 2, wantLine("--wait must not be negative, got -90")},
 		{"bad on-error", []string{"acquire", "--on-error", "explode", "k"}, 2, wantLine("--on-error must be continue or stop")},
 		{"bad output", []string{"acquire", "-o", "yaml", "k"}, 2, wantLine("acquire: -o must be json, env or token")},
 		{"bad ls output", []string{"ls", "-o", "yaml"}, 2, wantLine("ls: -o must be table or json")},
 		{"too many args", []string{"status", "a", "b"}, 2, wantLine("accepts 1 arg")},
 		{"lock without --", []string{"lock", "k", "true"}, 2, wantLine("usage: mutexd lock")},
 		{"lock bad on-lost", []string{"lock", "--on-lost", "shrug", "k", "--", "true"}, 2, wantLine("--on-lost must be kill or warn")},
-		{"zero timeout", []string{"status", "--timeout", "0", "k"}, 2, wantLine("status: --timeout must be positive, got 0s")},
+		{"zero timeout", []string{"status", "--timeout", "0", "k"}, 2, wantLine("status: --timeout must be positive, got 0")},
 		{"negative timeout", []string{"acquire", "--timeout", "-1m", "k"}, 2, wantLine("acquire: --timeout must be positive")},
 		{"release zero timeout", []string{"release", "--timeout", "0", "k", "t"}, 2, wantLine("--timeout must be positive")},
 		{"renew zero timeout", []string{"renew", "--timeout", "0", "k", "t"}, 2, wantLine("--timeout must be positive")},
@@ -240,10 +243,13 @@ func TestClientCommandsSendTheToken(t *testing.T) {
 		want  string // in stderr
 	}{
 		{"", []string{"status", "k"}, 1, "401 unauthorized"},
+		{"", []string{"status", "k"}, 1, "(set MUTEXD_TOKEN to a client token)"},
 		{"wrong-token-0123456789", []string{"acquire", "k"}, 1, "401 unauthorized"},
+		{"wrong-token-0123456789", []string{"acquire", "k"}, 1, "(MUTEXD_TOKEN is not a token this server accepts)"},
 		{"client-token-0123456789", []string{"status", "k"}, 0, ""},
 		{"client-token-0123456789", []string{"lock", "k", "--", "true"}, 0, ""},
 		{"client-token-0123456789", []string{"ls"}, 1, "403 forbidden"},
+		{"client-token-0123456789", []string{"ls"}, 1, "needs an admin token in MUTEXD_TOKEN"},
 		{"admin-token-0123456789", []string{"ls"}, 0, ""},
 	}
 	for _, tt := range tests {
@@ -274,5 +280,32 @@ func TestAcquireReleasesALeaseItCannotPrint(t *testing.T) {
 	oneLine(t, stderr.String(), "cannot print the lease, released it")
 	if s.Held("k") {
 		t.Error("k still held by a lease whose token nobody saw")
+	}
+}
+
+func TestUnknownCommandSuggests(t *testing.T) {
+	tests := []struct{ arg, want string }{
+		{"lok", `unknown command "lok"; did you mean lock or ls?`},
+		{"stauts", `unknown command "stauts"; did you mean status?`},
+		{"frobnicate", `unknown command "frobnicate"; run 'mutexd --help' for the list`},
+	}
+	for _, tt := range tests {
+		var stdout, stderr strings.Builder
+		code := exitCode(run(t.Context(), []string{tt.arg}, &stdout, &stderr), &stderr)
+		if code != 2 || strings.TrimSpace(stderr.String()) != "mutexd: "+tt.want {
+			t.Errorf("mutexd %s: exit %d, stderr %q; want exit 2 and %q", tt.arg, code, stderr.String(), tt.want)
+		}
+	}
+}
+
+func TestVersionNamesTheBuild(t *testing.T) {
+	var stdout strings.Builder
+	if err := run(t.Context(), []string{"version"}, &stdout, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	// A test binary has no module version or VCS stamp, so it says dev;
+	// the form is what matters here, buildVersion's sources are Go's.
+	if got := stdout.String(); !strings.HasPrefix(got, "mutexd dev") || !strings.Contains(got, "(go1.") {
+		t.Errorf("version = %q, want mutexd <version> (go1.x)", got)
 	}
 }

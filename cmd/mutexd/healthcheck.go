@@ -93,7 +93,7 @@ func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	cmd.Flags().String("addr", "", "server address (default $MUTEXD_ADDR, else derived from $MUTEXD_LISTEN, else "+defaultAddr+")")
-	cmd.Flags().Duration("timeout", 3*time.Second, "give up after this long")
+	durationFlag(cmd.Flags(), "timeout", 3*time.Second, "give up after this long (a Go duration or whole seconds)")
 	return cmd
 }
 

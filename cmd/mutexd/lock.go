@@ -56,8 +56,8 @@ interrupted the wait.`,
 			return r.run(cmd.Context())
 		},
 	}
-	addClientFlags(cmd)
-	addAcquireFlags(cmd, defaultOwner()+":"+strconv.Itoa(os.Getpid()))
+	addClientFlags(cmd, acquireTimeoutUsage)
+	addAcquireFlags(cmd, defaultOwner()+":"+strconv.Itoa(os.Getpid()), "lease time to live (a Go duration or whole seconds); renewed in the background while the command runs")
 	f := cmd.Flags()
 	f.String("on-lost", "kill", "kill or warn: what to do with the command when the lease is lost")
 	f.Duration("kill-after", 0, "with --on-lost kill, send SIGKILL this long after SIGTERM (default: a tenth of --ttl, at most 5s, so the command is dead by the time the server could grant the key to another)")

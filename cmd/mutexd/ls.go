@@ -77,7 +77,7 @@ Exit codes: 0 listed (even none), 1 failures, 2 bad usage.`,
 			return tw.Flush()
 		},
 	}
-	addClientFlags(cmd)
+	addClientFlags(cmd, timeoutUsage)
 	cmd.Flags().StringP("output", "o", "table", "table or json")
 	cmd.Flags().Int("limit", 0, "show at most this many keys (0: all)")
 	return cmd

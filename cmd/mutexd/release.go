@@ -43,7 +43,7 @@ or the token is wrong), 1 other failures, 2 bad usage.`,
 			return err
 		},
 	}
-	addClientFlags(cmd)
+	addClientFlags(cmd, timeoutUsage)
 	cmd.Flags().Bool("failed", false, "release with outcome=failed")
 	return cmd
 }

@@ -18,9 +18,9 @@ Exit codes: 0 renewed, 3 not the holder (the lease expired, was released,
 or the token is wrong), 1 other failures, 2 bad usage.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ttl, _ := cmd.Flags().GetDuration("ttl")
+			ttl, typed := typedDuration(cmd.Flags(), "ttl")
 			if ttl < 0 {
-				return usageError{err: fmt.Errorf("renew: --ttl must not be negative, got %s", ttl)}
+				return usageError{err: fmt.Errorf("renew: --ttl must not be negative, got %s", typed)}
 			}
 			l, err := leaseArgs(cmd, args)
 			if err != nil {
@@ -38,7 +38,7 @@ or the token is wrong), 1 other failures, 2 bad usage.`,
 			return err
 		},
 	}
-	addClientFlags(cmd)
-	cmd.Flags().Duration("ttl", 0, "new time to live (default the lease's own)")
+	addClientFlags(cmd, timeoutUsage)
+	durationFlag(cmd.Flags(), "ttl", 0, "new time to live, a Go duration or whole seconds (default the lease's own)")
 	return cmd
 }

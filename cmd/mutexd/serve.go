@@ -26,7 +26,7 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 				return usageError{err: err}
 			}
 			log := newLogger(stderr, cfg.Log)
-			srv, err := server.New(cfg, version, log)
+			srv, err := server.New(cfg, buildVersion(), log)
 			if errors.Is(err, config.ErrInvalid) {
 				return usageError{err: err}
 			} else if err != nil {

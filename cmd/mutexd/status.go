@@ -45,7 +45,7 @@ Exit codes: 0 (held or not), 1 failures, 2 bad usage.`,
 			return printStatus(stdout, st, time.Now())
 		},
 	}
-	addClientFlags(cmd)
+	addClientFlags(cmd, timeoutUsage)
 	cmd.Flags().StringP("output", "o", "table", "table or json")
 	return cmd
 }

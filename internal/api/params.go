@@ -3,17 +3,17 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/mutexd/mutexd/internal/duration"
 )
 
 // Limits of user input.
@@ -252,61 +252,18 @@ func validOwner(owner string) error {
 	return nil
 }
 
-// parseDuration reads a Go duration ("30s", "1500ms", "2m") or a bare whole
-// number of seconds.
-func parseDuration(s string) (time.Duration, error) {
-	if !wholeNumber(s) {
-		return time.ParseDuration(s) // checked first: a failed ParseInt allocates its error
-	}
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		if n < 0 || n > int64(1<<62/time.Second) {
-			return 0, errors.New("out of range")
-		}
-		return time.Duration(n) * time.Second, nil
-	}
-	return time.ParseDuration(s)
-}
-
-// wholeNumber reports whether s is an optionally signed run of decimal
-// digits, the only input strconv.ParseInt accepts in base 10.
-func wholeNumber(s string) bool {
-	if s != "" && (s[0] == '+' || s[0] == '-') {
-		s = s[1:]
-	}
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // durationParam reads an optional duration parameter within [lo, hi].
 func durationParam(p *params, k param, def, lo, hi time.Duration, code string) (time.Duration, error) {
 	s, ok := p.get(k)
 	if !ok {
 		return def, nil
 	}
-	d, err := parseDuration(s)
+	d, err := duration.Parse(s)
 	if err != nil || d < lo || d > hi {
 		return 0, badRequest(code, "%s must be a duration from %s to %s (such as 30s, 1500ms, 2m, or whole seconds); got %q.",
-			paramNames[k], fmtDuration(lo), fmtDuration(hi), clip(s))
+			paramNames[k], duration.Format(lo), duration.Format(hi), clip(s))
 	}
 	return d, nil
-}
-
-// fmtDuration prints whole units without trailing zero parts ("1h", not "1h0m0s").
-func fmtDuration(d time.Duration) string {
-	s := d.String()
-	for _, suffix := range []string{"0s", "0m"} {
-		if len(s) > len(suffix) && strings.HasSuffix(s, suffix) && (strings.HasSuffix(s, "m0s") || strings.HasSuffix(s, "h0m")) {
-			s = strings.TrimSuffix(s, suffix)
-		}
-	}
-	return s
 }
 
 // clip shortens user input quoted back in an error message.

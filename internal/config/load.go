@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/mutexd/mutexd/internal/duration"
 )
 
 // EnvPrefix prefixes every environment variable: lock.default_ttl is read
@@ -209,11 +211,7 @@ func parseDuration(raw any) (time.Duration, error) {
 	case float64:
 		return time.Duration(x * float64(time.Second)), nil
 	case string:
-		s := strings.TrimSpace(x)
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-			return time.Duration(n) * time.Second, nil
-		}
-		d, err := time.ParseDuration(s)
+		d, err := duration.Parse(strings.TrimSpace(x))
 		if err != nil {
 			return 0, fmt.Errorf("%q is not a duration such as 30s, 1500ms or 2m", x)
 		}
