@@ -573,7 +573,10 @@ func (s *Server) forceRelease(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"key": key, "released": true, "fence": ended.Fence, "held_ms": ended.Held.Milliseconds()})
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendReleased(*buf, key, ended) // the same shape as a release's
+	return writeJSON(c, http.StatusOK, *buf)
 }
 
 func (s *Server) healthz(c echo.Context) error {
