@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -19,6 +20,10 @@ type KeyStatus struct {
 	// Waiters is the queue's length; Queue lists at most its first 100.
 	Waiters int      `json:"waiters"`
 	Queue   []Waiter `json:"queue"`
+	// Raw is the server's answer as it was sent, for a caller that passes
+	// it on (mutexd status -o json) with every field and the API's time
+	// format intact.
+	Raw json.RawMessage `json:"-"`
 }
 
 // Holder is a key's current lease.
@@ -52,6 +57,7 @@ func (c *Client) Inspect(ctx context.Context, key string) (*KeyStatus, error) {
 	if err := decode(resp, &s); err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", key, err)
 	}
+	s.Raw = resp.body
 	return &s, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,11 @@ func TestClientCommands(t *testing.T) {
 			}
 			if err := json.Unmarshal([]byte(stdout), &st); err != nil || !st.Held || st.Holder.Owner != "me" || strings.Contains(stdout, token) {
 				t.Errorf("status -o json = %s (%v)", stdout, err)
+			}
+			// Times as the API writes them: UTC with exactly milliseconds.
+			apiTime := regexp.MustCompile(`"expires_at": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"`)
+			if !apiTime.MatchString(stdout) || !strings.HasSuffix(stdout, "}\n") || strings.HasSuffix(stdout, "\n\n") {
+				t.Errorf("status -o json = %q, want the API's time format and one trailing newline", stdout)
 			}
 		}},
 		{"status of a free key", []string{"status", "free"}, 0, wantOut("held     no\nwaiters  0\n")},

@@ -40,7 +40,7 @@ Exit codes: 0 (held or not), 1 failures, 2 bad usage.`,
 				return commandError(err, 1)
 			}
 			if out == "json" {
-				return writeJSON(stdout, st)
+				return writeRawJSON(stdout, st.Raw) // the API's own fields and time format
 			}
 			return printStatus(stdout, st, time.Now())
 		},
