@@ -75,6 +75,8 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	s.metrics = metrics.New(metrics.Options{
 		NamespaceSeparator: cfg.Metrics.NamespaceSeparator,
 		MaxNamespaces:      cfg.Metrics.MaxNamespaces,
+		Namespaces:         cfg.Metrics.Namespaces,
+		NamespaceIdle:      cfg.Metrics.NamespaceIdle,
 		Version:            version,
 	})
 	s.events = newEventLog(log)
