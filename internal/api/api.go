@@ -359,7 +359,7 @@ func (s *Server) acquire(c echo.Context) error {
 	if wantsStream(r) {
 		return s.acquireStream(c, key, o)
 	}
-	g, err := s.locker.Acquire(r.Context(), key, o)
+	g, err := s.lock(r.Context(), r, key, o)
 	if err != nil {
 		return err
 	}
@@ -370,6 +370,29 @@ func (s *Server) acquire(c echo.Context) error {
 	defer putBuf(buf)
 	*buf = appendGrant(*buf, g)
 	return writeJSON(c, http.StatusOK, *buf)
+}
+
+// lock is the Locker's Acquire under the admin reserve: an acquire that a
+// limit refuses at the clients' share (of limits.max_keys or max_waiters)
+// is tried once more with the reserve when r may use it. The token is
+// looked at again only then, so an acquire below the limits pays nothing
+// for the reserve; a refusal changes nothing, so the retry is safe.
+func (s *Server) lock(ctx context.Context, r *http.Request, key string, o engine.AcquireOptions) (engine.Grant, error) {
+	o.Reserve = !s.auth.Tokens().Enabled()
+	g, err := s.locker.Acquire(ctx, key, o)
+	if err != nil && !o.Reserve && (errors.Is(err, engine.ErrTooManyKeys) || errors.Is(err, engine.ErrTooManyWaiters)) && s.mayUseReserve(r) {
+		o.Reserve = true
+		g, err = s.locker.Acquire(ctx, key, o)
+	}
+	return g, err
+}
+
+// mayUseReserve reports whether r may use the share of the limits kept for
+// admins: when it carries an admin token, or when no tokens are configured
+// (there are no tiers then, and everyone may do what an admin may).
+func (s *Server) mayUseReserve(r *http.Request) bool {
+	t := s.auth.Tokens()
+	return !t.Enabled() || t.Check(r.Header.Get(echo.HeaderAuthorization), auth.Admin) == nil
 }
 
 func (s *Server) acquireOptions(p *params, remote string) (engine.AcquireOptions, error) {

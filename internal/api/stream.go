@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -15,7 +16,10 @@ import (
 
 // EventSource is the event hub as the API needs it.
 type EventSource interface {
+	// Subscribe may not take the places kept for admin tokens.
 	Subscribe(f events.Filter) (*events.Subscription, error)
+	// SubscribeReserved may.
+	SubscribeReserved(f events.Filter) (*events.Subscription, error)
 }
 
 var _ EventSource = (*events.Hub)(nil)
@@ -168,7 +172,7 @@ func (s *Server) events(c echo.Context) error {
 	if len(f.Prefix) > MaxKeyBytes || !printable(f.Prefix) {
 		return badRequest("invalid_prefix", "prefix is at most %d bytes of UTF-8 without control characters.", MaxKeyBytes)
 	}
-	sub, err := s.source.Subscribe(f)
+	sub, err := s.subscribe(c.Request(), f)
 	if err != nil {
 		return err
 	}
@@ -196,6 +200,19 @@ func (s *Server) events(c echo.Context) error {
 			return nil
 		}
 	}
+}
+
+// subscribe subscribes r's caller to the events f selects, in the places
+// kept for admins too when r may use them (see mayUseReserve).
+func (s *Server) subscribe(r *http.Request, f events.Filter) (*events.Subscription, error) {
+	if !s.auth.Tokens().Enabled() {
+		return s.source.SubscribeReserved(f)
+	}
+	sub, err := s.source.Subscribe(f)
+	if errors.Is(err, events.ErrTooManySubscribers) && s.mayUseReserve(r) {
+		return s.source.SubscribeReserved(f)
+	}
+	return sub, err
 }
 
 // acquireStream serves an acquire sent with Accept: text/event-stream: a
@@ -237,7 +254,7 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 				done <- result{err: fmt.Errorf("panic in handler: %v", r)}
 			}
 		}()
-		g, err := s.locker.Acquire(ctx, key, o)
+		g, err := s.lock(ctx, c.Request(), key, o)
 		done <- result{g, err}
 	}()
 

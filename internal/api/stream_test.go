@@ -22,7 +22,7 @@ import (
 // the API, as the daemon wires it.
 func newStreamServer(t *testing.T, maxSubs, buffer int, heartbeat time.Duration) (*testServer, *events.Hub) {
 	t.Helper()
-	hub := events.New(maxSubs, buffer)
+	hub := events.New(maxSubs, 0, buffer)
 	eng := engine.New(engine.SystemClock{}, hub, engine.Limits{})
 	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Heartbeat: heartbeat, Logger: testLogger(t)})
 	a.SetReady(true)
@@ -485,7 +485,7 @@ func TestEventStreamAuth(t *testing.T) {
 	}
 	guard := &auth.Guard{}
 	guard.Set(toks)
-	hub := events.New(10, 10)
+	hub := events.New(10, 0, 10)
 	t.Cleanup(hub.Close)
 	eng := engine.New(engine.SystemClock{}, hub, engine.Limits{})
 	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Auth: guard, Logger: testLogger(t),

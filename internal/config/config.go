@@ -10,6 +10,8 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mutexd/mutexd/internal/auth"
 )
@@ -89,6 +91,17 @@ type Limits struct {
 	// MaxSubscribers caps open /v1/events streams (the console holds one
 	// per tab).
 	MaxSubscribers int `mapstructure:"max_subscribers"`
+	// AdminReserve is the percentage of MaxKeys, MaxWaiters and
+	// MaxSubscribers that only admin-token requests may use, so that a
+	// client token that takes all it can does not lock operators out.
+	AdminReserve int `mapstructure:"admin_reserve"`
+}
+
+// Reserved is the part of max that AdminReserve keeps for admin tokens:
+// AdminReserve percent of it, rounded up, but never all of it.
+func (l Limits) Reserved(max int) int {
+	r := (max*l.AdminReserve + 99) / 100
+	return min(r, max-1)
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -100,6 +113,14 @@ type Metrics struct {
 	// MaxNamespaces caps the namespace label's distinct values; further
 	// namespaces are counted as "_other".
 	MaxNamespaces int `mapstructure:"max_namespaces"`
+	// Namespaces, when set, are the only namespaces with a label of their
+	// own ("_none" aside); the rest are "_other", and MaxNamespaces and
+	// NamespaceIdle do not apply.
+	Namespaces []string `mapstructure:"namespaces"`
+	// NamespaceIdle gives a namespace's label slot back once it has had
+	// nothing held, nothing queued and no transition for this long; 0
+	// keeps slots until restart.
+	NamespaceIdle time.Duration `mapstructure:"namespace_idle"`
 	// RequireAuth makes Path need a bearer token like the /v1 calls.
 	RequireAuth bool `mapstructure:"require_auth"`
 }
@@ -137,8 +158,9 @@ func Default() Config {
 			MaxWait:     10 * time.Minute,
 		},
 		Limits: Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000,
-			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxSubscribers: 100},
-		Metrics: Metrics{Path: "/metrics", NamespaceSeparator: ":", MaxNamespaces: 50},
+			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxSubscribers: 100,
+			AdminReserve: 10},
+		Metrics: Metrics{Path: "/metrics", NamespaceSeparator: ":", MaxNamespaces: 50, NamespaceIdle: 15 * time.Minute},
 		UI:      UI{Enabled: true},
 	}
 }
@@ -214,6 +236,26 @@ func (c Config) Validate() error {
 	}
 	if n := len(c.Metrics.NamespaceSeparator); n < 1 || n > 8 {
 		bad("metrics.namespace_separator", "must be 1 to 8 bytes, got %q", c.Metrics.NamespaceSeparator)
+	}
+	seen := map[string]bool{}
+	for i, ns := range c.Metrics.Namespaces {
+		switch {
+		case ns == "" || len(ns) > 128 || !utf8.ValidString(ns) || strings.ContainsFunc(ns, unicode.IsControl):
+			bad("metrics.namespaces", "entry %d: must be 1 to 128 bytes of UTF-8 without control characters", i+1)
+		case c.Metrics.NamespaceSeparator != "" && strings.Contains(ns, c.Metrics.NamespaceSeparator):
+			bad("metrics.namespaces", "entry %d: %q contains metrics.namespace_separator %q, so no key has it as its namespace", i+1, ns, c.Metrics.NamespaceSeparator)
+		case ns == "_none" || ns == "_other":
+			bad("metrics.namespaces", "entry %d: %q is a label of its own already", i+1, ns)
+		case seen[ns]:
+			bad("metrics.namespaces", "entry %d: %q is listed twice", i+1, ns)
+		}
+		seen[ns] = true
+	}
+	if c.Metrics.NamespaceIdle < 0 {
+		bad("metrics.namespace_idle", "must not be negative, got %s", c.Metrics.NamespaceIdle)
+	}
+	if r := c.Limits.AdminReserve; r < 0 || r > 50 {
+		bad("limits.admin_reserve", "must be a percentage from 0 to 50, got %d", r)
 	}
 	if len(errs) == 0 {
 		return nil

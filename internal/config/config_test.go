@@ -114,6 +114,12 @@ func TestInvalid(t *testing.T) {
 		{"zero header timeout", "limits:\n  read_header_timeout: 0s\n", "", "limits.read_header_timeout"},
 		{"zero idle timeout", "limits:\n  idle_timeout: 0s\n", "", "limits.idle_timeout"},
 		{"cert without key", "tls:\n  cert_file: cert.pem\n", "", "tls.cert_file"},
+		{"reserve over half", "limits:\n  admin_reserve: 60\n", "", "limits.admin_reserve"},
+		{"negative reserve", "limits:\n  admin_reserve: -1\n", "", "limits.admin_reserve"},
+		{"negative namespace idle", "metrics:\n  namespace_idle: -1m\n", "", "metrics.namespace_idle"},
+		{"namespace with separator", "metrics:\n  namespaces: [\"a:b\"]\n", "", "metrics.namespaces"},
+		{"namespace twice", "metrics:\n  namespaces: [a, a]\n", "", "metrics.namespaces"},
+		{"reserved namespace", "", "MUTEXD_METRICS_NAMESPACES=orders,_other", "metrics.namespaces"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,6 +212,33 @@ func TestReadmeListsEveryKey(t *testing.T) {
 	for _, key := range config.Keys() {
 		if !strings.Contains(table, "`"+key+"`") {
 			t.Errorf("README.md has no table row for %s", key)
+		}
+	}
+}
+
+func TestNamespacesAndReserve(t *testing.T) {
+	t.Setenv("MUTEXD_METRICS_NAMESPACES", "orders, billing")
+	c, err := load(t, "limits:\n  admin_reserve: 5\nmetrics:\n  namespace_idle: 0\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"orders", "billing"}; !reflect.DeepEqual(c.Metrics.Namespaces, want) {
+		t.Errorf("metrics.namespaces = %q, want %q", c.Metrics.Namespaces, want)
+	}
+	if c.Metrics.NamespaceIdle != 0 || c.Limits.AdminReserve != 5 {
+		t.Errorf("namespace_idle, admin_reserve = %s, %d; want 0s, 5", c.Metrics.NamespaceIdle, c.Limits.AdminReserve)
+	}
+	tests := []struct{ pct, max, want int }{
+		{10, 100, 10},
+		{10, 1_000_000, 100_000},
+		{10, 5, 1}, // rounded up: a small limit still keeps one for admins
+		{50, 3, 2},
+		{10, 1, 0}, // never the whole limit
+		{0, 100, 0},
+	}
+	for _, tt := range tests {
+		if got := (config.Limits{AdminReserve: tt.pct}).Reserved(tt.max); got != tt.want {
+			t.Errorf("Reserved(%d) at %d%% = %d, want %d", tt.max, tt.pct, got, tt.want)
 		}
 	}
 }

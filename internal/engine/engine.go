@@ -148,8 +148,9 @@ func (e *Engine) nextFence(now time.Time) (fence uint64, ok bool) {
 // (returning it), the wait passes (*TimeoutError), a failed OnErrorStop
 // holder aborts the queue (ErrAborted), ctx ends (ErrCancelled), the
 // engine closes (ErrUnavailable), or a limit refuses the caller
-// (ErrTooManyKeys, ErrTooManyWaiters). A grant that races with ctx's end is
-// released at once and handed on, so no lease is left without a holder.
+// (ErrTooManyKeys, ErrTooManyWaiters; see AcquireOptions.Reserve). A grant
+// that races with ctx's end is released at once and handed on, so no lease
+// is left without a holder.
 func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (Grant, error) {
 	if opts.TTL <= 0 {
 		return Grant{}, fmt.Errorf("engine: acquire %q: ttl must be positive", key)
@@ -186,7 +187,7 @@ func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, err
 		ks = sh.keys[key]
 	}
 	if ks == nil {
-		if n := e.keys.Add(1); e.limits.MaxKeys > 0 && n > int64(e.limits.MaxKeys) {
+		if n := e.keys.Add(1); e.limits.MaxKeys > 0 && n > e.limits.cap(e.limits.MaxKeys, e.limits.ReservedKeys, opts.Reserve) {
 			e.keys.Add(-1)
 			return Grant{}, nil, ErrTooManyKeys
 		}
@@ -206,7 +207,7 @@ func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, err
 	if max := e.limits.MaxWaitersPerKey; max > 0 && ks.n >= max {
 		return Grant{}, nil, ErrTooManyWaiters
 	}
-	if n := e.waiters.Add(1); e.limits.MaxWaiters > 0 && n > int64(e.limits.MaxWaiters) {
+	if n := e.waiters.Add(1); e.limits.MaxWaiters > 0 && n > e.limits.cap(e.limits.MaxWaiters, e.limits.ReservedWaiters, opts.Reserve) {
 		e.waiters.Add(-1)
 		return Grant{}, nil, ErrTooManyWaiters
 	}
@@ -413,6 +414,15 @@ func (sh *shard) deleteIfIdleLocked(ks *keyState) {
 			sh.free = append(sh.free, ks)
 		}
 	}
+}
+
+// cap is the part of max an acquire may fill: all of it with reserve,
+// else all but reserved.
+func (l *Limits) cap(max, reserved int, reserve bool) int64 {
+	if reserve {
+		return int64(max)
+	}
+	return int64(max - reserved)
 }
 
 // maxFreeKeys bounds each shard's stock of recycled keyStates.

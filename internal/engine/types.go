@@ -119,6 +119,11 @@ type AcquireOptions struct {
 	// so it must be fast, must not block and must not call the engine.
 	// A waiter without it costs the queue nothing extra.
 	OnPosition func(position int)
+	// Reserve lets this acquire use the share of MaxKeys and MaxWaiters
+	// that Limits keeps back (ReservedKeys, ReservedWaiters). The caller
+	// decides who may: the API lets admin tokens, so that clients that
+	// take every key they can still leave operators room.
+	Reserve bool
 }
 
 // Previous describes the lease that ended just before a grant on the same
@@ -200,4 +205,9 @@ type Limits struct {
 	MaxKeys          int
 	MaxWaitersPerKey int
 	MaxWaiters       int
+	// ReservedKeys and ReservedWaiters are the last of MaxKeys and
+	// MaxWaiters, which only an acquire with AcquireOptions.Reserve may
+	// take. Zero reserves nothing.
+	ReservedKeys    int
+	ReservedWaiters int
 }

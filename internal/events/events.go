@@ -46,10 +46,11 @@ func (f Filter) match(key string) bool {
 
 // Hub is the fan-out. Create it with New; it is safe for concurrent use.
 type Hub struct {
-	max    int
-	buffer int
-	n      atomic.Int32  // len(subs): the engine's lock-free check
-	cut    atomic.Uint64 // subscribers cut off for falling behind
+	max      int
+	reserved int // the last of max that only SubscribeReserved takes
+	buffer   int
+	n        atomic.Int32  // len(subs): the engine's lock-free check
+	cut      atomic.Uint64 // subscribers cut off for falling behind
 
 	mu     sync.Mutex // guards the following; serialises publishing, so IDs are in channel order
 	seq    uint64
@@ -60,9 +61,10 @@ type Hub struct {
 var _ engine.Observer = (*Hub)(nil)
 
 // New returns a hub that admits at most max subscribers, each with a buffer
-// of buffer events.
-func New(max, buffer int) *Hub {
-	return &Hub{max: max, buffer: buffer, subs: make(map[*Subscription]struct{})}
+// of buffer events. The last reserved of the max places go only to
+// SubscribeReserved.
+func New(max, reserved, buffer int) *Hub {
+	return &Hub{max: max, reserved: reserved, buffer: buffer, subs: make(map[*Subscription]struct{})}
 }
 
 // Subscription is one subscriber's feed. Read Events until it is closed,
@@ -77,14 +79,26 @@ type Subscription struct {
 }
 
 // Subscribe adds a subscriber for the events f selects. It fails with
-// ErrTooManySubscribers at the limit and ErrClosed after Close.
+// ErrTooManySubscribers when all places but the reserved ones are taken,
+// and ErrClosed after Close.
 func (h *Hub) Subscribe(f Filter) (*Subscription, error) {
+	return h.subscribe(f, h.max-h.reserved)
+}
+
+// SubscribeReserved is Subscribe for a subscriber that may take the
+// reserved places too (the API lets admin tokens, so that clients holding
+// every other place do not lock the console out).
+func (h *Hub) SubscribeReserved(f Filter) (*Subscription, error) {
+	return h.subscribe(f, h.max)
+}
+
+func (h *Hub) subscribe(f Filter, max int) (*Subscription, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrClosed
 	}
-	if len(h.subs) >= h.max {
+	if len(h.subs) >= max {
 		return nil, ErrTooManySubscribers
 	}
 	s := &Subscription{hub: h, filter: f, ch: make(chan Item, h.buffer)}

@@ -69,7 +69,7 @@ func drain(s *events.Subscription) (items []events.Item, open bool) {
 // increasing IDs overall.
 func TestOrderPerKeyMatchesEngine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		hub := events.New(10, 1<<16)
+		hub := events.New(10, 0, 1<<16)
 		rec := &recorder{}
 		clk := fakeclock.New(t0)
 		e := engine.New(clk, engine.Observers{rec, hub}, engine.Limits{})
@@ -138,7 +138,7 @@ func TestOrderPerKeyMatchesEngine(t *testing.T) {
 }
 
 func TestFilters(t *testing.T) {
-	hub := events.New(10, 100)
+	hub := events.New(10, 0, 100)
 	e := engine.New(fakeclock.New(t0), hub, engine.Limits{})
 	all := mustSubscribe(t, hub, events.Filter{})
 	exact := mustSubscribe(t, hub, events.Filter{Key: "user:1"})
@@ -178,7 +178,7 @@ func TestFilters(t *testing.T) {
 // subscriber that keeps up loses nothing.
 func TestSlowSubscriberOverflows(t *testing.T) {
 	const buffer = 8
-	hub := events.New(10, buffer)
+	hub := events.New(10, 0, buffer)
 	e := engine.New(fakeclock.New(t0), hub, engine.Limits{})
 	slow := mustSubscribe(t, hub, events.Filter{})
 	fast := mustSubscribe(t, hub, events.Filter{})
@@ -225,7 +225,7 @@ func TestSlowSubscriberOverflows(t *testing.T) {
 }
 
 func TestLimitAndClose(t *testing.T) {
-	hub := events.New(2, 4)
+	hub := events.New(2, 0, 4)
 	a := mustSubscribe(t, hub, events.Filter{})
 	mustSubscribe(t, hub, events.Filter{})
 	if _, err := hub.Subscribe(events.Filter{}); !errors.Is(err, events.ErrTooManySubscribers) {
@@ -269,7 +269,7 @@ func BenchmarkUncontended(b *testing.B) {
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			var obs engine.Observer
-			hub := events.New(10, 16)
+			hub := events.New(10, 0, 16)
 			defer hub.Close()
 			if c.hub {
 				obs = hub
@@ -312,7 +312,7 @@ func BenchmarkOnEvent(b *testing.B) {
 	ev := engine.Event{Type: engine.EventGranted, Key: "bench:0000000001", Owner: "bench", Fence: 1, Time: time.Now()}
 	for _, subs := range []int{0, 1} {
 		b.Run(fmt.Sprintf("%d-subscribers", subs), func(b *testing.B) {
-			hub := events.New(10, 16)
+			hub := events.New(10, 0, 16)
 			defer hub.Close()
 			var sub <-chan events.Item
 			if subs > 0 {

@@ -4,11 +4,14 @@
 // Go runtime and process collectors.
 //
 // Keys are unbounded user data and never become labels; the namespace label
-// is the part of a key before the separator, capped at a fixed number of
-// distinct values.
+// is the part of a key before the separator: either one of a configured
+// allow-list, or one of a fixed number of slots that namespaces take as they
+// appear and give back once they have been idle for a while (see Sweep).
 package metrics
 
 import (
+	"hash/maphash"
+	"math"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -40,8 +43,20 @@ var DurationBuckets = []float64{
 type Options struct {
 	// NamespaceSeparator ends a key's namespace (":" in "user:42").
 	NamespaceSeparator string
-	// MaxNamespaces caps the distinct namespace label values.
+	// MaxNamespaces caps the distinct namespace label values (NoNamespace
+	// included, OtherNamespace not) when Namespaces is empty.
 	MaxNamespaces int
+	// Namespaces, when not empty, are the only namespaces with a label of
+	// their own (besides NoNamespace); every other one is OtherNamespace.
+	// The labels then reveal no prefix a client made up, and no client can
+	// take a slot from them.
+	Namespaces []string
+	// NamespaceIdle is how long a namespace must have had nothing held,
+	// nothing queued and no transition before Sweep gives its slot back;
+	// 0 keeps slots forever. Unused with Namespaces.
+	NamespaceIdle time.Duration
+	// Now is the clock Handler passes to Sweep; nil is time.Now.
+	Now func() time.Time
 	// Version is reported by mutexd_build_info.
 	Version string
 }
@@ -58,28 +73,60 @@ type Metrics struct {
 	version string
 	sep     string
 	maxNS   int32
+	allow   map[string]bool // Options.Namespaces; nil when any namespace may take a slot
+	idle    time.Duration
+	now     func() time.Time
+	seed    maphash.Seed
 
-	queueDepth *prometheus.GaugeVec
-	locksHeld  *prometheus.GaugeVec
-	wait       *prometheus.HistogramVec
-	hold       *prometheus.HistogramVec
-	httpReqs   *prometheus.CounterVec
-	httpDur    *prometheus.HistogramVec
+	wait     *prometheus.HistogramVec
+	hold     *prometheus.HistogramVec
+	httpReqs *prometheus.CounterVec
+	httpDur  *prometheus.HistogramVec
 
-	namespaces sync.Map     // namespace label -> *nsMetrics
+	namespaces sync.Map     // namespace label -> *nsMetrics, _other included
+	other      *nsMetrics   // the _other namespace, never given up
 	nsCount    atomic.Int32 // entries in namespaces, besides _other
-	nsMu       sync.Mutex   // serialises adding a namespace
+	nsMu       sync.Mutex   // serialises adding and retiring namespaces
+
+	// overflow counts, by a hash of the namespace, the waiters and leases
+	// counted in _other. A namespace gets a slot only while its bucket is
+	// 0, so that a key never ends in a namespace other than the one it
+	// began in: a lease counted in _other is also ended in _other.
+	overflow [overflowBuckets]atomic.Int64
 }
+
+const overflowBuckets = 1024
 
 var _ engine.Observer = (*Metrics)(nil)
 
-// nsMetrics are one namespace's children, resolved once.
+// Units of nsMetrics.live.
+const (
+	liveQueued int64 = 1
+	liveHeld   int64 = 1 << 32
+	// liveDead marks a namespace being created or given up: an arrival
+	// that adds to it sees a negative sum and looks the namespace up again.
+	liveDead int64 = math.MinInt64
+)
+
+// nsMetrics are one namespace's counts and children, resolved once.
 type nsMetrics struct {
-	name       string
-	queueDepth prometheus.Gauge
-	locksHeld  prometheus.Gauge
-	wait       [engine.EventCancelled + 1]prometheus.Observer // by event type
-	hold       [engine.OutcomeForced + 1]prometheus.Observer  // by outcome
+	name string
+	// live is the namespace's leases held (times liveHeld) plus its waiters
+	// queued: one word, so that a grant from the queue moves both with one
+	// add and Sweep can give an idle namespace up with one compare-and-swap
+	// from 0. Negative (liveDead added) when the namespace is not in use.
+	live    atomic.Int64
+	touched atomic.Bool                                    // a transition happened since the last Sweep
+	wait    [engine.EventCancelled + 1]prometheus.Observer // by event type
+	hold    [engine.OutcomeForced + 1]prometheus.Observer  // by outcome
+
+	lastSeen time.Time // guarded by Metrics.nsMu: when Sweep last saw it touched
+}
+
+func (n *nsMetrics) touch() {
+	if !n.touched.Load() { // a read, not a write, on the common path
+		n.touched.Store(true)
+	}
 }
 
 // New builds the metrics on a fresh private registry.
@@ -89,12 +136,9 @@ func New(o Options) *Metrics {
 		version: o.Version,
 		sep:     o.NamespaceSeparator,
 		maxNS:   int32(o.MaxNamespaces),
-		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "mutexd_queue_depth", Help: "Waiters queued now.",
-		}, []string{"namespace"}),
-		locksHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "mutexd_locks_held", Help: "Leases live now.",
-		}, []string{"namespace"}),
+		idle:    o.NamespaceIdle,
+		now:     o.Now,
+		seed:    maphash.MakeSeed(),
 		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mutexd_wait_duration_seconds",
 			Help:    "Time from an acquire's arrival to the end of its wait, by outcome (acquired, timeout, aborted, cancelled); immediate grants count as 0.",
@@ -118,11 +162,27 @@ func New(o Options) *Metrics {
 		Name: "mutexd_build_info", Help: "Always 1; labels carry the build's version.",
 	}, []string{"version", "goversion"})
 	buildInfo.WithLabelValues(o.Version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.queueDepth, m.locksHeld, m.wait, m.hold, m.httpReqs, m.httpDur, buildInfo,
+	if m.now == nil {
+		m.now = time.Now
+	}
+	m.reg.MustRegister(liveCollector{m}, m.wait, m.hold, m.httpReqs, m.httpDur, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	m.namespaces.Store(OtherNamespace, m.newNS(OtherNamespace))
+	m.other = m.newNS(OtherNamespace)
+	m.namespaces.Store(OtherNamespace, m.other)
+	if len(o.Namespaces) > 0 {
+		// Every allowed label exists from the start, and nothing else ever
+		// takes a slot: the cap is what is there.
+		m.allow = map[string]bool{NoNamespace: true}
+		for _, name := range o.Namespaces {
+			m.allow[name] = true
+		}
+		m.maxNS = int32(len(m.allow))
+		for name := range m.allow {
+			m.add(name)
+		}
+	}
 	return m
 }
 
@@ -132,9 +192,14 @@ func (m *Metrics) Version() string { return m.version }
 // Registry returns the private registry, for tests and extra collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Handler serves the registry in the Prometheus exposition formats.
+// Handler serves the registry in the Prometheus exposition formats. Each
+// scrape first gives idle namespaces' slots back (Sweep).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.Sweep(m.now())
+		h.ServeHTTP(w, r)
+	})
 }
 
 // EventSource is what the metrics read from the event hub at scrape time.
@@ -191,41 +256,70 @@ func (m *Metrics) WatchConnections(src Conns) {
 	)
 }
 
-// Namespace returns the namespace label of key.
+// Namespace returns the namespace label of key, taking a free slot for
+// its namespace if it has none.
 func (m *Metrics) Namespace(key string) string { return m.ns(key).name }
 
-func (m *Metrics) ns(key string) *nsMetrics {
-	name := NoNamespace
+// nsName is the namespace part of key: up to the separator, or NoNamespace.
+// It allocates nothing.
+func (m *Metrics) nsName(key string) string {
 	if i := strings.Index(key, m.sep); i > 0 {
-		name = key[:i]
+		return key[:i]
 	}
+	return NoNamespace
+}
+
+// ns returns the namespace key is counted in now, taking a free slot for
+// it if there is one: for labels of things that are not counted in live.
+func (m *Metrics) ns(key string) *nsMetrics {
+	name := m.nsName(key)
 	if v, ok := m.namespaces.Load(name); ok {
 		return v.(*nsMetrics)
 	}
-	other, _ := m.namespaces.Load(OtherNamespace)
+	if n := m.add(name); n != nil {
+		return n
+	}
+	return m.other
+}
+
+// add gives name a slot if it has none, a slot is free, it is allowed and
+// none of its keys is counted in _other. It returns the namespace, or nil
+// when name stays in _other.
+func (m *Metrics) add(name string) *nsMetrics {
 	if m.nsCount.Load() >= m.maxNS {
-		return other.(*nsMetrics)
+		return nil // the common case once the slots are taken: no lock
 	}
 	m.nsMu.Lock()
 	defer m.nsMu.Unlock()
 	if v, ok := m.namespaces.Load(name); ok {
 		return v.(*nsMetrics)
 	}
-	if m.nsCount.Load() >= m.maxNS {
-		return other.(*nsMetrics)
+	if m.nsCount.Load() >= m.maxNS || m.allow != nil && !m.allow[name] {
+		return nil
 	}
 	n := m.newNS(strings.Clone(name)) // do not pin the whole key in memory
+	// Published dead, then checked: an arrival that counted itself in
+	// _other either sees n (and counts itself again here) or is seen in
+	// its bucket (and n is withdrawn).
+	n.live.Store(liveDead)
 	m.namespaces.Store(n.name, n)
+	if m.overflow[m.bucket(name)].Load() != 0 {
+		m.namespaces.Delete(n.name)
+		m.dropChildren(n.name)
+		return nil
+	}
+	n.lastSeen = m.now()
+	n.live.Store(0)
 	m.nsCount.Add(1)
 	return n
 }
 
+func (m *Metrics) bucket(name string) uint64 {
+	return maphash.String(m.seed, name) % overflowBuckets
+}
+
 func (m *Metrics) newNS(name string) *nsMetrics {
-	n := &nsMetrics{
-		name:       name,
-		queueDepth: m.queueDepth.WithLabelValues(name),
-		locksHeld:  m.locksHeld.WithLabelValues(name),
-	}
+	n := &nsMetrics{name: name}
 	n.wait[engine.EventGranted] = m.wait.WithLabelValues(name, "acquired")
 	n.wait[engine.EventTimeout] = m.wait.WithLabelValues(name, "timeout")
 	n.wait[engine.EventAborted] = m.wait.WithLabelValues(name, "aborted")
@@ -236,28 +330,154 @@ func (m *Metrics) newNS(name string) *nsMetrics {
 	return n
 }
 
-// OnEvent updates the metrics for one engine transition.
-func (m *Metrics) OnEvent(ev engine.Event) {
-	if ev.Type == engine.EventRenewed {
-		return // changes no count
+// dropChildren removes a namespace's series from the vectors.
+func (m *Metrics) dropChildren(name string) {
+	for _, o := range []string{"acquired", "timeout", "aborted", "cancelled"} {
+		m.wait.DeleteLabelValues(name, o)
 	}
-	n := m.ns(ev.Key)
+	for o := engine.OutcomeReleased; o <= engine.OutcomeForced; o++ {
+		m.hold.DeleteLabelValues(name, o.String())
+	}
+}
+
+// Sweep gives back the slot of every namespace that has had nothing held,
+// nothing queued and no transition for Options.NamespaceIdle as of now:
+// its series disappear from the exposition, and the next namespace to
+// appear may take the slot. A namespace given up and seen again starts its
+// counters from 0, which rate() and increase() read as a reset. Handler
+// calls it before each scrape; idleness is measured between calls, so a
+// namespace goes after between NamespaceIdle and NamespaceIdle plus one
+// scrape interval.
+func (m *Metrics) Sweep(now time.Time) {
+	if m.idle <= 0 || m.allow != nil {
+		return
+	}
+	m.nsMu.Lock()
+	defer m.nsMu.Unlock()
+	m.namespaces.Range(func(_, v any) bool {
+		n := v.(*nsMetrics)
+		switch {
+		case n == m.other:
+		case n.touched.Swap(false):
+			n.lastSeen = now
+		case now.Sub(n.lastSeen) >= m.idle && n.live.CompareAndSwap(0, liveDead):
+			// From here an arrival sees n dead and, once nsMu is free,
+			// finds it gone.
+			m.namespaces.Delete(n.name)
+			m.nsCount.Add(-1)
+			m.dropChildren(n.name)
+		}
+		return true
+	})
+}
+
+// arrive counts a waiter queued (d = liveQueued) or a lease granted at
+// once (d = liveHeld) for key, and returns the namespace it is counted in.
+func (m *Metrics) arrive(key string, d int64) *nsMetrics {
+	name := m.nsName(key)
+	for {
+		v, ok := m.namespaces.Load(name)
+		if !ok {
+			if m.add(name) != nil {
+				continue
+			}
+			b := &m.overflow[m.bucket(name)]
+			b.Add(1)
+			if _, ok := m.namespaces.Load(name); ok {
+				b.Add(-1) // name got a slot meanwhile: count it there
+				continue
+			}
+			m.other.touch()
+			m.other.live.Add(d)
+			return m.other
+		}
+		n := v.(*nsMetrics)
+		n.touch()
+		if n.live.Add(d) >= 0 {
+			return n
+		}
+		// Being created or given up: wait for that to finish, look again.
+		m.nsMu.Lock()
+		m.nsMu.Unlock() // empty: only a barrier
+	}
+}
+
+// present returns the namespace an earlier arrival of key was counted in,
+// and whether that is _other.
+func (m *Metrics) present(key string) (n *nsMetrics, other bool) {
+	if v, ok := m.namespaces.Load(m.nsName(key)); ok {
+		// A live namespace holds this key's count, so it cannot be given
+		// up; one not live yet (being created) cannot hold it.
+		if n := v.(*nsMetrics); n.live.Load() >= 0 {
+			return n, false
+		}
+	}
+	return m.other, true
+}
+
+// depart uncounts a waiter (d = liveQueued) or a lease (d = liveHeld) of
+// key from n, where present found it.
+func (m *Metrics) depart(key string, n *nsMetrics, other bool, d int64) {
+	n.touch()
+	if other {
+		m.overflow[m.bucket(m.nsName(key))].Add(-1)
+	}
+	n.live.Add(-d)
+}
+
+// OnEvent updates the metrics for one engine transition. A transition's
+// observation is made before its count leaves the namespace, so Sweep
+// never gives the namespace up under it.
+func (m *Metrics) OnEvent(ev engine.Event) {
 	switch ev.Type {
 	case engine.EventQueued:
-		n.queueDepth.Inc()
+		m.arrive(ev.Key, liveQueued)
 	case engine.EventGranted:
-		n.locksHeld.Inc()
+		var n *nsMetrics
 		if ev.FromQueue {
-			n.queueDepth.Dec()
+			n, _ = m.present(ev.Key)
+			n.touch()
+			n.live.Add(liveHeld - liveQueued)
+		} else {
+			n = m.arrive(ev.Key, liveHeld)
 		}
 		n.wait[ev.Type].Observe(ev.Waited.Seconds())
 	case engine.EventTimeout, engine.EventAborted, engine.EventCancelled:
-		n.queueDepth.Dec()
+		n, other := m.present(ev.Key)
 		n.wait[ev.Type].Observe(ev.Waited.Seconds())
+		m.depart(ev.Key, n, other, liveQueued)
 	case engine.EventEnded:
-		n.locksHeld.Dec()
+		n, other := m.present(ev.Key)
 		n.hold[ev.Outcome].Observe(ev.Held.Seconds())
+		m.depart(ev.Key, n, other, liveHeld)
 	}
+}
+
+// liveCollector exports mutexd_queue_depth and mutexd_locks_held from the
+// namespaces' live counts at scrape time.
+type liveCollector struct{ m *Metrics }
+
+var (
+	queueDepthDesc = prometheus.NewDesc("mutexd_queue_depth", "Waiters queued now.", []string{"namespace"}, nil)
+	locksHeldDesc  = prometheus.NewDesc("mutexd_locks_held", "Leases live now.", []string{"namespace"}, nil)
+)
+
+func (c liveCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- locksHeldDesc
+}
+
+func (c liveCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.namespaces.Range(func(_, v any) bool {
+		n := v.(*nsMetrics)
+		live := n.live.Load()
+		if live < 0 {
+			return true // being created or given up
+		}
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(live%liveHeld), n.name)
+		ch <- prometheus.MustNewConstMetric(locksHeldDesc, prometheus.GaugeValue, float64(live/liveHeld), n.name)
+		return true
+	})
 }
 
 // RouteObserver records the requests of one route and method.

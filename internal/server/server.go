@@ -75,14 +75,19 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	s.metrics = metrics.New(metrics.Options{
 		NamespaceSeparator: cfg.Metrics.NamespaceSeparator,
 		MaxNamespaces:      cfg.Metrics.MaxNamespaces,
+		Namespaces:         cfg.Metrics.Namespaces,
+		NamespaceIdle:      cfg.Metrics.NamespaceIdle,
 		Version:            version,
 	})
 	s.events = newEventLog(log)
-	s.hub = events.New(cfg.Limits.MaxSubscribers, subscriberBuffer)
+	l := cfg.Limits
+	s.hub = events.New(l.MaxSubscribers, l.Reserved(l.MaxSubscribers), subscriberBuffer)
 	s.engine = engine.New(engine.SystemClock{}, engine.Observers{s.metrics, s.events, s.hub}, engine.Limits{
-		MaxKeys:          cfg.Limits.MaxKeys,
-		MaxWaitersPerKey: cfg.Limits.MaxWaitersPerKey,
-		MaxWaiters:       cfg.Limits.MaxWaiters,
+		MaxKeys:          l.MaxKeys,
+		MaxWaitersPerKey: l.MaxWaitersPerKey,
+		MaxWaiters:       l.MaxWaiters,
+		ReservedKeys:     l.Reserved(l.MaxKeys),
+		ReservedWaiters:  l.Reserved(l.MaxWaiters),
 	})
 	s.metrics.Watch(s.engine)
 	s.metrics.WatchEvents(s.hub)
@@ -197,7 +202,7 @@ func (s *Server) Run(ctx context.Context) error {
 		"restart_grace", c.Lock.RestartGrace.String(),
 		"max_keys", c.Limits.MaxKeys, "max_waiters_per_key", c.Limits.MaxWaitersPerKey,
 		"max_waiters", c.Limits.MaxWaiters, "max_connections", c.Limits.MaxConnections,
-		"max_subscribers", c.Limits.MaxSubscribers, "ui", c.UI.Enabled,
+		"max_subscribers", c.Limits.MaxSubscribers, "admin_reserve", c.Limits.AdminReserve, "ui", c.UI.Enabled,
 		"auth", s.guard.Tokens().Enabled(), "tls", s.cert != nil)
 	s.warnExposure()
 	if g := c.Lock.RestartGrace; g > 0 && g < c.Lock.MaxTTL {
