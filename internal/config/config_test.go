@@ -113,6 +113,9 @@ func TestInvalid(t *testing.T) {
 		{"zero connections", "limits:\n  max_connections: 0\n", "", "limits.max_connections"},
 		{"zero header timeout", "limits:\n  read_header_timeout: 0s\n", "", "limits.read_header_timeout"},
 		{"zero idle timeout", "limits:\n  idle_timeout: 0s\n", "", "limits.idle_timeout"},
+		{"zero requests", "limits:\n  max_requests: 0\n", "", "limits.max_requests"},
+		{"zero write timeout", "limits:\n  write_timeout: 0s\n", "", "limits.write_timeout"},
+		{"bad write timeout env", "", "MUTEXD_LIMITS_WRITE_TIMEOUT=never", "limits.write_timeout"},
 		{"cert without key", "tls:\n  cert_file: cert.pem\n", "", "tls.cert_file"},
 	}
 	for _, tt := range tests {
