@@ -78,8 +78,15 @@ type Options struct {
 	BodyTimeout time.Duration
 	// UI serves the console under /ui/ when set; it sees paths without
 	// the /ui prefix.
-	UI     http.Handler
-	Logger *slog.Logger
+	UI http.Handler
+	// MaxRequests caps the requests served at once (each HTTP/2 stream is
+	// one); beyond, 503 too_many_requests. 0 is no cap.
+	MaxRequests int
+	// WriteTimeout bounds each write of a response: one that makes no
+	// progress this long closes the connection (see WithConn). 0 is no
+	// bound.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Server is the HTTP API. It is an http.Handler.
@@ -100,6 +107,10 @@ type Server struct {
 	auth         *auth.Guard
 	metricsPath  string
 	metricsLevel auth.Level
+
+	maxRequests  int64
+	writeTimeout time.Duration
+	inFlight     atomic.Int64 // requests in frame, refusals included
 
 	// observers record each route's requests; nil without an Observer
 	observers map[routeKey]RouteObserver
@@ -134,7 +145,8 @@ func New(o Options) *Server {
 		o.Heartbeat = DefaultHeartbeat
 	}
 	s := &Server{echo: echo.New(), locker: o.Locker, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
-		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat, bodyTimeout: o.BodyTimeout}
+		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat, bodyTimeout: o.BodyTimeout,
+		maxRequests: int64(o.MaxRequests), writeTimeout: o.WriteTimeout}
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = DefaultBodyTimeout
 	}
@@ -254,18 +266,31 @@ func (s *Server) notReady() error {
 type routeKey struct{ path, method string }
 
 // frame is the API's one middleware. Around every request, routed or not,
-// it sets the X-Request-Id, checks the caller's token, turns a handler
-// panic into an error, answers any error through the one error mapping
-// and records the request's metrics. It is one middleware rather than a
-// chain because echo re-wraps the chain on every request: each link would
-// cost an allocation and a call on the hot path.
+// it counts the request against MaxRequests, bounds its response writes
+// by WriteTimeout, sets the X-Request-Id, checks the caller's token, turns
+// a handler panic into an error, answers any error through the one error
+// mapping and records the request's metrics. It is one middleware rather
+// than a chain because echo re-wraps the chain on every request: each link
+// would cost an allocation and a call on the hot path.
 func (s *Server) frame(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		refuse := s.admit()
+		defer s.done()
+		res := c.Response()
+		g := s.guardWrites(res.Writer, c.Request())
+		if g != nil {
+			res.Writer = g
+		}
 		s.requestID(c)
 		start := time.Now()
-		if err := s.guarded(c, next); err != nil {
+		err := errTooManyRequests
+		if !refuse {
+			err = s.guarded(c, next)
+		}
+		if err != nil {
 			c.Error(err)
 		}
+		g.finish(res.Committed)
 		if s.unmatched != nil {
 			o, ok := s.observers[routeKey{c.Path(), c.Request().Method}]
 			if !ok {

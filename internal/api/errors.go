@@ -74,6 +74,8 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: "This call needs an admin token (auth.admin_tokens)."}
 	case errors.Is(err, events.ErrTooManySubscribers):
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_subscribers", Message: "Too many event streams are open; retry later.", RetryAfter: 5}
+	case errors.Is(err, errTooManyRequests):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "too_many_requests", Message: "The server is serving too many requests at once; retry shortly.", RetryAfter: 1}
 	case errors.Is(err, events.ErrClosed):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "The server is shutting down; retry shortly.", RetryAfter: 1}
 	case errors.Is(err, engine.ErrCancelled):

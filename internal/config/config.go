@@ -88,6 +88,17 @@ type Limits struct {
 	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
 	// IdleTimeout closes a keep-alive connection idle this long.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// MaxRequests caps the requests being served at once over all
+	// connections, each HTTP/2 stream counting as one: a connection's
+	// streams multiply what max_connections alone would allow. It must
+	// leave room for every waiter (max_waiters) and event stream.
+	MaxRequests int `mapstructure:"max_requests"`
+	// WriteTimeout closes a connection when a write of a response (or of
+	// an event on a stream) makes no progress for this long: a client that
+	// stops reading, or grants an HTTP/2 window of zero, cannot pin the
+	// handler. It is not a whole-response limit, so long polls and event
+	// streams are unaffected.
+	WriteTimeout time.Duration `mapstructure:"write_timeout"`
 	// MaxSubscribers caps open /v1/events streams (the console holds one
 	// per tab).
 	MaxSubscribers int `mapstructure:"max_subscribers"`
@@ -158,8 +169,8 @@ func Default() Config {
 			MaxWait:     10 * time.Minute,
 		},
 		Limits: Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000,
-			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxSubscribers: 100,
-			AdminReserve: 10},
+			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			MaxRequests: 110_000, WriteTimeout: 10 * time.Second, MaxSubscribers: 100, AdminReserve: 10},
 		Metrics: Metrics{Path: "/metrics", NamespaceSeparator: ":", MaxNamespaces: 50, NamespaceIdle: 15 * time.Minute},
 		UI:      UI{Enabled: true},
 	}
@@ -203,6 +214,7 @@ func (c Config) Validate() error {
 		"limits.max_waiters_per_key": c.Limits.MaxWaitersPerKey,
 		"limits.max_waiters":         c.Limits.MaxWaiters,
 		"limits.max_connections":     c.Limits.MaxConnections,
+		"limits.max_requests":        c.Limits.MaxRequests,
 		"limits.max_subscribers":     c.Limits.MaxSubscribers,
 		"metrics.max_namespaces":     c.Metrics.MaxNamespaces,
 	} {
@@ -222,6 +234,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.IdleTimeout <= 0 {
 		bad("limits.idle_timeout", "must be positive, got %s", c.Limits.IdleTimeout)
+	}
+	if c.Limits.WriteTimeout <= 0 {
+		bad("limits.write_timeout", "must be positive, got %s", c.Limits.WriteTimeout)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls.cert_file", "tls.cert_file and tls.key_file must be set together")

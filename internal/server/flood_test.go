@@ -13,7 +13,7 @@ import (
 )
 
 // TestFloodOfWaiters queues 20,000 waiters on one key through the HTTP API
-// (over cleartext HTTP/2, 250 waits a connection, so the file-descriptor
+// (over cleartext HTTP/2, 100 waits a connection, so the file-descriptor
 // limit is not what is tested), checks that the next one is refused with
 // 429 and Retry-After, cancels them all, and checks that the daemon is
 // left with no waiters, no keys and its goroutine count back near the

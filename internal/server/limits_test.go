@@ -298,6 +298,8 @@ func TestLongPollOutlivesServerTimeouts(t *testing.T) {
 	cfg := testConfig()
 	cfg.Limits.ReadHeaderTimeout = 200 * time.Millisecond
 	cfg.Limits.IdleTimeout = 200 * time.Millisecond
+	// A write timeout bounds each write, not the wait before it.
+	cfg.Limits.WriteTimeout = 200 * time.Millisecond
 	d := startDaemon(t, cfg)
 	c := http.DefaultClient
 	if code, _, _ := call(t, c, "POST", d.url+"/v1/locks/poll/acquire?ttl=1m", ""); code != 200 {

@@ -14,10 +14,17 @@ import (
 // the cost of a refused connection is one short-lived goroutine, and only
 // maxRefusers of those run at a time (beyond, the connection is just
 // closed).
+//
+// A connection it hands out must bring its first request (reach the
+// handler, see limitConn.served) within firstRequest, or it is closed:
+// net/http's ReadHeaderTimeout does that for HTTP/1, but an HTTP/2
+// connection that sends its preface and SETTINGS and then nothing would
+// otherwise hold its slot for the whole IdleTimeout.
 type limitListener struct {
 	net.Listener
-	slots   chan struct{} // one token per open connection
-	refusal []byte        // written to a refused connection; nil: just close
+	slots        chan struct{} // one token per open connection
+	refusal      []byte        // written to a refused connection; nil: just close
+	firstRequest time.Duration // 0: no deadline
 
 	refusers chan struct{} // bounds the goroutines answering refusals
 	wg       sync.WaitGroup
@@ -36,8 +43,9 @@ var refusal503 = func() []byte {
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }()
 
-func newLimitListener(ln net.Listener, max int, refusal []byte) *limitListener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, max), refusal: refusal, refusers: make(chan struct{}, maxRefusers)}
+func newLimitListener(ln net.Listener, max int, refusal []byte, firstRequest time.Duration) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, max), refusal: refusal, firstRequest: firstRequest,
+		refusers: make(chan struct{}, maxRefusers)}
 }
 
 // Accept returns the next connection that fits under the cap.
@@ -49,7 +57,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.slots <- struct{}{}:
-			return &limitConn{Conn: c, l: l}, nil
+			lc := &limitConn{Conn: c, l: l}
+			if l.firstRequest > 0 {
+				lc.deadline = time.AfterFunc(l.firstRequest, func() { _ = lc.close() })
+			}
+			return lc, nil
 		default:
 			l.refuse(c)
 		}
@@ -108,12 +120,30 @@ func (l *limitListener) Refused() int64 { return l.refused.Load() }
 // called).
 type limitConn struct {
 	net.Conn
-	l    *limitListener
-	once sync.Once
+	l          *limitListener
+	once       sync.Once
+	deadline   *time.Timer // closes the connection if no request came; nil: none
+	gotRequest atomic.Bool // a request has reached the handler
 }
 
 func (c *limitConn) Close() error {
+	if c.deadline != nil {
+		c.deadline.Stop()
+	}
+	return c.close()
+}
+
+// close closes without touching the deadline (it is the deadline's func).
+func (c *limitConn) close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { <-c.l.slots })
 	return err
+}
+
+// served lifts the first-request deadline: a request has reached the
+// handler. Every request calls it; the first one stops the timer.
+func (c *limitConn) served() {
+	if c.deadline != nil && !c.gotRequest.Load() && c.gotRequest.CompareAndSwap(false, true) {
+		c.deadline.Stop()
+	}
 }

@@ -46,14 +46,20 @@ type Server struct {
 const subscriberBuffer = 1024
 
 // HTTP server limits. A long-poll acquire is bounded by its own wait, so
-// there is no read or write timeout (a write timeout would cut a legitimate
-// 10-minute wait); slow or trickling headers are cut off by
-// limits.read_header_timeout, idle connections by limits.idle_timeout.
+// there is no whole-request read or write timeout (it would cut a
+// legitimate 10-minute wait). Instead: a connection must bring its first
+// request within limits.read_header_timeout (slow or trickling headers are
+// cut off by the same), idle connections go after limits.idle_timeout,
+// each response write that makes no progress for limits.write_timeout
+// closes its connection, and limits.max_requests bounds the requests (HTTP/2
+// streams included) served at once.
 const (
 	maxHeaderBytes = 64 << 10
 	// maxStreams bounds the concurrent requests (waits) on one HTTP/2
-	// connection.
-	maxStreams = 250
+	// connection: the 100 that RFC 9113 recommends as a minimum. The
+	// streams of all connections together are bounded by
+	// limits.max_requests.
+	maxStreams = 100
 )
 
 // New builds the daemon and binds its listener, so Addr is known and
@@ -112,6 +118,8 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		Auth:             s.guard,
 		Events:           s.hub,
 		UI:               console,
+		MaxRequests:      cfg.Limits.MaxRequests,
+		WriteTimeout:     cfg.Limits.WriteTimeout,
 		Logger:           log,
 	})
 	// HTTP/1.1 and HTTP/2 (over TLS, or cleartext with prior knowledge): a
@@ -124,13 +132,19 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		protocols.SetUnencryptedHTTP2(true)
 	}
 	s.http = &http.Server{
-		Handler:           s.api,
+		Handler:           firstRequest{s.api},
+		ConnContext:       connContext,
 		ReadHeaderTimeout: cfg.Limits.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Limits.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		Protocols:         &protocols,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: maxStreams,
+			// A peer that stops reading the socket stalls the
+			// connection's writer, which this closes.
+			WriteByteTimeout: cfg.Limits.WriteTimeout,
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -140,10 +154,10 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	// written in the clear, so TLS wraps the capped listener, and a TLS
 	// client past the cap just sees its connection closed.
 	if s.cert != nil {
-		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, nil)
+		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, nil, cfg.Limits.ReadHeaderTimeout)
 		s.ln = tls.NewListener(s.conns, s.cert.config())
 	} else {
-		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, refusal503)
+		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, refusal503, cfg.Limits.ReadHeaderTimeout)
 		s.ln = s.conns
 	}
 	s.metrics.WatchConnections(s.conns)
@@ -202,9 +216,14 @@ func (s *Server) Run(ctx context.Context) error {
 		"restart_grace", c.Lock.RestartGrace.String(),
 		"max_keys", c.Limits.MaxKeys, "max_waiters_per_key", c.Limits.MaxWaitersPerKey,
 		"max_waiters", c.Limits.MaxWaiters, "max_connections", c.Limits.MaxConnections,
+		"max_requests", c.Limits.MaxRequests, "write_timeout", c.Limits.WriteTimeout.String(),
 		"max_subscribers", c.Limits.MaxSubscribers, "admin_reserve", c.Limits.AdminReserve, "ui", c.UI.Enabled,
 		"auth", s.guard.Tokens().Enabled(), "tls", s.cert != nil)
 	s.warnExposure()
+	if l := c.Limits; l.MaxRequests < l.MaxWaiters+l.MaxSubscribers {
+		s.log.Warn("limits.max_requests is below limits.max_waiters + limits.max_subscribers: waits and event streams can be refused 503 too_many_requests before their own limits",
+			"max_requests", l.MaxRequests, "max_waiters", l.MaxWaiters, "max_subscribers", l.MaxSubscribers)
+	}
 	if g := c.Lock.RestartGrace; g > 0 && g < c.Lock.MaxTTL {
 		s.log.Warn("lock.restart_grace is shorter than lock.max_ttl: a lease granted before a restart with a longer TTL can outlive the grace",
 			"restart_grace", g.String(), "max_ttl", c.Lock.MaxTTL.String())
@@ -306,6 +325,35 @@ func (s *Server) warnExposure() {
 	if _, admin := t.Count(); admin == 0 {
 		s.log.Info("no auth.admin_tokens: force-release and listing keys are refused to every token")
 	}
+}
+
+// connKey is the context key of a request's *limitConn.
+type connKey struct{}
+
+// connContext is the http.Server's ConnContext: it hands each
+// connection's *limitConn (under TLS, the one the TLS connection wraps) to
+// its requests, for firstRequest and for the API, which closes the
+// connection when a response write is stuck.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*limitConn)
+	if !ok {
+		return ctx
+	}
+	return api.WithConn(context.WithValue(ctx, connKey{}, lc), lc)
+}
+
+// firstRequest tells a connection that a request has reached the handler,
+// which lifts its first-request deadline (see limitListener).
+type firstRequest struct{ next http.Handler }
+
+func (h firstRequest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if lc, ok := r.Context().Value(connKey{}).(*limitConn); ok {
+		lc.served()
+	}
+	h.next.ServeHTTP(w, r)
 }
 
 // routeMetrics adapts metrics.Metrics to api.Observer.
