@@ -26,6 +26,9 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 				return usageError{err: err}
 			}
 			log := newLogger(stderr, cfg.Log)
+			for _, name := range config.UnknownEnv(os.Environ()) {
+				log.Warn("environment variable matches no configuration key; it is ignored (see the configuration table in README.md)", "name", name)
+			}
 			srv, err := server.New(cfg, buildVersion(), log)
 			if errors.Is(err, config.ErrInvalid) {
 				return usageError{err: err}

@@ -2,6 +2,14 @@
 // defaults, then a YAML file, then MUTEXD_* environment variables, then
 // command-line flags, each overriding the one before. viper stays inside
 // this package.
+//
+// Decoding is viper's UnmarshalExact with decode hooks that read durations
+// with the API's parser (whole seconds or a Go duration), whole numbers
+// without base prefixes, strict booleans and comma-separated lists from
+// the environment. Unknown keys in a file are rejected before that, by
+// rejectUnknown, because it can say more than mapstructure's "invalid
+// keys": that a section was given a single value, or a value a map, and it
+// never quotes a value that may be a secret.
 package config
 
 import (
@@ -209,17 +217,20 @@ func (c Config) Validate() error {
 	if l.DefaultWait < 0 || l.DefaultWait > l.MaxWait {
 		bad("lock.default_wait", "must be between 0 and lock.max_wait (%s), got %s", l.MaxWait, l.DefaultWait)
 	}
-	for key, v := range map[string]int{
-		"limits.max_keys":            c.Limits.MaxKeys,
-		"limits.max_waiters_per_key": c.Limits.MaxWaitersPerKey,
-		"limits.max_waiters":         c.Limits.MaxWaiters,
-		"limits.max_connections":     c.Limits.MaxConnections,
-		"limits.max_requests":        c.Limits.MaxRequests,
-		"limits.max_subscribers":     c.Limits.MaxSubscribers,
-		"metrics.max_namespaces":     c.Metrics.MaxNamespaces,
+	for _, lim := range []struct {
+		key string
+		v   int
+	}{
+		{"limits.max_keys", c.Limits.MaxKeys},
+		{"limits.max_waiters_per_key", c.Limits.MaxWaitersPerKey},
+		{"limits.max_waiters", c.Limits.MaxWaiters},
+		{"limits.max_connections", c.Limits.MaxConnections},
+		{"limits.max_requests", c.Limits.MaxRequests},
+		{"limits.max_subscribers", c.Limits.MaxSubscribers},
+		{"metrics.max_namespaces", c.Metrics.MaxNamespaces},
 	} {
-		if v < 1 {
-			bad(key, "must be at least 1, got %d", v)
+		if lim.v < 1 {
+			bad(lim.key, "must be at least 1, got %d", lim.v)
 		}
 	}
 	p := c.Metrics.Path
@@ -241,8 +252,12 @@ func (c Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls.cert_file", "tls.cert_file and tls.key_file must be set together")
 	}
-	for list, toks := range map[string][]string{"auth.tokens": c.Auth.Tokens, "auth.admin_tokens": c.Auth.AdminTokens} {
-		for i, tok := range toks {
+	for _, l := range []struct {
+		key  string
+		toks []string
+	}{{"auth.tokens", c.Auth.Tokens}, {"auth.admin_tokens", c.Auth.AdminTokens}} {
+		list := l.key
+		for i, tok := range l.toks {
 			if err := auth.CheckToken(tok); err != nil {
 				// Never quote a token back.
 				bad(list, "entry %d: %s", i+1, err)
@@ -275,14 +290,9 @@ func (c Config) Validate() error {
 	if len(errs) == 0 {
 		return nil
 	}
-	// Report in key order so the message is stable.
-	first := errs[0]
-	for _, err := range errs[1:] {
-		if err.Error() < first.Error() {
-			first = err
-		}
-	}
-	return fmt.Errorf("%w: %w", ErrInvalid, first)
+	// The checks run in a fixed order, so the first is stable; one line,
+	// since the command line prints it as its one error line.
+	return fmt.Errorf("%w: %w", ErrInvalid, errs[0])
 }
 
 // ErrInvalid wraps every configuration error: a bad value, an unknown key,

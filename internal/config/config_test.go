@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -243,5 +244,22 @@ func TestNamespacesAndReserve(t *testing.T) {
 		if got := (config.Limits{AdminReserve: tt.pct}).Reserved(tt.max); got != tt.want {
 			t.Errorf("Reserved(%d) at %d%% = %d, want %d", tt.max, tt.pct, got, tt.want)
 		}
+	}
+}
+
+func TestUnknownEnv(t *testing.T) {
+	environ := []string{
+		"MUTEXD_LOCK_DEFAULT_TLL=5s", // a typo
+		"MUTEXD_LOCK_DEFAULT_TTL=5s",
+		"MUTEXD_LIMITS_MAX_KEYS=10",
+		"MUTEXD_TOKEN=x", "MUTEXD_ADDR=x", "MUTEXD_LEASE_TOKEN=x", // the client's
+		"MUTEXD_LISTN=:7070",
+		"HOME=/root",
+		"MUTEXDX=1",
+	}
+	got := config.UnknownEnv(environ)
+	want := []string{"MUTEXD_LISTN", "MUTEXD_LOCK_DEFAULT_TLL"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("UnknownEnv = %v, want %v", got, want)
 	}
 }

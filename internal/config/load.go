@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
@@ -62,16 +64,40 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 		}
 	}
 	var c Config
-	dst := reflect.ValueOf(&c).Elem()
-	for _, f := range fields {
-		if err := set(dst.FieldByIndex(f.index), v.Get(f.key)); err != nil {
-			return Config{}, fmt.Errorf("%w: %s: %s", ErrInvalid, f.key, err)
-		}
+	if err := v.UnmarshalExact(&c, viper.DecodeHook(decodeHooks)); err != nil {
+		return Config{}, decodeError(err)
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// clientEnv names the MUTEXD_ variables that are not configuration keys:
+// the command-line client's and those mutexd lock gives its command.
+var clientEnv = []string{"ADDR", "TOKEN", "LEASE_TOKEN", "KEY", "FENCE", "PREVIOUS_OUTCOME", "PREVIOUS_FENCE", "URL"}
+
+// UnknownEnv returns the names of the MUTEXD_ variables in environ
+// ("NAME=value" pairs, as os.Environ gives them) that match no
+// configuration key: a typo such as MUTEXD_LOCK_DEFAULT_TLL would
+// otherwise leave the default in force without a word.
+func UnknownEnv(environ []string) []string {
+	known := map[string]bool{}
+	for _, k := range Keys() {
+		known[strings.ToUpper(strings.ReplaceAll(k, ".", "_"))] = true
+	}
+	for _, k := range clientEnv {
+		known[k] = true
+	}
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if rest, ok := strings.CutPrefix(name, EnvPrefix+"_"); ok && !known[rest] {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
+	return unknown
 }
 
 // Keys returns every configuration key, dotted, in definition order.
@@ -156,90 +182,62 @@ func firstUnder(fields []leaf, section string) string {
 	return ""
 }
 
-// set converts a raw value from viper (YAML, environment string or flag
-// string) to the field's type. A duration is a Go duration string ("30s",
-// "1500ms") or a bare number of seconds.
-func set(dst reflect.Value, raw any) error {
-	switch dst.Interface().(type) {
-	case time.Duration:
-		d, err := parseDuration(raw)
-		if err != nil {
-			return err
-		}
-		dst.SetInt(int64(d))
-	case string:
-		switch s := raw.(type) {
-		case string:
-			dst.SetString(s)
-		case int, int64, float64, bool:
-			dst.SetString(fmt.Sprint(s))
-		default:
-			return fmt.Errorf("want a string, got %v", raw)
-		}
-	case int:
-		n, err := parseInt(raw)
-		if err != nil {
-			return err
-		}
-		dst.SetInt(int64(n))
-	case bool:
-		b, err := parseBool(raw)
-		if err != nil {
-			return err
-		}
-		dst.SetBool(b)
-	case []string:
-		l, err := parseList(raw)
-		if err != nil {
-			return err
-		}
-		dst.Set(reflect.ValueOf(l))
-	default:
-		return fmt.Errorf("unsupported type %s", dst.Type())
-	}
-	return nil
-}
+// decodeHooks convert what viper holds (YAML values, environment and flag
+// strings) to Config's field types more strictly than mapstructure's weak
+// typing would: a duration is a Go duration or whole seconds (the API's
+// parser), a whole number may have underscores but no base prefix ("010" is
+// ten, not eight), a list from the environment is comma-separated.
+var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, intHook, boolHook, listHook)
 
-func parseDuration(raw any) (time.Duration, error) {
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	intType      = reflect.TypeFor[int]()
+	boolType     = reflect.TypeFor[bool]()
+	listType     = reflect.TypeFor[[]string]()
+)
+
+func durationHook(_ reflect.Type, to reflect.Type, raw any) (any, error) {
+	if to != durationType {
+		return raw, nil
+	}
 	switch x := raw.(type) {
 	case time.Duration:
 		return x, nil
 	case int:
-		return time.Duration(x) * time.Second, nil
-	case int64:
 		return time.Duration(x) * time.Second, nil
 	case float64:
 		return time.Duration(x * float64(time.Second)), nil
 	case string:
-		d, err := duration.Parse(strings.TrimSpace(x))
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a duration such as 30s, 1500ms or 2m", x)
+		if d, err := duration.Parse(strings.TrimSpace(x)); err == nil {
+			return d, nil
 		}
-		return d, nil
 	}
-	return 0, fmt.Errorf("%v is not a duration such as 30s, 1500ms or 2m", raw)
+	return nil, fmt.Errorf("%s", "want a duration such as 30s, 1500ms or 2m, or whole seconds, got "+quoted(raw))
 }
 
-func parseInt(raw any) (int, error) {
+func intHook(_ reflect.Type, to reflect.Type, raw any) (any, error) {
+	if to != intType {
+		return raw, nil
+	}
 	switch x := raw.(type) {
 	case int:
 		return x, nil
-	case int64:
-		return int(x), nil
 	case float64:
 		if x == float64(int(x)) {
 			return int(x), nil
 		}
 	case string:
-		s := strings.ReplaceAll(strings.TrimSpace(x), "_", "")
-		if n, err := strconv.Atoi(s); err == nil {
+		if n, err := strconv.Atoi(strings.ReplaceAll(strings.TrimSpace(x), "_", "")); err == nil {
 			return n, nil
 		}
 	}
-	return 0, fmt.Errorf("%v is not a whole number", raw)
+	return nil, fmt.Errorf("%s", "want a whole number, got "+quoted(raw))
 }
 
-func parseBool(raw any) (bool, error) {
+func boolHook(_ reflect.Type, to reflect.Type, raw any) (any, error) {
+	if to != boolType {
+		return raw, nil
+	}
 	switch x := raw.(type) {
 	case bool:
 		return x, nil
@@ -248,13 +246,16 @@ func parseBool(raw any) (bool, error) {
 			return b, nil
 		}
 	}
-	return false, fmt.Errorf("%v is not true or false", raw)
+	return nil, fmt.Errorf("%s", "want true or false, got "+quoted(raw))
 }
 
-// parseList reads a YAML list of strings, or a comma-separated string from
-// the environment. An empty list is nil, like the default. The error never
+// listHook reads a YAML list of strings, or a comma-separated string from
+// the environment. An empty list is nil, like the default. Its error never
 // quotes the value: lists may hold secrets.
-func parseList(raw any) ([]string, error) {
+func listHook(_ reflect.Type, to reflect.Type, raw any) (any, error) {
+	if to != listType {
+		return raw, nil
+	}
 	var out []string
 	switch x := raw.(type) {
 	case nil:
@@ -264,7 +265,7 @@ func parseList(raw any) ([]string, error) {
 		for _, v := range x {
 			s, ok := v.(string)
 			if !ok {
-				return nil, fmt.Errorf("want a list of strings")
+				return nil, errors.New("want a list of strings")
 			}
 			out = append(out, s)
 		}
@@ -275,9 +276,35 @@ func parseList(raw any) ([]string, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("want a list of strings")
+		return nil, errors.New("want a list of strings")
 	}
 	return out, nil
+}
+
+func quoted(raw any) string {
+	if s, ok := raw.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(raw)
+}
+
+// decodeError turns mapstructure's error (a list of per-field errors) into
+// one line naming the first field at fault, in Config's field order.
+func decodeError(err error) error {
+	var de *mapstructure.DecodeError
+	if !errors.As(err, &de) {
+		return fmt.Errorf("%w: %s", ErrInvalid, oneLine(err))
+	}
+	inner := de.Unwrap()
+	var ute *mapstructure.UnconvertibleTypeError
+	var pe *mapstructure.ParseError
+	switch {
+	case errors.As(inner, &ute):
+		inner = fmt.Errorf("want a %s value", ute.Expected.Type())
+	case errors.As(inner, &pe):
+		inner = fmt.Errorf("want a %s value", pe.Expected.Type())
+	}
+	return fmt.Errorf("%w: %s: %w", ErrInvalid, de.Name(), inner)
 }
 
 func oneLine(err error) string {
