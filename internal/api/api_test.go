@@ -159,6 +159,11 @@ func TestParametersFromQueryAndBody(t *testing.T) {
 	if r.status != 200 || r.body["ttl_ms"] != 90000.0 {
 		t.Fatalf("numeric ttl: %d %s, want 90 s", r.status, r.raw)
 	}
+	// An explicit null is an absent parameter: the default, not "".
+	r = s.do(t, "POST", "/v1/locks/nulls/acquire", `{"owner":null, "ttl": null ,"wait":null,"on_error":null}`)
+	if r.status != 200 || r.body["ttl_ms"] != 30000.0 || r.body["owner"] == "" {
+		t.Fatalf("null params: %d %s, want the defaults (ttl 30s, owner the client's address)", r.status, r.raw)
+	}
 	if info := s.eng.Inspect("q", 1); info.Holder.OnError != engine.OnErrorStop {
 		t.Fatalf("on_error=stop not applied: %+v", info.Holder)
 	}

@@ -98,6 +98,9 @@ func (s *Server) parseParams(c echo.Context, allowed ...param) (params, error) {
 		if !ok {
 			return p, unknownParam(name, allowed)
 		}
+		if string(v) == "null" {
+			continue // as if absent, the way JSON APIs read an explicit null
+		}
 		s, err := scalar(v)
 		if err != nil {
 			return p, badRequest("invalid_body", "Parameter %q must be a string or a number.", name)
