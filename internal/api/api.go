@@ -181,6 +181,8 @@ func New(o Options) *Server {
 		ui := consoleRoute(o.UI)
 		routes = append(routes,
 			route{http.MethodGet, "/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }},
+			// 302, not 301: a browser must not remember it once the console is off.
+			route{http.MethodGet, "/", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }},
 			route{http.MethodGet, "/ui/*", ui})
 	}
 	if o.Metrics != nil && o.MetricsPath != "" {

@@ -27,3 +27,30 @@ func TestConsoleMissingFileIsAJSON404(t *testing.T) {
 		t.Fatalf("GET /ui/: %d %v, want the page with its CSP", r.status, r.header)
 	}
 }
+
+// TestRootRedirectsToTheConsole: GET / leads a browser to the console when
+// it is on, with a 302 (a 301 would be remembered after it is turned off),
+// and is a plain 404 when it is off.
+func TestRootRedirectsToTheConsole(t *testing.T) {
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, on := range []bool{true, false} {
+		o := api.Options{Locker: engine.New(engine.SystemClock{}, nil, engine.Limits{}), Bounds: bounds, Logger: testLogger(t)}
+		if on {
+			o.UI = ui.Handler()
+		}
+		srv := httptest.NewServer(api.New(o))
+		resp, err := noRedirect.Get(srv.URL + "/")
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want, loc := http.StatusNotFound, ""
+		if on {
+			want, loc = http.StatusFound, "/ui/"
+		}
+		if resp.StatusCode != want || resp.Header.Get("Location") != loc {
+			t.Errorf("console on=%v: GET / = %d Location %q, want %d %q", on, resp.StatusCode, resp.Header.Get("Location"), want, loc)
+		}
+	}
+}

@@ -164,6 +164,23 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// consoleURL is where a browser on this machine finds the console: the
+// listen address, with a wildcard host (0.0.0.0, ::) shown as loopback.
+func consoleURL(addr net.Addr, tls bool) string {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return scheme + "://" + addr.String() + "/ui/"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/ui/"
+}
+
 // debugHandler returns the net/http/pprof handlers on a private mux when
 // debug.pprof is on, else nil.
 func debugHandler(c config.Debug) http.Handler {
@@ -219,6 +236,9 @@ func (s *Server) Run(ctx context.Context) error {
 		"max_requests", c.Limits.MaxRequests, "write_timeout", c.Limits.WriteTimeout.String(),
 		"max_subscribers", c.Limits.MaxSubscribers, "admin_reserve", c.Limits.AdminReserve, "ui", c.UI.Enabled,
 		"auth", s.guard.Tokens().Enabled(), "tls", s.cert != nil)
+	if c.UI.Enabled {
+		s.log.Info("console", "url", consoleURL(s.ln.Addr(), s.cert != nil))
+	}
 	s.warnExposure()
 	if l := c.Limits; l.MaxRequests < l.MaxWaiters+l.MaxSubscribers {
 		s.log.Warn("limits.max_requests is below limits.max_waiters + limits.max_subscribers: waits and event streams can be refused 503 too_many_requests before their own limits",

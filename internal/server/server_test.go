@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -135,5 +136,27 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	cfg.Lock.DefaultTTL = 0
 	if _, err := server.New(cfg, "test", slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("server.New accepted an invalid config")
+	}
+}
+
+func TestConsoleURL(t *testing.T) {
+	tests := []struct {
+		addr string
+		tls  bool
+		want string
+	}{
+		{"127.0.0.1:7070", false, "http://127.0.0.1:7070/ui/"},
+		{"0.0.0.0:7070", false, "http://127.0.0.1:7070/ui/"},
+		{"[::]:7070", true, "https://127.0.0.1:7070/ui/"},
+		{"[::1]:7443", true, "https://[::1]:7443/ui/"},
+	}
+	for _, tt := range tests {
+		addr, err := net.ResolveTCPAddr("tcp", tt.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := server.ConsoleURL(addr, tt.tls); got != tt.want {
+			t.Errorf("ConsoleURL(%s, tls %v) = %q, want %q", tt.addr, tt.tls, got, tt.want)
+		}
 	}
 }

@@ -1,0 +1,4 @@
+package server
+
+// ConsoleURL is consoleURL, for the external tests.
+var ConsoleURL = consoleURL
