@@ -16,11 +16,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
-	if err != nil && isFlagError(err) {
-		return usageError{err: err}
-	}
-	return err
+	return root.ExecuteContext(ctx)
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -40,6 +36,19 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(serve, newVersionCmd(stdout), newHealthcheckCmd(stdout), newBenchCmd(stdout, stderr),
 		newLockCmd(stdout, stderr), newAcquireCmd(stdout), newReleaseCmd(stdout), newRenewCmd(stdout),
 		newStatusCmd(stdout), newLsCmd(stdout))
+	// Bad flags and bad arguments are usage errors (exit 2) in every
+	// command: cobra reports both as plain errors.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err: err} })
+	for _, c := range root.Commands() {
+		if check := c.Args; check != nil {
+			c.Args = func(c *cobra.Command, args []string) error {
+				if err := check(c, args); err != nil {
+					return usageError{err: err}
+				}
+				return nil
+			}
+		}
+	}
 	return root
 }
 
@@ -54,15 +63,4 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 		msg = fmt.Sprintf("unknown command %q; did you mean %s?", args[0], strings.Join(s, " or "))
 	}
 	return usageError{err: errors.New(msg)}
-}
-
-// isFlagError reports errors cobra raises for bad flags or arguments.
-func isFlagError(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"unknown flag", "unknown shorthand", "flag needs an argument", "invalid argument", "unknown command", "accepts ", "requires at least", "requires at most", "arg(s)"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
 }
