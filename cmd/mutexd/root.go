@@ -43,7 +43,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		if check := c.Args; check != nil {
 			c.Args = func(c *cobra.Command, args []string) error {
 				if err := check(c, args); err != nil {
-					return usageError{err: err}
+					return usageError{err: fmt.Errorf("%s: %w (see mutexd %s --help)", c.Name(), err, c.Name())}
 				}
 				return nil
 			}
