@@ -23,13 +23,13 @@ type daemon struct {
 	pid    int
 }
 
-// startDaemon runs the mutexd binary bin on a free loopback port and
-// returns once it logged its start. On cleanup it sends SIGTERM and
-// requires a clean exit.
-func startDaemon(t *testing.T, bin string) daemon {
+// startDaemon runs the mutexd binary bin on a free loopback port, with env
+// (NAME=value) added to its environment, and returns once it logged its
+// start. On cleanup it sends SIGTERM and requires a clean exit.
+func startDaemon(t *testing.T, bin string, env ...string) daemon {
 	t.Helper()
 	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "MUTEXD_LISTEN=127.0.0.1:0", "MUTEXD_LOG_FORMAT=json", "MUTEXD_SHUTDOWN_TIMEOUT=5s")
+	cmd.Env = append(append(os.Environ(), env...), "MUTEXD_LISTEN=127.0.0.1:0", "MUTEXD_LOG_FORMAT=json", "MUTEXD_SHUTDOWN_TIMEOUT=5s")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -146,15 +146,28 @@ func TestDashboardFile(t *testing.T) {
 	if v := vars["datasource"]; v.Type != "datasource" || v.Query.Query != "prometheus" {
 		t.Errorf("variable datasource = %+v, want type datasource with query prometheus", v)
 	}
-	for _, name := range []string{"instance", "namespace"} {
-		v, ok := vars[name]
+	// job's All must list the jobs mutexd_build_info names (Grafana does
+	// that when allValue is empty): ".+" would match every target of a
+	// shared Prometheus. instance and namespace may use .+ under job.
+	for _, want := range []struct{ name, allValue string }{{"job", ""}, {"instance", ".+"}, {"namespace", ".+"}} {
+		v, ok := vars[want.name]
 		switch {
 		case !ok:
-			t.Errorf("variable %s missing", name)
+			t.Errorf("variable %s missing", want.name)
 		case v.Type != "query" || v.Datasource == nil || v.Datasource.UID != "${datasource}":
-			t.Errorf("variable %s = %+v, want a query on ${datasource}", name, v)
-		case !v.IncludeAll || !v.Multi || v.AllValue != ".+":
-			t.Errorf("variable %s: includeAll %v, multi %v, allValue %q; want true, true, .+", name, v.IncludeAll, v.Multi, v.AllValue)
+			t.Errorf("variable %s = %+v, want a query on ${datasource}", want.name, v)
+		case !v.IncludeAll || !v.Multi || v.AllValue != want.allValue:
+			t.Errorf("variable %s: includeAll %v, multi %v, allValue %q; want true, true, %q", want.name, v.IncludeAll, v.Multi, v.AllValue, want.allValue)
+		}
+	}
+	if q := vars["job"].Query.Query; q != "label_values(mutexd_build_info, job)" {
+		t.Errorf("variable job: query %q, want label_values(mutexd_build_info, job): only jobs that scrape mutexd", q)
+	}
+	for _, name := range []string{"instance", "namespace"} {
+		for _, sel := range selectors(vars[name].Query.Query) {
+			if !strings.Contains(sel, `job=~"$job"`) {
+				t.Errorf("variable %s: selector %s does not filter by job=~\"$job\"", name, sel)
+			}
 		}
 	}
 
@@ -194,6 +207,22 @@ func TestDashboardFile(t *testing.T) {
 					t.Errorf("panel %q queries %s, which mutexd does not export", p.Title, m)
 				}
 			}
+			// A shared Prometheus scrapes many jobs: every series a
+			// panel reads must be of the selected job and instance.
+			for _, sel := range selectors(tg.Expr) {
+				for _, f := range []string{`job=~"$job"`, `instance=~"$instance"`} {
+					if !strings.Contains(sel, f) {
+						t.Errorf("panel %q target %s: selector %s lacks %s", p.Title, tg.RefID, sel, f)
+					}
+				}
+			}
+			// go_ and process_ series come from any Go program or
+			// exporter, even in mutexd's job (a pod-discovery job scrapes
+			// every annotated pod): keep only mutexd's targets.
+			if regexp.MustCompile(`\b(go|process)_`).MatchString(tg.Expr) &&
+				!strings.Contains(tg.Expr, `and on (job, instance) mutexd_build_info{`) {
+				t.Errorf("panel %q target %s reads go_/process_ series without \"and on (job, instance) mutexd_build_info\": %s", p.Title, tg.RefID, tg.Expr)
+			}
 		}
 	}
 	wantRows := []string{"Overview", "Acquisitions", "Waiting", "Holding", "HTTP", "Process"}
@@ -207,6 +236,13 @@ func TestDashboardFile(t *testing.T) {
 		}
 	}
 	overlaps(t, d.Panels)
+}
+
+// selectors returns every metric selector of a PromQL expression: each
+// mutexd_, go_ or process_ metric name with its {matchers}, or the bare
+// name when it has none.
+func selectors(expr string) []string {
+	return regexp.MustCompile(`\b(?:mutexd|go|process)_\w+(?:\{[^}]*\})?`).FindAllString(expr, -1)
 }
 
 // overlaps reports panels placed on top of each other.
@@ -274,13 +310,19 @@ func TestAlertRules(t *testing.T) {
 		if r.Labels["severity"] == "" {
 			t.Errorf("%s: no severity label", r.Alert)
 		}
-		for _, a := range []string{"summary", "description", "runbook"} {
+		for _, a := range []string{"summary", "description", "runbook_url"} {
 			if strings.TrimSpace(r.Annotations[a]) == "" {
 				t.Errorf("%s: no %s annotation", r.Alert, a)
 			}
 		}
-		if want := "deploy/README.md#" + strings.ToLower(r.Alert); r.Annotations["runbook"] != want {
-			t.Errorf("%s: runbook %q, want %q", r.Alert, r.Annotations["runbook"], want)
+		// runbook_url is the name Alertmanager integrations, Grafana and
+		// the Prometheus Operator's runbooks use; it must be a URL
+		// anyone can open, all with one base a sed can replace.
+		if want := runbookBase(t) + "#" + strings.ToLower(r.Alert); r.Annotations["runbook_url"] != want {
+			t.Errorf("%s: runbook_url %q, want %q", r.Alert, r.Annotations["runbook_url"], want)
+		}
+		if _, ok := r.Annotations["runbook"]; ok {
+			t.Errorf("%s: a runbook annotation besides runbook_url; keep one", r.Alert)
 		}
 		if !strings.Contains(readme, "| `"+r.Alert+"` |") {
 			t.Errorf("%s: not in README.md's table of alerts", r.Alert)
@@ -314,6 +356,21 @@ func TestAlertRules(t *testing.T) {
 			t.Errorf("alerts_test.yml tests %s firing: %v, not firing: %v; want both", name, firing[name], quiet[name])
 		}
 	}
+}
+
+// runbookBase is the URL of deploy/README.md in the module's repository
+// (go.mod names it), which alerts.yml documents how to replace.
+func runbookBase(t *testing.T) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^module (github\.com/\S+)$`).FindSubmatch(readFile(t, "go.mod"))
+	if m == nil {
+		t.Fatal("go.mod names no github.com module")
+	}
+	base := "https://" + string(m[1]) + "/blob/main/deploy/README.md"
+	if !strings.Contains(string(readFile(t, "deploy/prometheus/alerts.yml")), "sed -i 's#"+base+"#") {
+		t.Errorf("alerts.yml does not show how to replace the runbook base %s", base)
+	}
+	return base
 }
 
 type alertRule struct {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -186,6 +187,20 @@ func containerFile(ms []mount, p string) (string, bool) {
 // rules, and Grafana's provisioning finds the data source and every
 // dashboard in deploy/grafana.
 func TestComposeFile(t *testing.T) {
+	// Compose v1.29 (Debian's docker-compose) knows only these top-level
+	// keys; v2's name: makes it reject the whole file.
+	var top map[string]yaml.Node
+	unmarshalYAML(t, "docker-compose.yml", &top)
+	for k := range top {
+		if !slices.Contains([]string{"version", "services", "networks", "volumes", "secrets", "configs"}, k) && !strings.HasPrefix(k, "x-") {
+			t.Errorf("docker-compose.yml: top-level key %q, which docker-compose 1.29 rejects", k)
+		}
+	}
+	if path, err := exec.LookPath("docker-compose"); err == nil {
+		// Validates the file as Compose v1 reads it; needs no Docker engine.
+		runTool(t, repoRoot(t), nil, path, "--file", "docker-compose.yml", "config", "--quiet")
+	}
+
 	var c struct {
 		Services map[string]composeService `yaml:"services"`
 	}
@@ -500,8 +515,8 @@ func TestKubernetesFile(t *testing.T) {
 	allowed := mutexdEnv(t)
 	adminSecret := ""
 	for _, e := range m.Env {
-		if !slices.Contains(allowed, e.Name) {
-			t.Errorf("mutexd container sets %s, which mutexd does not read", e.Name)
+		if !slices.Contains(allowed, e.Name) && !slices.Contains(goRuntimeEnv, e.Name) {
+			t.Errorf("mutexd container sets %s, which neither mutexd nor the Go runtime reads", e.Name)
 		}
 		if e.Name == "MUTEXD_LISTEN" {
 			listen = e.Value
@@ -531,6 +546,11 @@ func TestKubernetesFile(t *testing.T) {
 		}
 		return strings.TrimSpace(strings.Trim(strings.TrimSpace(toString(v)), `"`))
 	}
+	// /readyz answers 503 for all of lock.restart_grace: only readiness
+	// may ask it. A startup or liveness probe on it has the kubelet kill
+	// mutexd in a loop whenever the grace outlasts the probe's patience.
+	// A native sidecar needs the startupProbe: it holds the app back until
+	// mutexd serves.
 	for _, pr := range []struct {
 		name  string
 		probe *k8sProbe
@@ -538,12 +558,10 @@ func TestKubernetesFile(t *testing.T) {
 	}{
 		{"livenessProbe", m.LivenessProbe, "/healthz"},
 		{"readinessProbe", m.ReadinessProbe, "/readyz"},
-		{"startupProbe", m.StartupProbe, "/readyz"},
+		{"startupProbe", m.StartupProbe, "/healthz"},
 	} {
 		if pr.probe == nil || pr.probe.HTTPGet == nil {
-			if pr.name != "startupProbe" {
-				t.Errorf("mutexd container has no %s httpGet", pr.name)
-			}
+			t.Errorf("mutexd container has no %s httpGet", pr.name)
 			continue
 		}
 		if pr.probe.HTTPGet.Path != pr.path || probePort(pr.probe.HTTPGet.Port) != port {
@@ -625,8 +643,10 @@ func TestKubernetesFile(t *testing.T) {
 			}
 		}
 		for _, p := range o.Spec.Ports {
-			if tp := probePort(p.TargetPort); tp != port {
-				t.Errorf("Service %s targets port %v, mutexd listens on %s", o.Metadata.Name, p.TargetPort, port)
+			// A named targetPort resolves to an init container's port
+			// (a native sidecar's) only from Kubernetes 1.32.
+			if tp, ok := p.TargetPort.(int); !ok || strconv.Itoa(tp) != port {
+				t.Errorf("Service %s targets port %#v, want the number %s (mutexd's port; a name does not resolve to a native sidecar's port before Kubernetes 1.32)", o.Metadata.Name, p.TargetPort, port)
 			}
 		}
 	}

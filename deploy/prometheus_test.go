@@ -68,14 +68,14 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 			if v.Type != "query" {
 				continue
 			}
-			expr := substitute(t, v.Query.Query, map[string]string{"instance": instance})
+			expr := substitute(t, v.Query.Query, map[string]string{"job": "mutexd", "instance": instance})
 			m := regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`).FindStringSubmatch(expr)
 			if m == nil {
 				t.Errorf("variable %s: query %q is not label_values(selector, label)", v.Name, v.Query.Query)
 				continue
 			}
 			got := prom.labelValues(t, m[1], m[2], loadStart)
-			want := map[string][]string{"instance": {instance}, "namespace": loadNamespaces}[v.Name]
+			want := map[string][]string{"job": {"mutexd"}, "instance": {instance}, "namespace": loadNamespaces}[v.Name]
 			for _, w := range want {
 				if !slices.Contains(got, w) {
 					t.Errorf("variable %s = %q, want it to offer %q", v.Name, got, w)
@@ -93,6 +93,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 			"__rate_interval": "4s",
 			"__interval":      "1s",
 			"__range":         strconv.Itoa(int(math.Ceil(end.Sub(start).Seconds()))) + "s",
+			"job":             "mutexd", // the job alerts.yml selects
 			"instance":        instance,
 		}
 		namespaces := append([]string{""}, loadNamespaces...) // "" is All
