@@ -105,6 +105,8 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		MetricsNeedToken: cfg.Metrics.RequireAuth,
 		Debug:            debugHandler(cfg.Debug),
 		Auth:             s.guard,
+		CheckBrowsers:    true,
+		AllowedHosts:     allowedHosts(cfg),
 		Events:           s.hub,
 		UI:               console,
 		Logger:           log,
@@ -143,6 +145,17 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	}
 	s.metrics.WatchConnections(s.conns)
 	return s, nil
+}
+
+// allowedHosts are the names a token-less daemon answers to besides IP
+// addresses and localhost: http.allowed_hosts and the name in listen, if
+// it is one (the machine's own addresses are IP addresses, which pass).
+func allowedHosts(cfg config.Config) []string {
+	names := slices.Clone(cfg.HTTP.AllowedHosts)
+	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" {
+		names = append(names, host)
+	}
+	return names
 }
 
 // debugHandler returns the net/http/pprof handlers on a private mux when
