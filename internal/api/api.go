@@ -379,11 +379,15 @@ func (s *Server) acquire(c echo.Context) error {
 	if wantsStream(r) {
 		return s.acquireStream(c, key, o)
 	}
-	g, err := s.locker.Acquire(r.Context(), key, o)
+	// A long poll ends when its token is revoked (answered 401): the
+	// engine then takes the waiter out of the queue.
+	ctx, rc := s.revocable(c)
+	defer rc.release()
+	g, err := s.locker.Acquire(ctx, key, o)
 	if err != nil {
 		return err
 	}
-	if err := s.dropIfGone(r.Context(), g); err != nil {
+	if err := s.dropIfGone(ctx, g); err != nil {
 		return err
 	}
 	buf := getBuf()
