@@ -62,13 +62,16 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{cfg: cfg, log: log, guard: &auth.Guard{}}
 	if err := s.loadTokens(); err != nil {
 		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
 	if cfg.TLS.Enabled() {
-		s.cert = &certificate{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile}
-		if err := s.cert.load(); err != nil {
+		s.cert = &certificate{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile, log: log}
+		if err := s.cert.load(time.Now()); err != nil {
 			return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 		}
 	}
@@ -255,11 +258,13 @@ wait:
 }
 
 // loadTokens builds the tokens in force from the configuration and the
-// tokens file. On error the tokens in force stay as they were.
+// tokens file, warning when the file is readable by other users. On error
+// the tokens in force stay as they were.
 func (s *Server) loadTokens() error {
 	a := s.cfg.Auth
 	client := a.Tokens
 	if a.TokensFile != "" {
+		warnIfShared(s.log, "auth.tokens_file", a.TokensFile)
 		more, err := auth.ReadFile(a.TokensFile)
 		if err != nil {
 			return fmt.Errorf("auth.tokens_file: %w", err)
@@ -289,7 +294,7 @@ func (s *Server) Reload() error {
 		errs = append(errs, err)
 	}
 	if s.cert != nil {
-		if err := s.cert.load(); err != nil {
+		if err := s.cert.load(time.Now()); err != nil {
 			s.log.Error("reload failed; keeping the previous certificate", "err", err)
 			errs = append(errs, err)
 		}
