@@ -70,6 +70,17 @@ type Options struct {
 	Debug http.Handler
 	// Auth decides who may call what; nil allows everyone.
 	Auth *auth.Guard
+	// CheckBrowsers makes a server without tokens refuse, on the routes a
+	// token would guard, requests a page of another site could have made
+	// a browser send: a foreign Origin or Sec-Fetch-Site, or a Host that
+	// names neither an IP address, localhost nor one of AllowedHosts (DNS
+	// rebinding). See checkBrowser. With tokens the checks are off: a
+	// browser cannot attach a bearer token to a cross-site request
+	// without a CORS preflight, which this server never grants.
+	CheckBrowsers bool
+	// AllowedHosts are the host names (no port) a server without tokens
+	// answers to besides IP addresses and localhost; "*" allows any.
+	AllowedHosts []string
 	// Events serves GET /v1/events and streaming acquires when set.
 	Events EventSource
 	// Heartbeat is the idle interval of event streams; 0 is DefaultHeartbeat.
@@ -105,6 +116,7 @@ type Server struct {
 	bodyTimeout time.Duration
 
 	auth         *auth.Guard
+	hosts        *hostRule // nil: no browser checks
 	metricsPath  string
 	metricsLevel auth.Level
 
@@ -152,6 +164,9 @@ func New(o Options) *Server {
 	}
 	if s.auth == nil {
 		s.auth = &auth.Guard{}
+	}
+	if o.CheckBrowsers {
+		s.hosts = newHostRule(o.AllowedHosts)
 	}
 	if o.MetricsNeedToken {
 		s.metricsLevel = auth.Client
@@ -338,10 +353,15 @@ func (s *Server) guarded(c echo.Context, next echo.HandlerFunc) (err error) {
 // admin token (keys may carry user ids),
 // every other /v1 call (unknown ones too, so routes cannot be probed) a
 // client token; health, readiness and, unless configured otherwise,
-// metrics need none.
+// metrics need none. Without tokens, the routes a token would guard are
+// refused to requests a browser was tricked into sending (checkBrowser),
+// when CheckBrowsers is set.
 func (s *Server) authorize(c echo.Context) error {
 	if t := s.auth.Tokens(); t.Enabled() {
 		return t.Check(c.Request().Header.Get(echo.HeaderAuthorization), s.level(c))
+	}
+	if s.hosts != nil && s.level(c) != auth.Public {
+		return s.checkBrowser(c.Request())
 	}
 	return nil
 }
@@ -386,11 +406,15 @@ func (s *Server) acquire(c echo.Context) error {
 	if wantsStream(r) {
 		return s.acquireStream(c, key, o)
 	}
-	g, err := s.lock(r.Context(), r, key, o)
+	// A long poll ends when its token is revoked (answered 401): the
+	// engine then takes the waiter out of the queue.
+	ctx, rc := s.revocable(c)
+	defer rc.release()
+	g, err := s.lock(ctx, r, key, o)
 	if err != nil {
 		return err
 	}
-	if err := s.dropIfGone(r.Context(), g); err != nil {
+	if err := s.dropIfGone(ctx, g); err != nil {
 		return err
 	}
 	buf := getBuf()

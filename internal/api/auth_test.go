@@ -239,3 +239,52 @@ func BenchmarkAuthCost(b *testing.B) {
 		})
 	}
 }
+
+// TestAuthAddsNoAllocations: with tokens, an acquire that may wait (wait >
+// 0) but is granted at once allocates no more than without: the watch that
+// ends a long poll on a revoked token is armed only when the acquire
+// really waits.
+func TestAuthAddsNoAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures allocations")
+	}
+	toks, err := auth.NewTokens([]string{clientToken}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := map[string]float64{}
+	for _, tt := range []struct {
+		name   string
+		tokens *auth.Tokens
+		header string
+	}{{"off", nil, ""}, {"on", toks, "Bearer " + clientToken}} {
+		var g auth.Guard
+		g.Set(tt.tokens)
+		eng := engine.New(engine.SystemClock{}, nil, engine.Limits{})
+		a := api.New(api.Options{Locker: eng, Bounds: bounds, Auth: &g})
+		a.SetReady(true)
+		acq, _ := http.NewRequest(http.MethodPost, "/v1/locks/k/acquire?ttl=30s&wait=30s&owner=o", nil)
+		acq.RemoteAddr = "127.0.0.1:5000"
+		if tt.header != "" {
+			acq.Header.Set("Authorization", tt.header)
+		}
+		w := &benchWriter{h: http.Header{}}
+		cycle := func() {
+			w.reset()
+			a.ServeHTTP(w, acq)
+			var grant struct{ Token string }
+			if w.status != http.StatusOK || json.Unmarshal(w.body.Bytes(), &grant) != nil {
+				t.Fatalf("auth %s: acquire %d %s", tt.name, w.status, w.body.String())
+			}
+			tok, _ := engine.ParseToken(grant.Token)
+			if _, err := eng.Release("k", tok, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cycle()
+		allocs[tt.name] = testing.AllocsPerRun(200, cycle)
+	}
+	if allocs["on"] > allocs["off"] {
+		t.Fatalf("allocations per acquire: %v with tokens, %v without; want no more", allocs["on"], allocs["off"])
+	}
+}

@@ -72,6 +72,10 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "A valid bearer token is required: send Authorization: Bearer <token>.", Challenge: "Bearer"}
 	case errors.Is(err, auth.ErrForbidden):
 		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: "This call needs an admin token (auth.admin_tokens)."}
+	case errors.Is(err, errForeignOrigin):
+		return &Error{Status: http.StatusForbidden, Code: "forbidden_origin", Message: "This server has no auth tokens, so it refuses requests that a web page of another site made a browser send (a foreign Origin or Sec-Fetch-Site)."}
+	case errors.Is(err, errForeignHost):
+		return &Error{Status: http.StatusForbidden, Code: "forbidden_host", Message: "This server has no auth tokens, so it answers only requests addressed to an IP address, localhost, its listen address or a name in http.allowed_hosts (a guard against DNS rebinding)."}
 	case errors.Is(err, events.ErrTooManySubscribers):
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_subscribers", Message: "Too many event streams are open; retry later.", RetryAfter: 5}
 	case errors.Is(err, errTooManyRequests):

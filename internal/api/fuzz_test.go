@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/mutexd/mutexd/internal/api"
 	"github.com/mutexd/mutexd/internal/engine"
@@ -16,7 +17,8 @@ import (
 // FuzzParams sends acquire, release, renew, inspect and list requests built
 // from fuzzed keys, query strings and bodies through the API handler. None
 // may answer 500 or panic; every error is the JSON envelope; the engine's
-// counters stay consistent.
+// counters stay consistent; a granted key and owner hold no control or
+// format character.
 func FuzzParams(f *testing.F) {
 	f.Add(uint8(0), "user:42", "ttl=30s&wait=0&owner=me&on_error=stop", "")
 	f.Add(uint8(0), "k", "", `{"ttl":"1500ms","wait":5,"owner":"w","on_error":"continue"}`)
@@ -26,6 +28,8 @@ func FuzzParams(f *testing.F) {
 	f.Add(uint8(4), "", "prefix=user:&limit=2&after=user:1", "")
 	f.Add(uint8(0), "\x00\xff", "ttl=%zz", "[1]")
 	f.Add(uint8(0), "k", "ttl=9223372036854775807", `{"ttl":1e400}`)
+	f.Add(uint8(0), "invoice\u202egnp.exe", "owner=a%E2%80%8Bb", "")
+	f.Add(uint8(0), "k", "", `{"owner":"\ufeffme"}`)
 	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{MaxKeys: 100, MaxWaitersPerKey: 2, MaxWaiters: 10})
 	h := api.New(api.Options{Locker: eng, Bounds: api.Bounds{
 		DefaultTTL: time.Second, MinTTL: time.Second, MaxTTL: time.Hour, DefaultWait: 0, MaxWait: 10 * time.Millisecond,
@@ -63,6 +67,14 @@ func FuzzParams(f *testing.F) {
 			}
 		}
 		if rec.Code == 200 && op == 0 {
+			// Whatever was accepted is visible text: no control or format
+			// (Unicode Cf) character in the key or the owner.
+			for _, field := range []string{"key", "owner"} {
+				v, _ := out[field].(string)
+				if i := strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }); i >= 0 {
+					t.Fatalf("%s %s body %q: accepted %s %q with an invisible character at byte %d", method, u, body, field, v, i)
+				}
+			}
 			// Hand the lease back so the engine stays small.
 			tok, _ := engine.ParseToken(out["token"].(string))
 			if _, err := eng.Release(out["key"].(string), tok, false); err != nil {

@@ -213,7 +213,8 @@ func pathKey(c echo.Context) (string, error) {
 	return key, nil
 }
 
-// validKey checks a key: 1 to 256 bytes of UTF-8 without control characters.
+// validKey checks a key: 1 to 256 bytes of UTF-8 without control or
+// format characters.
 func validKey(key string) error {
 	if len(key) == 0 || len(key) > MaxKeyBytes {
 		return badRequest("invalid_key", "A key is 1 to %d bytes; got %d.", MaxKeyBytes, len(key))
@@ -221,7 +222,29 @@ func validKey(key string) error {
 	if !printable(key) {
 		return badRequest("invalid_key", "A key must be valid UTF-8 without control characters.")
 	}
+	if r, ok := formatChar(key); ok {
+		return badRequest("invalid_key", "A key must not contain invisible format characters (bidi controls, zero-width characters); it contains %U.", r)
+	}
 	return nil
+}
+
+// formatChar returns the first character of s in Unicode category Cf
+// (format: bidi overrides and isolates, zero-width spaces and joiners, the
+// byte order mark, ...). They are invisible or reorder the text around
+// them, so a key or owner holding one can pose as another in the
+// console's and the command line's tables. s is valid UTF-8.
+func formatChar(s string) (rune, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf { // no ASCII character is in Cf
+			for _, r := range s[i:] {
+				if unicode.Is(unicode.Cf, r) {
+					return r, true
+				}
+			}
+			break
+		}
+	}
+	return 0, false
 }
 
 // printable reports whether s is valid UTF-8 without control characters.
@@ -248,9 +271,14 @@ func printableSlow(s string) bool {
 	return true
 }
 
+// validOwner checks an owner: at most 128 bytes of UTF-8 without control
+// or format characters.
 func validOwner(owner string) error {
 	if len(owner) > MaxOwnerBytes || !printable(owner) {
 		return badRequest("invalid_owner", "owner is at most %d bytes of UTF-8 without control characters.", MaxOwnerBytes)
+	}
+	if r, ok := formatChar(owner); ok {
+		return badRequest("invalid_owner", "owner must not contain invisible format characters (bidi controls, zero-width characters); it contains %U.", r)
 	}
 	return nil
 }

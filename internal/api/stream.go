@@ -178,10 +178,12 @@ func (s *Server) events(c echo.Context) error {
 	}
 	defer sub.Close()
 
+	ctx, rc := s.revocable(c)
+	defer rc.release()
 	w := startStream(c)
 	tick := time.NewTicker(s.heartbeat)
 	defer tick.Stop()
-	done := c.Request().Context().Done()
+	done := ctx.Done()
 	var data []byte
 	for {
 		select {
@@ -197,6 +199,11 @@ func (s *Server) events(c echo.Context) error {
 		case <-tick.C:
 			w.heartbeat()
 		case <-done:
+			if err := revoked(ctx); err != nil {
+				// The last event, named after the error's code, with its body.
+				ae := s.logged(c, err)
+				w.event(ae.Code, 0, appendErrorBody(data[:0], ae))
+			}
 			return nil
 		}
 	}
@@ -245,7 +252,13 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 		err error
 	}
 	done := make(chan result, 1)
-	ctx := c.Request().Context()
+	// A token revoked by a reload ends the wait, and the stream with a
+	// final "unauthorized" event. Armed now: the stream is long-lived
+	// anyway, and armed contexts never return to the pool, which the
+	// goroutine below might otherwise outlive (a panic in this handler).
+	ctx, rc := s.revocable(c)
+	defer rc.release()
+	rc.arm()
 	go func() { // ends when Acquire does, which the request's context bounds
 		defer func() {
 			// Outside the handler's own recover: a panic here would end
@@ -285,11 +298,10 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 			default:
 			}
 			if r.err == nil {
-				if s.dropIfGone(ctx, r.g) != nil {
-					return nil // nobody is listening
+				if r.err = s.dropIfGone(ctx, r.g); r.err == nil {
+					w.event("granted", 0, appendGrant(buf[:0], r.g))
+					return nil
 				}
-				w.event("granted", 0, appendGrant(buf[:0], r.g))
-				return nil
 			}
 			ae := s.logged(c, r.err)
 			if ae.Status == statusClientClosed {

@@ -6,6 +6,7 @@ package auth
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -186,10 +188,39 @@ func parseLines(r io.Reader) ([]string, error) {
 // requests are being checked. The zero value allows everything.
 type Guard struct {
 	cur atomic.Pointer[Tokens]
+
+	mu         sync.Mutex         // guards the following
+	next       context.Context    // done at the next Set; nil until Changed asks for it
+	cancelNext context.CancelFunc // ends next
 }
 
-// Set makes t the tokens in force.
-func (g *Guard) Set(t *Tokens) { g.cur.Store(t) }
+// Set makes t the tokens in force, and then ends the context Changed
+// returned, so that long-lived requests re-check their tokens.
+func (g *Guard) Set(t *Tokens) {
+	g.cur.Store(t)
+	g.mu.Lock()
+	cancel := g.cancelNext
+	g.next, g.cancelNext = nil, nil
+	g.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// Changed returns a context that is done once the tokens in force are next
+// replaced by Set. A request that outlives its own check (an event stream,
+// a long poll) calls Changed, then checks its token, and checks it again
+// when the context is done: a token revoked by a reload then ends it.
+// Calling Changed before checking is what makes a reload between the two
+// impossible to miss: the check already sees the new tokens.
+func (g *Guard) Changed() context.Context {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.next == nil {
+		g.next, g.cancelNext = context.WithCancel(context.Background())
+	}
+	return g.next
+}
 
 // Tokens returns the tokens in force (nil when none were set).
 func (g *Guard) Tokens() *Tokens { return g.cur.Load() }

@@ -164,3 +164,38 @@ func BenchmarkCheck(b *testing.B) {
 		})
 	}
 }
+
+// TestGuardChanged: the context of Changed ends at the next Set, and only
+// then; after it, the new tokens are in force, and Changed hands out a
+// fresh context for the reload after.
+func TestGuardChanged(t *testing.T) {
+	var g Guard
+	first := g.Changed()
+	if g.Changed() != first {
+		t.Fatal("two calls before a Set returned different contexts")
+	}
+	if first.Err() != nil {
+		t.Fatal("Changed is done before any Set")
+	}
+	toks, err := NewTokens([]string{clientTok}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Set(toks)
+	select {
+	case <-first.Done():
+	default:
+		t.Fatal("Set did not end the context of Changed")
+	}
+	if err := g.Check("Bearer "+clientTok, Client); err != nil {
+		t.Fatalf("after the change: %v", err)
+	}
+	second := g.Changed()
+	if second.Err() != nil {
+		t.Fatal("the context after a Set is already done")
+	}
+	g.Set(nil)
+	if second.Err() == nil {
+		t.Fatal("the second Set did not end the second context")
+	}
+}

@@ -35,6 +35,7 @@ type Config struct {
 	Limits          Limits        `mapstructure:"limits"`
 	Metrics         Metrics       `mapstructure:"metrics"`
 	Auth            Auth          `mapstructure:"auth"`
+	HTTP            HTTP          `mapstructure:"http"`
 	Debug           Debug         `mapstructure:"debug"`
 	TLS             TLS           `mapstructure:"tls"`
 	UI              UI            `mapstructure:"ui"`
@@ -161,6 +162,16 @@ func (a Auth) Enabled() bool {
 	return len(a.Tokens) > 0 || len(a.AdminTokens) > 0 || a.TokensFile != ""
 }
 
+// HTTP configures what the API answers beyond tokens.
+type HTTP struct {
+	// AllowedHosts are host names (no port) requests may address the
+	// server by when it has no auth tokens, besides IP addresses,
+	// localhost and the listen address's name; "*" allows any. A request
+	// for another name is refused 403 forbidden_host: that is what a
+	// DNS-rebinding page sends. Unused with tokens.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
+}
+
 // MinTTL is the shortest lease the API grants.
 const MinTTL = time.Second
 
@@ -264,6 +275,11 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	for i, h := range c.HTTP.AllowedHosts {
+		if !hostName(h) {
+			bad("http.allowed_hosts", "entry %d: %q is not a host name such as locks.example.com (no scheme or port), nor *", i+1, h)
+		}
+	}
 	if n := len(c.Metrics.NamespaceSeparator); n < 1 || n > 8 {
 		bad("metrics.namespace_separator", "must be 1 to 8 bytes, got %q", c.Metrics.NamespaceSeparator)
 	}
@@ -293,6 +309,25 @@ func (c Config) Validate() error {
 	// The checks run in a fixed order, so the first is stable; one line,
 	// since the command line prints it as its one error line.
 	return fmt.Errorf("%w: %w", ErrInvalid, errs[0])
+}
+
+// hostName reports whether s is "*" or a DNS name: 1 to 253 bytes of
+// letters, digits, '-', '_' and '.', with a trailing dot allowed.
+func hostName(s string) bool {
+	if s == "*" {
+		return true
+	}
+	if s == "" || s == "." || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ErrInvalid wraps every configuration error: a bad value, an unknown key,

@@ -124,6 +124,9 @@ func TestInvalid(t *testing.T) {
 		{"namespace with separator", "metrics:\n  namespaces: [\"a:b\"]\n", "", "metrics.namespaces"},
 		{"namespace twice", "metrics:\n  namespaces: [a, a]\n", "", "metrics.namespaces"},
 		{"reserved namespace", "", "MUTEXD_METRICS_NAMESPACES=orders,_other", "metrics.namespaces"},
+		{"allowed host with port", "http:\n  allowed_hosts: [locks.example.com:7070]\n", "", "http.allowed_hosts"},
+		{"allowed host as URL", "http:\n  allowed_hosts: [\"https://locks.example.com\"]\n", "", "http.allowed_hosts"},
+		{"allowed host with a space, from env", "", "MUTEXD_HTTP_ALLOWED_HOSTS=a.example, b example", "http.allowed_hosts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,6 +182,21 @@ func TestAuthLists(t *testing.T) {
 	c, err = load(t, "")
 	if err != nil || !reflect.DeepEqual(c.Auth.AdminTokens, []string{a, b}) {
 		t.Fatalf("from env: got %q, %v", c.Auth.AdminTokens, err)
+	}
+}
+
+func TestAllowedHosts(t *testing.T) {
+	c, err := load(t, "http:\n  allowed_hosts: [locks.example.com, mutexd, \"*\", LOCKS.internal.]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"locks.example.com", "mutexd", "*", "LOCKS.internal."}; !reflect.DeepEqual(c.HTTP.AllowedHosts, want) {
+		t.Fatalf("got %q, want %q", c.HTTP.AllowedHosts, want)
+	}
+	t.Setenv("MUTEXD_HTTP_ALLOWED_HOSTS", "a.example,b.example")
+	c, err = load(t, "")
+	if err != nil || !reflect.DeepEqual(c.HTTP.AllowedHosts, []string{"a.example", "b.example"}) {
+		t.Fatalf("from env: got %q, %v", c.HTTP.AllowedHosts, err)
 	}
 }
 

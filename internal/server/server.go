@@ -68,13 +68,16 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{cfg: cfg, log: log, guard: &auth.Guard{}}
 	if err := s.loadTokens(); err != nil {
 		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
 	if cfg.TLS.Enabled() {
-		s.cert = &certificate{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile}
-		if err := s.cert.load(); err != nil {
+		s.cert = &certificate{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile, log: log}
+		if err := s.cert.load(time.Now()); err != nil {
 			return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 		}
 	}
@@ -116,6 +119,8 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		MetricsNeedToken: cfg.Metrics.RequireAuth,
 		Debug:            debugHandler(cfg.Debug),
 		Auth:             s.guard,
+		CheckBrowsers:    true,
+		AllowedHosts:     allowedHosts(cfg),
 		Events:           s.hub,
 		UI:               console,
 		MaxRequests:      cfg.Limits.MaxRequests,
@@ -179,6 +184,17 @@ func consoleURL(addr net.Addr, tls bool) string {
 		host = "127.0.0.1"
 	}
 	return scheme + "://" + net.JoinHostPort(host, port) + "/ui/"
+}
+
+// allowedHosts are the names a token-less daemon answers to besides IP
+// addresses and localhost: http.allowed_hosts and the name in listen, if
+// it is one (the machine's own addresses are IP addresses, which pass).
+func allowedHosts(cfg config.Config) []string {
+	names := slices.Clone(cfg.HTTP.AllowedHosts)
+	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" {
+		names = append(names, host)
+	}
+	return names
 }
 
 // debugHandler returns the net/http/pprof handlers on a private mux when
@@ -286,11 +302,13 @@ wait:
 }
 
 // loadTokens builds the tokens in force from the configuration and the
-// tokens file. On error the tokens in force stay as they were.
+// tokens file, warning when the file is readable by other users. On error
+// the tokens in force stay as they were.
 func (s *Server) loadTokens() error {
 	a := s.cfg.Auth
 	client := a.Tokens
 	if a.TokensFile != "" {
+		warnIfShared(s.log, "auth.tokens_file", a.TokensFile)
 		more, err := auth.ReadFile(a.TokensFile)
 		if err != nil {
 			return fmt.Errorf("auth.tokens_file: %w", err)
@@ -320,7 +338,7 @@ func (s *Server) Reload() error {
 		errs = append(errs, err)
 	}
 	if s.cert != nil {
-		if err := s.cert.load(); err != nil {
+		if err := s.cert.load(time.Now()); err != nil {
 			s.log.Error("reload failed; keeping the previous certificate", "err", err)
 			errs = append(errs, err)
 		}

@@ -176,14 +176,14 @@ type browser struct {
 }
 
 // newBrowser starts Debian's chromium headless with a fresh profile.
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	chromium := findChromium(t)
 	shots := *screenshots
 	if shots == "" {
 		shots = t.TempDir()
 	}
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(t.Context()),
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(t.Context()), append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-background-networking", true),
@@ -191,7 +191,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 800),
-	)
+	}, extra...)...)
 	t.Cleanup(cancelAlloc)
 	ctx, cancel := chromedp.NewContext(alloc)
 	t.Cleanup(cancel)
