@@ -36,11 +36,15 @@ MUTEXD_LEASE_TOKEN and MUTEXD_ADDR in its environment. SIGINT, SIGTERM and
 SIGHUP are passed on to it.
 
 If the lease is lost while the command runs (the daemon is gone, or an
-operator force-released the key), --on-lost kill (the default) sends the
-command SIGTERM, then SIGKILL after --kill-after, and lock exits 1 with one
-line saying why; --on-lost warn only prints a warning. If lock itself is
-killed outright, the command is killed with it (on Linux; not with
---on-lost warn).
+operator force-released the key), --on-lost kill (the default) sends
+SIGTERM to everything the command started, then SIGKILL to all of it after
+--kill-after or as soon as the command's first process exits, and lock
+exits 1 with one line saying why, once all of it is gone; --on-lost warn
+only prints a warning. With kill, what the command leaves running when it
+exits is stopped too (SIGTERM, SIGKILL after --kill-after) before the lease
+is released, and if lock itself is killed outright, the command's process
+group is killed with it. A "mutexd release" run by the command ends the
+lease through lock (MUTEXD_LOCK_SOCKET) and is not a lost lease.
 
 Exit codes: the command's status (128+N if signal N ended it); 75 (or
 --conflict-exit-code) when not acquired within --wait, without running the
