@@ -17,6 +17,11 @@ import (
 	"github.com/mutexd/mutexd/client"
 )
 
+// guardArg0 is the program name under which the mutexd binary runs as
+// the guard of a "mutexd lock" command (see job). main and TestMain check
+// for it before anything else.
+const guardArg0 = "mutexd-lock-guard"
+
 const lockUsage = "usage: mutexd lock [flags] KEY -- COMMAND [ARGS...]"
 
 func newLockCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -31,11 +36,15 @@ MUTEXD_LEASE_TOKEN and MUTEXD_ADDR in its environment. SIGINT, SIGTERM and
 SIGHUP are passed on to it.
 
 If the lease is lost while the command runs (the daemon is gone, or an
-operator force-released the key), --on-lost kill (the default) sends the
-command SIGTERM, then SIGKILL after --kill-after, and lock exits 1 with one
-line saying why; --on-lost warn only prints a warning. If lock itself is
-killed outright, the command is killed with it (on Linux; not with
---on-lost warn).
+operator force-released the key), --on-lost kill (the default) sends
+SIGTERM to everything the command started, then SIGKILL to all of it after
+--kill-after or as soon as the command's first process exits, and lock
+exits 1 with one line saying why, once all of it is gone; --on-lost warn
+only prints a warning. With kill, what the command leaves running when it
+exits is stopped too (SIGTERM, SIGKILL after --kill-after) before the lease
+is released, and if lock itself is killed outright, the command's process
+group is killed with it. A "mutexd release" run by the command ends the
+lease through lock (MUTEXD_LOCK_SOCKET) and is not a lost lease.
 
 Exit codes: the command's status (128+N if signal N ended it); 75 (or
 --conflict-exit-code) when not acquired within --wait, without running the
@@ -127,8 +136,28 @@ func (r *lockRun) run(ctx context.Context) error {
 		"MUTEXD_FENCE="+strconv.FormatUint(lease.Fence, 10),
 		"MUTEXD_LEASE_TOKEN="+lease.Token,
 		"MUTEXD_ADDR="+r.c.BaseURL())
-	j, err := startJob(r.argv, env, r.stdout, r.stderr, !r.warnOnLost)
+	// A command that ends its lease through lock is not stopped for it;
+	// without the socket, it would be (see handoff.go).
+	h, err := listenHandoff(lease.Key, lease.Token, func(failed bool) error {
+		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		defer cancel()
+		if failed {
+			return lease.Fail(ctx)
+		}
+		return lease.Release(ctx)
+	})
+	cleanup := ""
 	if err != nil {
+		fmt.Fprintf(r.stderr, "mutexd: warning: no %s (%v): a command that releases its lease itself is taken for a lost one\n", lockSocketEnv, err)
+		env = append(env, lockSocketEnv+"=")
+	} else {
+		defer h.close()
+		env = append(env, lockSocketEnv+"="+h.path())
+		cleanup = h.dir
+	}
+	j, err := startJob(r.argv, env, r.stdout, r.stderr, !r.warnOnLost, cleanup, r.stderr)
+	if err != nil {
+		h.close()
 		r.release(lease, false)
 		code := 126
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
@@ -137,40 +166,13 @@ func (r *lockRun) run(ctx context.Context) error {
 		return exitError{code: code, msg: fmt.Sprintf("lock %s: cannot run %s: %v", r.key, r.argv[0], unwrapExec(err))}
 	}
 
-	exited := make(chan int, 1)
-	go func() { exited <- j.wait() }()
-	lost := lease.Lost()
-	var kill <-chan time.Time
-	var status int
-	var lostErr error // set once the loss is seen
-wait:
-	for {
-		select {
-		case sig := <-sigs:
-			j.forward(sig)
-		case <-lost:
-			lost, lostErr = nil, lease.Err()
-			if r.warnOnLost {
-				fmt.Fprintf(r.stderr, "mutexd: warning: %v; the command keeps running (--on-lost warn)\n", lostErr)
-				continue
-			}
-			j.signal(syscall.SIGTERM)
-			grace := r.killAfter
-			if grace == 0 {
-				// Lost fires SafetyMargin before the server's deadline, so
-				// by default SIGKILL lands by that deadline.
-				grace = client.SafetyMargin(lease.TTL())
-			}
-			kill = time.After(grace)
-		case <-kill:
-			kill = nil
-			j.signal(syscall.SIGKILL)
-		case status = <-exited:
-			break wait
-		}
-	}
-
+	lostErr := r.supervise(j, lease, sigs)
+	status := j.status
+	// No release through the socket may race with lock's own.
+	h.close()
 	switch {
+	case h.released():
+		// The command ended the lease itself; it was not lost.
 	case lostErr != nil:
 		// A lease lost by the clock (renewals unanswered) may still be live
 		// on the server; give it back rather than make the next holder wait
@@ -185,6 +187,76 @@ wait:
 		r.release(lease, status == 0)
 	}
 	return exitStatus(status)
+}
+
+// supervise passes signals on to the command until it has exited and,
+// with --on-lost kill, until nothing it started is left, and returns why
+// the lease was lost (nil if it was not).
+//
+// With --on-lost kill:
+//   - A lost lease sends SIGTERM to everything the command started, and
+//     SIGKILL to all of it at --kill-after, or as soon as the command's
+//     first process exits, whichever comes first: the lease is gone, and
+//     what remains must not outlive the deadline.
+//   - When the command exits with the lease still held, what it left
+//     running (background jobs it did not wait for) would otherwise go on
+//     after the release, unprotected: it gets SIGTERM, and SIGKILL after
+//     --kill-after unless it is gone by then (or at once if the lease is
+//     lost meanwhile). Where lock cannot see processes (not Linux) it is
+//     killed at once.
+//
+// Either way supervise returns only when all of it is gone, so lock
+// never releases while any of it runs. --on-lost warn kills nothing.
+func (r *lockRun) supervise(j *job, lease *client.Lease, sigs <-chan os.Signal) error {
+	grace := r.killAfter
+	if grace == 0 {
+		// Lost fires SafetyMargin before the server's deadline, so by
+		// default SIGKILL lands by that deadline.
+		grace = client.SafetyMargin(lease.TTL())
+	}
+	lost, exited := lease.Lost(), j.exited()
+	var kill, poll <-chan time.Time
+	var lostErr error // set once the loss is seen
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			j.forward(sig)
+		case <-lost:
+			lost, lostErr = nil, lease.Err()
+			if r.warnOnLost {
+				fmt.Fprintf(r.stderr, "mutexd: warning: %v; the command keeps running (--on-lost warn)\n", lostErr)
+				continue
+			}
+			if exited == nil {
+				break wait // only leftovers are running: no grace for them
+			}
+			j.terminate()
+			kill = time.After(grace)
+		case <-kill:
+			break wait
+		case <-exited:
+			exited = nil
+			if r.warnOnLost || lostErr != nil || !tracksDescendants || len(j.others()) == 0 {
+				break wait
+			}
+			j.terminate()
+			kill = time.After(grace)
+			t := time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+			poll = t.C
+		case <-poll:
+			if len(j.others()) == 0 {
+				break wait
+			}
+		}
+	}
+	if r.warnOnLost {
+		<-j.exited()
+	} else {
+		j.killAll()
+	}
+	return lostErr
 }
 
 // acquire waits for the lock. A signal while waiting gives up the wait

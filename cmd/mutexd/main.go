@@ -16,6 +16,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 0 && os.Args[0] == guardArg0 {
+		os.Exit(runLockGuard(os.Args))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -17,6 +17,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// "mutexd lock" run in-process starts this test binary as its guard.
+	if len(os.Args) > 0 && os.Args[0] == guardArg0 {
+		os.Exit(runLockGuard(os.Args))
+	}
 	dir, err := os.MkdirTemp("", "mutexd-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -88,6 +92,10 @@ func startMutexdEnv(t *testing.T, s *servertest.Server, env []string, args ...st
 	p := &proc{cmd: exec.Command(mutexdBinary(t), args...), done: make(chan struct{})}
 	p.cmd.Env = append(append(os.Environ(), "MUTEXD_ADDR="+s.URL, "MUTEXD_TOKEN=", "MUTEXD_LEASE_TOKEN="), env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	// A process the command left behind may hold the output pipes open:
+	// stop reading them shortly after mutexd exits, so that waiting for
+	// mutexd stays bounded.
+	p.cmd.WaitDelay = 2 * time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -31,9 +32,17 @@ or the token is wrong), 1 other failures, 2 bad usage.`,
 				return err
 			}
 			defer cancel()
-			if failed {
+			handled := false
+			if socket := os.Getenv(lockSocketEnv); socket != "" {
+				// Run by "mutexd lock": if this is its lease, it must
+				// end it, or it would take the end for a lost lease.
+				handled, err = releaseThroughLock(ctx, socket, l.Key, l.Token, failed)
+			}
+			switch {
+			case handled:
+			case failed:
 				err = l.Fail(ctx)
-			} else {
+			default:
 				err = l.Release(ctx)
 			}
 			if err != nil {
