@@ -20,6 +20,7 @@ Three decisions follow the Go client (client/DESIGN.md in the repository):
 import base64
 import http.client
 import json
+import os
 import random
 import select
 import socket
@@ -139,7 +140,6 @@ class Client:
     def from_env(cls, **kwargs):
         """from_env returns a client for MUTEXD_URL (default
         http://127.0.0.1:7070, the sidecar) with MUTEXD_TOKEN, if set."""
-        import os
         return cls(os.environ.get("MUTEXD_URL") or DEFAULT_URL,
                    os.environ.get("MUTEXD_TOKEN") or None, **kwargs)
 

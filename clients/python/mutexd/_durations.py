@@ -10,7 +10,8 @@ from ._errors import InvalidRequest
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6,
           "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_WHOLE = re.compile(r"[0-9]+")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 
 
 def seconds(value, name):
@@ -30,7 +31,7 @@ def seconds(value, name):
     if not isinstance(value, str):
         raise bad("must be seconds or a duration string such as \"30s\" or \"1500ms\"")
     text = value.strip()
-    if text.isdigit():
+    if _WHOLE.fullmatch(text):
         return float(int(text))
     pos, total = 0, 0.0
     while pos < len(text):

@@ -10,7 +10,7 @@ import unittest
 import uuid
 
 import mutexd
-from tests.daemon import PYTHON, Daemon, eventually, python_env
+from tests.daemon import PACKAGE_ROOT, PYTHON, REPO_ROOT, Daemon, eventually, python_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 daemon = None
@@ -432,14 +432,25 @@ def _free_port():
 
 
 class ReadmeTest(unittest.TestCase):
-    def test_readme_example_runs(self):
-        text = read(os.path.join(os.path.dirname(HERE), "README.md"))
-        start = text.index("```python\n") + len("```python\n")
+    """The Python examples of the package's README and the repository's
+    README run as they stand."""
+
+    def run_first_python_block(self, readme, marker="```python\n"):
+        text = read(readme)
+        start = text.index(marker) + len(marker)
         code = text[start:text.index("```", start)]
         p = subprocess.run([PYTHON, "-c", code], env=python_env(daemon.url),
                            capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return p.stdout.decode()
 
+    def test_package_readme_example_runs(self):
+        self.run_first_python_block(os.path.join(PACKAGE_ROOT, "README.md"))
+
+    def test_repository_readme_example_runs(self):
+        out = self.run_first_python_block(os.path.join(REPO_ROOT, "README.md"))
+        self.assertIn("charging 42 under fence", out)
+        self.assertIn("report for 2026-11-26", out)
 
 if __name__ == "__main__":
     unittest.main()

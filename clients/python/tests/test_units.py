@@ -19,7 +19,7 @@ class DurationTest(unittest.TestCase):
                 self.assertAlmostEqual(_durations.seconds(value, "ttl"), want)
 
     def test_refused(self):
-        for value in ["", "abc", "30 s", "-1s", "1.5", "s", -1, float("inf"), True, None, [1]]:
+        for value in ["", "abc", "30 s", "\u00b2", "\u0663s", "-1s", "1.5", "s", -1, float("inf"), True, None, [1]]:
             with self.subTest(value=value):
                 with self.assertRaises(mutexd.InvalidRequest) as cm:
                     _durations.seconds(value, "wait")
