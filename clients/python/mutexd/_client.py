@@ -369,6 +369,10 @@ class Client:
         if conn.sock is None:
             try:
                 conn.connect()
+            except ssl.SSLError as e:
+                # A refused certificate does not go away by retrying.
+                conn.close()
+                raise MutexdError(f"{where}: TLS handshake failed: {_describe(e)}", code="tls") from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 raise Unreachable(f"mutexd unreachable: {where}: {_describe(e)}") from None
@@ -400,7 +404,7 @@ class Client:
             if cancelled:
                 return _Answer(0, {}, b"", sent_at, cancelled=True)
             raise TransportError(f"{where}: {_describe(e)}") from None
-        if cancelled or resp.will_close:
+        if cancelled or resp.will_close or not resp.isclosed():  # not resp.isclosed(): body over the limit
             conn.close()  # a half-closed connection cannot carry another request
         else:
             self._put_idle(conn)
