@@ -3,11 +3,15 @@
 FUZZTIME ?= 1m
 CHAOS ?= 5m
 
-.PHONY: test ci fuzz chaos flood
+.PHONY: test test-python ci fuzz chaos flood
 
 # The README's test command, with the race detector as CI runs it.
 test:
 	go test -race ./...
+
+# The Python client's tests against a daemon built from this tree.
+test-python:
+	clients/python/test.sh
 
 ci:
 	.ci/run
