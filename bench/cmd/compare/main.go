@@ -151,18 +151,18 @@ func compare(ctx context.Context, o options) error {
 		return err
 	}
 	mutexdBin, ceilingBin, baseBin := filepath.Join(dir, "mutexd"), filepath.Join(dir, "ceiling"), filepath.Join(dir, "mutexd-base")
+	var base *baseBuild
+	if o.base != "" { // first: a bad revision fails before the long builds
+		if base, err = buildBase(root, dir, o.base, baseBin); err != nil {
+			return err
+		}
+	}
 	log.Printf("building mutexd and the ceiling servers")
 	if err := goBuild(root, mutexdBin, "./cmd/mutexd"); err != nil {
 		return err
 	}
 	if !o.onlyBase() {
 		if err := goBuild(filepath.Join(root, "bench"), ceilingBin, "./cmd/ceiling"); err != nil {
-			return err
-		}
-	}
-	var base *baseBuild
-	if o.base != "" {
-		if base, err = buildBase(root, dir, o.base, baseBin); err != nil {
 			return err
 		}
 	}
