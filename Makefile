@@ -35,7 +35,7 @@ flood:
 	go test -count=1 -run '^(TestFloodOfWaiters|TestStreamingWaitersFlood)$$' ./internal/server -v
 
 # The working tree's mutexd against mutexd built at BASE, interleaved in one
-# run (uncontended and contended, about three minutes), as the rule "a
+# run (uncontended and contended, about four minutes), as the rule "a
 # change may not make the standalone acquire/release path slower" asks.
 # Writes bench/bench-base.md (ignored by git); BENCHMARKS.md is untouched.
 bench-base:

@@ -395,7 +395,7 @@ func (r *report) baseSection() string {
 		current += " with uncommitted changes"
 	}
 	p("## Against the previous build (%s, %s)\n\n", r.base.Rev, r.base.Hash)
-	p("`base` is mutexd built at %s (commit %s), run beside the current build (%s) in the same rotation, so both met the same load on the machine. Throughput is cycles/s without contention and hand-offs/s on one key. A `×` column is the median of the per-repetition ratios mutexd / base: above 1 is faster for throughput, and costlier for server CPU per cycle.\n\n", r.base.Rev, r.base.Hash, current)
+	p("`base` is mutexd built at %s (commit %s), run beside the current build (%s) in the same rotation, so both met the same load on the machine. Throughput is cycles/s without contention and hand-offs/s on one key. A `×` column is the median of the per-repetition ratios mutexd / base (their range in brackets: when it spans 0.97 the run cannot tell the builds apart, and more or longer repetitions are needed): above 1 is faster for throughput, and costlier for server CPU per cycle.\n\n", r.base.Rev, r.base.Hash, current)
 	p("| scenario | mutexd /s | base /s | × base | mutexd CPU per cycle | base CPU per cycle | CPU × base | mutexd cycle p50 / p99 | base cycle p50 / p99 |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, sc := range r.scs {
 		m, o := r.cell(sc.Name, "mutexd"), r.cell(sc.Name, "base")
@@ -409,13 +409,7 @@ func (r *report) baseSection() string {
 			}
 			return c.cycles
 		}
-		x, cpu := "–", "–"
-		if v, ok := r.ratio(sc.Name, "mutexd", "base", f); ok {
-			x = fmt.Sprintf("%.3f", v)
-		}
-		if v, ok := r.ratio(sc.Name, "mutexd", "base", cpuOf); ok {
-			cpu = fmt.Sprintf("%.3f", v)
-		}
+		x, cpu := spread(r.ratios(sc.Name, "mutexd", "base", f)), spread(r.ratios(sc.Name, "mutexd", "base", cpuOf))
 		p("| %s | %.0f | %.0f | %s | %s | %s | %s | %s / %s | %s / %s |\n", sc.Name, tput(m), tput(o), x, ms(m.cpu), ms(o.cpu), cpu,
 			ms(m.cycP50), ms(m.cycP99), ms(o.cycP50), ms(o.cycP99))
 		if m.errors+m.overlaps+o.errors+o.overlaps > 0 {
@@ -423,6 +417,14 @@ func (r *report) baseSection() string {
 		}
 	}
 	return b.String()
+}
+
+// spread formats per-repetition ratios as their median and range.
+func spread(xs []float64) string {
+	if len(xs) == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f (%.2f–%.2f)", median(xs), slices.Min(xs), slices.Max(xs))
 }
 
 // baseTarget is the project's rule that a change may not slow the
