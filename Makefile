@@ -2,8 +2,11 @@
 
 FUZZTIME ?= 1m
 CHAOS ?= 5m
+# The revision bench-base measures against: origin/main when there is one,
+# else the commit before HEAD. BASE=HEAD measures uncommitted changes.
+BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null && echo origin/main || echo HEAD~1)
 
-.PHONY: test test-python ci fuzz chaos flood
+.PHONY: test test-python ci fuzz chaos flood bench-base
 
 # The README's test command, with the race detector as CI runs it.
 test:
@@ -34,3 +37,11 @@ chaos:
 # The full 20,000-waiter flood (scaled down under -race).
 flood:
 	go test -count=1 -run '^(TestFloodOfWaiters|TestStreamingWaitersFlood)$$' ./internal/server -v
+
+# The working tree's mutexd against mutexd built at BASE, interleaved in one
+# run (uncontended and contended, about four minutes), as the rule "a
+# change may not make the standalone acquire/release path slower" asks.
+# Writes bench/bench-base.md (ignored by git); BENCHMARKS.md is untouched.
+bench-base:
+	cd bench && go run ./cmd/compare -systems mutexd,base -base $(BASE) -reps 5 -duration 3s -waiters 0 -out bench-base.md
+	@cat bench/bench-base.md

@@ -4,7 +4,13 @@
 # mutexd, the two ceiling servers, Redis and etcd on loopback, drives them
 # all through the same load generator and rewrites BENCHMARKS.md and
 # docs/benchmarks.png. Flags go to compare (-reps, -duration, -systems,
-# -waiters, -json). Not run in CI: it takes about ten minutes.
+# -waiters, -json, -base). -base REV (a git revision: main~5, a commit hash)
+# also builds mutexd at REV and runs it as the system "base" in the same
+# rotation, adding a section "Against the previous build" to the report.
+# Not run in CI: it takes about ten minutes. For the comparison alone,
+# without Redis or etcd and without touching BENCHMARKS.md, run
+# `make bench-base` (or -systems mutexd,base -base REV, which prints it to
+# stdout unless -out names a file).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -19,4 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cd "$root/bench"
-exec go run ./cmd/compare -out "$root/BENCHMARKS.md" -chart docs/benchmarks.png "$@"
+# compare writes the repository's BENCHMARKS.md (and docs/benchmarks.png
+# beside it) unless -out says otherwise, or only -systems mutexd,base ran.
+exec go run ./cmd/compare "$@"

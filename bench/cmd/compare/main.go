@@ -8,11 +8,18 @@
 // order rotates between repetitions, so a burst of noise from the machine
 // lands on different systems. Reported figures are medians over the
 // repetitions; ratios are taken within one repetition, then their median.
+//
+// With -base REV it also builds mutexd at that git revision and runs it as
+// the system "base" in the same rotation, so a change is measured against
+// the build before it under the same machine load. With -systems
+// mutexd,base it runs only that comparison and prints it (or writes it to
+// -out), leaving BENCHMARKS.md alone.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -65,35 +72,75 @@ func scenarios(systems []string) []scenario {
 	var out []scenario
 	for _, c := range []int{1, 16, 64} {
 		out = append(out, scenario{Name: fmt.Sprintf("uncontended C=%d", c), Kind: "uncontended", Clients: c, Keys: c,
-			Mode: loadgen.ModeCycle, TTL: 30 * time.Second, Systems: has("mutexd", "noop", "fifo", "redis", "etcd")})
+			Mode: loadgen.ModeCycle, TTL: 30 * time.Second, Systems: has("mutexd", "base", "noop", "fifo", "redis", "etcd")})
 	}
 	for _, c := range []int{4, 16, 64} {
 		out = append(out, scenario{Name: fmt.Sprintf("contended C=%d", c), Kind: "contended", Clients: c, Keys: 1,
-			Mode: loadgen.ModeCycle, TTL: 30 * time.Second, Systems: has("mutexd", "fifo", "redis", "etcd")})
+			Mode: loadgen.ModeCycle, TTL: 30 * time.Second, Systems: has("mutexd", "base", "fifo", "redis", "etcd")})
 	}
 	out = append(out, scenario{Name: "expiry C=50", Kind: "expire", Clients: 50, Keys: 50,
 		Mode: loadgen.ModeExpire, TTL: time.Second, Systems: has("mutexd")})
 	return out
 }
 
+// options are compare's flags.
+type options struct {
+	reps     int
+	duration time.Duration
+	systems  []string
+	out      string // "" means the repository's BENCHMARKS.md, or stdout for the comparison alone
+	chart    string
+	raw      string
+	waiters  int
+	base     string // a git revision to build and run as the system "base"
+}
+
+// onlyBase reports whether the run is the quick check against the previous
+// build: no system but mutexd and base, so only that comparison is written.
+func (o options) onlyBase() bool {
+	if o.base == "" {
+		return false
+	}
+	for _, s := range o.systems {
+		if s != "mutexd" && s != "base" {
+			return false
+		}
+	}
+	return true
+}
+
 func main() {
-	reps := flag.Int("reps", 3, "repetitions of every scenario (interleaved)")
-	duration := flag.Duration("duration", 5*time.Second, "length of one run")
-	only := flag.String("systems", "mutexd,noop,fifo,redis,etcd", "systems to run, comma-separated")
-	out := flag.String("out", "BENCHMARKS.md", "the report to write")
-	chart := flag.String("chart", "docs/benchmarks.png", "the chart to write (a path relative to the report's folder)")
-	raw := flag.String("json", "", "also write every run's figures to this JSON file")
-	waiters := flag.Int("waiters", 10000, "clients for the RSS-per-waiting-connection run (0 skips it)")
+	var o options
+	var only string
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of every scenario (interleaved)")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of one run")
+	flag.StringVar(&only, "systems", "mutexd,noop,fifo,redis,etcd", "systems to run, comma-separated (base is added by -base)")
+	flag.StringVar(&o.out, "out", "", "the report to write (default: BENCHMARKS.md at the repository root; with -systems mutexd,base -base REV the comparison goes to stdout unless -out names a file)")
+	flag.StringVar(&o.chart, "chart", "docs/benchmarks.png", "the chart to write (a path relative to the report's folder)")
+	flag.StringVar(&o.raw, "json", "", "also write every run's figures to this JSON file")
+	flag.IntVar(&o.waiters, "waiters", 10000, "clients for the RSS-per-waiting-connection run (0 skips it)")
+	flag.StringVar(&o.base, "base", "", "a git revision of this repository (main~5, a commit hash): build mutexd there and run it as the system base, for the uncontended and contended scenarios")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	o.systems = strings.Split(only, ",")
+	if o.base != "" && !slices.Contains(o.systems, "base") {
+		o.systems = append(o.systems, "base")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := compare(ctx, *reps, *duration, strings.Split(*only, ","), *out, *chart, *raw, *waiters); err != nil {
+	if err := compare(ctx, o); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func compare(ctx context.Context, reps int, duration time.Duration, systems []string, out, chart, raw string, waiters int) error {
+func compare(ctx context.Context, o options) error {
+	reps, duration, systems, waiters := o.reps, o.duration, o.systems, o.waiters
+	switch {
+	case slices.Contains(systems, "base") && o.base == "":
+		return errors.New("system base needs -base REV (the git revision to build)")
+	case o.base != "" && !slices.Contains(systems, "mutexd"):
+		return errors.New("-base compares with mutexd: keep mutexd in -systems")
+	}
 	dir, err := os.MkdirTemp("", "mutexd-bench-")
 	if err != nil {
 		return err
@@ -103,13 +150,21 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 	if err != nil {
 		return err
 	}
-	mutexdBin, ceilingBin := filepath.Join(dir, "mutexd"), filepath.Join(dir, "ceiling")
+	mutexdBin, ceilingBin, baseBin := filepath.Join(dir, "mutexd"), filepath.Join(dir, "ceiling"), filepath.Join(dir, "mutexd-base")
+	var base *baseBuild
+	if o.base != "" { // first: a bad revision fails before the long builds
+		if base, err = buildBase(root, dir, o.base, baseBin); err != nil {
+			return err
+		}
+	}
 	log.Printf("building mutexd and the ceiling servers")
 	if err := goBuild(root, mutexdBin, "./cmd/mutexd"); err != nil {
 		return err
 	}
-	if err := goBuild(filepath.Join(root, "bench"), ceilingBin, "./cmd/ceiling"); err != nil {
-		return err
+	if !o.onlyBase() {
+		if err := goBuild(filepath.Join(root, "bench"), ceilingBin, "./cmd/ceiling"); err != nil {
+			return err
+		}
 	}
 
 	targets := map[string]loadgen.Target{}
@@ -124,7 +179,9 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 		var p *proc
 		switch sys {
 		case "mutexd":
-			p, err = startMutexd(ctx, dir, mutexdBin)
+			p, err = startMutexd(ctx, "mutexd", dir, mutexdBin)
+		case "base":
+			p, err = startMutexd(ctx, "base", dir, baseBin)
 		case "noop", "fifo":
 			p, err = startCeiling(ctx, dir, ceilingBin, sys)
 		case "redis":
@@ -132,7 +189,7 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 		case "etcd":
 			p, err = startEtcd(ctx, dir)
 		default:
-			return fmt.Errorf("unknown system %q (want mutexd, noop, fifo, redis, etcd)", sys)
+			return fmt.Errorf("unknown system %q (want mutexd, base, noop, fifo, redis, etcd)", sys)
 		}
 		if p != nil {
 			procs = append(procs, p)
@@ -154,6 +211,9 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 
 	var runs []run
 	scs := scenarios(systems)
+	if o.onlyBase() { // the expiry run has nothing to compare with
+		scs = slices.DeleteFunc(scs, func(sc scenario) bool { return !slices.Contains(sc.Systems, "base") })
+	}
 	for rep := range reps {
 		for _, sc := range scs {
 			order := slices.Clone(sc.Systems)
@@ -186,6 +246,21 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 		}
 	}
 
+	if raw := o.raw; raw != "" {
+		b, err := json.MarshalIndent(runs, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(raw, b, 0o644); err != nil {
+			return err
+		}
+	}
+	if o.onlyBase() {
+		rep := newReport(scs, runs, reps, duration, nil, quickMachine(root))
+		rep.base = base
+		return writeOut(o.out, rep.comparison())
+	}
+
 	var mem *memory
 	if waiters > 1 && slices.Contains(systems, "mutexd") {
 		log.Printf("measuring RSS with %d waiting connections on a fresh mutexd", waiters)
@@ -200,17 +275,13 @@ func compare(ctx context.Context, reps int, duration time.Duration, systems []st
 		mem.FirstReadyIn = procs[0].ready
 	}
 
-	if raw != "" {
-		b, err := json.MarshalIndent(runs, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(raw, b, 0o644); err != nil {
-			return err
-		}
-	}
 	env := machine(root)
 	rep := newReport(scs, runs, reps, duration, mem, env)
+	rep.base = base
+	out, chart := o.out, o.chart
+	if out == "" {
+		out = filepath.Join(root, "BENCHMARKS.md")
+	}
 	chartPath := filepath.Join(filepath.Dir(out), chart)
 	if err := os.MkdirAll(filepath.Dir(chartPath), 0o755); err != nil {
 		return err
@@ -244,6 +315,67 @@ func repoRoot() (string, error) {
 		dir = filepath.Dir(dir)
 	}
 	return dir, nil
+}
+
+// writeOut writes text to the file path, or to stdout if path is empty.
+func writeOut(path, text string) error {
+	if path == "" {
+		_, err := os.Stdout.WriteString(text)
+		return err
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return err
+	}
+	log.Printf("wrote %s", path)
+	return nil
+}
+
+// baseBuild names the earlier revision measured as the system "base".
+type baseBuild struct {
+	Rev, Hash string // as given, and its short commit hash
+}
+
+// buildBase builds mutexd as it was at rev into bin. The source comes from
+// git archive into the temporary dir rather than a git worktree, so an
+// interrupted run leaves nothing behind in the repository; it is built
+// the way the current mutexd is, in its own module root.
+func buildBase(root, dir, rev, bin string) (*baseBuild, error) {
+	git := func(args ...string) (string, error) {
+		cmd := exec.Command("git", append([]string{"-C", root}, args...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	hash, err := git("rev-parse", "--verify", "--end-of-options", rev+"^{commit}")
+	if err != nil {
+		return nil, fmt.Errorf("-base %q is not a commit of this repository: %w", rev, err)
+	}
+	short, err := git("rev-parse", "--short", hash)
+	if err != nil {
+		return nil, err
+	}
+	log.Printf("building mutexd at %s (%s) as base", rev, short)
+	src, tarball := filepath.Join(dir, "base-src"), filepath.Join(dir, "base.tar")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		return nil, err
+	}
+	if _, err := git("archive", "--format=tar", "-o", tarball, hash); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("tar", "-xf", tarball, "-C", src).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("unpack %s: %w: %s", short, err, strings.TrimSpace(string(out)))
+	}
+	if err := os.Remove(tarball); err != nil {
+		return nil, err
+	}
+	if err := goBuild(src, bin, "./cmd/mutexd"); err != nil {
+		return nil, fmt.Errorf("base %s: %w", short, err)
+	}
+	return &baseBuild{Rev: rev, Hash: short}, nil
 }
 
 func goBuild(dir, out, pkg string) error {

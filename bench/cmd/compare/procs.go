@@ -128,13 +128,14 @@ func waitHTTP(ctx context.Context, p *proc, url string) error {
 	}
 }
 
-func startMutexd(ctx context.Context, dir, bin string, env ...string) (*proc, error) {
+// startMutexd starts the daemon at bin under name (its log is dir/name.log).
+func startMutexd(ctx context.Context, name, dir, bin string, env ...string) (*proc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, out, err := start("mutexd", dir, bin, env, "serve", "--listen", addr, "--log-level", "warn")
+	p, out, err := start(name, dir, bin, env, "serve", "--listen", addr, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +222,7 @@ func version(bin string, args ...string) string {
 // per waiting connection.
 func measureWaitingRSS(ctx context.Context, dir, bin string, n int) (idleKiB int64, perWaiterKiB float64, readyIn time.Duration, err error) {
 	// Room for every waiter and the inspection calls below.
-	p, err := startMutexd(ctx, dir, bin, "MUTEXD_LIMITS_MAX_CONNECTIONS="+strconv.Itoa(n+100))
+	p, err := startMutexd(ctx, "mutexd-rss", dir, bin, "MUTEXD_LIMITS_MAX_CONNECTIONS="+strconv.Itoa(n+100))
 	if err != nil {
 		return 0, 0, 0, err
 	}
