@@ -9,11 +9,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -124,9 +121,8 @@ type Server struct {
 	writeTimeout time.Duration
 	inFlight     atomic.Int64 // requests in frame, refusals included
 
-	// observers record each route's requests; nil without an Observer
-	observers map[routeKey]RouteObserver
-	unmatched RouteObserver
+	routes    map[routeKey]routeInfo // every route's tier and metrics
+	unmatched RouteObserver          // records unrouted requests; nil without an Observer
 }
 
 // DefaultBodyTimeout is how long a client may take to send a request body.
@@ -175,43 +171,16 @@ func New(o Options) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 
-	type route struct {
-		method, path string
-		h            echo.HandlerFunc
-	}
-	routes := []route{
-		{http.MethodPost, "/v1/locks/:key/acquire", s.acquire},
-		{http.MethodPost, "/v1/locks/:key/release", s.release},
-		{http.MethodPost, "/v1/locks/:key/renew", s.renew},
-		{http.MethodGet, "/v1/locks/:key", s.inspect},
-		{http.MethodDelete, "/v1/locks/:key", s.forceRelease},
-		{http.MethodGet, "/v1/locks", s.list},
-		{http.MethodGet, "/healthz", s.healthz},
-		{http.MethodGet, "/readyz", s.readyz},
-	}
-	if o.Events != nil {
-		routes = append(routes, route{http.MethodGet, "/v1/events", s.events})
-	}
-	if o.UI != nil {
-		ui := consoleRoute(o.UI)
-		routes = append(routes,
-			route{http.MethodGet, "/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }},
-			// 302, not 301: a browser must not remember it once the console is off.
-			route{http.MethodGet, "/", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }},
-			route{http.MethodGet, "/ui/*", ui})
-	}
-	if o.Metrics != nil && o.MetricsPath != "" {
-		routes = append(routes, route{http.MethodGet, o.MetricsPath, echo.WrapHandler(o.Metrics)})
-	}
-	if o.Debug != nil {
-		h := echo.WrapHandler(o.Debug)
-		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", h}, route{http.MethodPost, DebugPrefix + "*", h})
+	routes := s.routeTable(o)
+	s.routes = make(map[routeKey]routeInfo, len(routes))
+	for _, r := range routes {
+		info := routeInfo{tier: r.tier}
+		if o.Observer != nil {
+			info.obs = o.Observer.Route(r.path, r.method)
+		}
+		s.routes[routeKey{r.path, r.method}] = info
 	}
 	if o.Observer != nil {
-		s.observers = map[routeKey]RouteObserver{}
-		for _, r := range routes {
-			s.observers[routeKey{r.path, r.method}] = o.Observer.Route(r.path, r.method)
-		}
 		s.unmatched = o.Observer.Route("unmatched", "any")
 	}
 	e.Use(s.frame)
@@ -219,44 +188,6 @@ func New(o Options) *Server {
 		e.Add(r.method, r.path, r.h)
 	}
 	return s
-}
-
-// consoleRoute serves the console's files from h, which sees paths without
-// the /ui prefix. An error h answers (a file it does not have) is not
-// written as h wrote it but goes through the one error mapping, like any
-// unknown route.
-func consoleRoute(h http.Handler) echo.HandlerFunc {
-	h = http.StripPrefix("/ui", h)
-	return func(c echo.Context) error {
-		w := &errorCatcher{ResponseWriter: c.Response()}
-		h.ServeHTTP(w, c.Request())
-		if w.status != 0 {
-			return echo.NewHTTPError(w.status)
-		}
-		return nil
-	}
-}
-
-// errorCatcher passes a response through unless its status is an error,
-// which it keeps, with its body, from the client.
-type errorCatcher struct {
-	http.ResponseWriter
-	status int // the error status caught; 0 if none
-}
-
-func (w *errorCatcher) WriteHeader(code int) {
-	if code >= http.StatusBadRequest {
-		w.status = code
-		return
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *errorCatcher) Write(b []byte) (int, error) {
-	if w.status != 0 {
-		return len(b), nil
-	}
-	return w.ResponseWriter.Write(b)
 }
 
 // ServeHTTP serves the API.
@@ -280,386 +211,13 @@ func (s *Server) notReady() error {
 	return notReadyError{retryAfter: max(1, int((wait+time.Second-1)/time.Second))}
 }
 
-type routeKey struct{ path, method string }
-
-// frame is the API's one middleware. Around every request, routed or not,
-// it counts the request against MaxRequests, bounds its response writes
-// by WriteTimeout, sets the X-Request-Id, checks the caller's token, turns
-// a handler panic into an error, answers any error through the one error
-// mapping and records the request's metrics. It is one middleware rather
-// than a chain because echo re-wraps the chain on every request: each link
-// would cost an allocation and a call on the hot path.
-func (s *Server) frame(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		refuse := s.admit()
-		defer s.done()
-		res := c.Response()
-		g := s.guardWrites(res.Writer, c.Request())
-		if g != nil {
-			res.Writer = g
-		}
-		s.requestID(c)
-		start := time.Now()
-		err := errTooManyRequests
-		if !refuse {
-			err = s.guarded(c, next)
-		}
-		if err != nil {
-			c.Error(err)
-		}
-		g.finish(res.Committed)
-		if s.unmatched != nil {
-			o, ok := s.observers[routeKey{c.Path(), c.Request().Method}]
-			if !ok {
-				o = s.unmatched
-			}
-			o.Observe(c.Response().Status, time.Since(start))
-		}
-		return nil
-	}
-}
-
-// requestID echoes a sane X-Request-Id or assigns one.
-func (s *Server) requestID(c echo.Context) {
-	id := c.Request().Header.Get(echo.HeaderXRequestID)
-	if id == "" || len(id) > 128 || !printable(id) {
-		var buf [64]byte
-		id = string(strconv.AppendUint(append(buf[:0], s.idPrefix...), s.idSeq.Add(1), 36))
-	}
-	c.Response().Header()[echo.HeaderXRequestID] = []string{id}
-}
-
-// guarded runs next if the caller's token suffices for the route (see
-// authorize), and turns a panic in it into a logged JSON 500. The engine
-// never panics with a shard locked on a request's behalf, so it stays
-// consistent.
-func (s *Server) guarded(c echo.Context, next echo.HandlerFunc) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if r == http.ErrAbortHandler {
-				panic(r)
-			}
-			err = fmt.Errorf("panic in handler: %v", r)
-		}
-	}()
-	if err := s.authorize(c); err != nil {
-		return err
-	}
-	return next(c)
-}
-
-// authorize lets a request through when its token suffices for its route:
-// force-release, listing and the event stream of more than one key need an
-// admin token (keys may carry user ids),
-// every other /v1 call (unknown ones too, so routes cannot be probed) a
-// client token; health, readiness and, unless configured otherwise,
-// metrics need none. Without tokens, the routes a token would guard are
-// refused to requests a browser was tricked into sending (checkBrowser),
-// when CheckBrowsers is set.
-func (s *Server) authorize(c echo.Context) error {
-	if t := s.auth.Tokens(); t.Enabled() {
-		return t.Check(c.Request().Header.Get(echo.HeaderAuthorization), s.level(c))
-	}
-	if s.hosts != nil && s.level(c) != auth.Public {
-		return s.checkBrowser(c.Request())
-	}
-	return nil
-}
-
-// level is the auth.Level the request's route needs.
-func (s *Server) level(c echo.Context) auth.Level {
-	r := c.Request()
-	switch p := c.Path(); {
-	case r.Method == http.MethodGet && p == "/v1/locks", r.Method == http.MethodDelete && p == "/v1/locks/:key":
-		return auth.Admin
-	case r.Method == http.MethodGet && p == "/v1/events" && r.URL.Query().Get("key") == "":
-		// Every key's events (or a prefix's) amount to a listing; one
-		// key's events are what inspecting it shows.
-		return auth.Admin
-	case r.URL.Path == "/v1" || strings.HasPrefix(r.URL.Path, "/v1/"):
-		return auth.Client
-	case p == s.metricsPath && s.metricsPath != "":
-		return s.metricsLevel
-	case strings.HasPrefix(r.URL.Path, DebugPrefix):
-		return auth.Admin
-	}
-	return auth.Public
-}
-
-func (s *Server) acquire(c echo.Context) error {
-	key, err := pathKey(c)
-	if err != nil {
-		return err
-	}
-	r := c.Request()
-	p, err := s.parseParams(c, pTTL, pWait, pOwner, pOnError)
-	if err != nil {
-		return err
-	}
-	o, err := s.acquireOptions(&p, r.RemoteAddr)
-	if err != nil {
-		return err
-	}
-	if !s.ready.Load() {
-		return s.notReady()
-	}
-	if wantsStream(r) {
-		return s.acquireStream(c, key, o)
-	}
-	// A long poll ends when its token is revoked (answered 401): the
-	// engine then takes the waiter out of the queue.
-	ctx, rc := s.revocable(c)
-	defer rc.release()
-	g, err := s.lock(ctx, r, key, o)
-	if err != nil {
-		return err
-	}
-	if err := s.dropIfGone(ctx, g); err != nil {
-		return err
-	}
-	buf := getBuf()
-	defer putBuf(buf)
-	*buf = appendGrant(*buf, g)
-	return writeJSON(c, http.StatusOK, *buf)
-}
-
-// lock is the Locker's Acquire under the admin reserve: an acquire that a
-// limit refuses at the clients' share (of limits.max_keys or max_waiters)
-// is tried once more with the reserve when r may use it. The token is
-// looked at again only then, so an acquire below the limits pays nothing
-// for the reserve; a refusal changes nothing, so the retry is safe.
-func (s *Server) lock(ctx context.Context, r *http.Request, key string, o engine.AcquireOptions) (engine.Grant, error) {
-	o.Reserve = !s.auth.Tokens().Enabled()
-	g, err := s.locker.Acquire(ctx, key, o)
-	if err != nil && !o.Reserve && (errors.Is(err, engine.ErrTooManyKeys) || errors.Is(err, engine.ErrTooManyWaiters)) && s.mayUseReserve(r) {
-		o.Reserve = true
-		g, err = s.locker.Acquire(ctx, key, o)
-	}
-	return g, err
-}
-
-// mayUseReserve reports whether r may use the share of the limits kept for
-// admins: when it carries an admin token, or when no tokens are configured
-// (there are no tiers then, and everyone may do what an admin may).
-func (s *Server) mayUseReserve(r *http.Request) bool {
-	t := s.auth.Tokens()
-	return !t.Enabled() || t.Check(r.Header.Get(echo.HeaderAuthorization), auth.Admin) == nil
-}
-
-func (s *Server) acquireOptions(p *params, remote string) (engine.AcquireOptions, error) {
-	b := s.bounds
-	o := engine.AcquireOptions{Owner: remote}
-	var err error
-	if o.TTL, err = durationParam(p, pTTL, b.DefaultTTL, b.MinTTL, b.MaxTTL, "invalid_ttl"); err != nil {
-		return o, err
-	}
-	if o.Wait, err = durationParam(p, pWait, b.DefaultWait, 0, b.MaxWait, "invalid_wait"); err != nil {
-		return o, err
-	}
-	if owner, ok := p.get(pOwner); ok {
-		if err := validOwner(owner); err != nil {
-			return o, err
-		}
-		o.Owner = owner
-	}
-	switch v, _ := p.get(pOnError); v {
-	case "", "continue":
-	case "stop":
-		o.OnError = engine.OnErrorStop
-	default:
-		return o, badRequest("invalid_on_error", "on_error must be continue or stop; got %q.", clip(v))
-	}
-	return o, nil
-}
-
-// dropIfGone releases g, and returns the cancellation, when the request's
-// client left while g was being granted: nobody will ever see its token, and
-// the key's queue would stall until the lease's TTL ran out. The engine
-// resolves the race when the cancellation is seen first; this covers a
-// grant that woke the waiter a moment before the client left.
-func (s *Server) dropIfGone(ctx context.Context, g engine.Grant) error {
-	if ctx.Err() == nil {
-		return nil
-	}
-	_, _ = s.locker.Release(g.Key, g.Token, false)
-	return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
-}
-
-// leaseToken reads the required token. A malformed token cannot be the live
-// lease, so it is answered like any other wrong token.
-func leaseToken(p *params) (engine.Token, error) {
-	s, _ := p.get(pToken)
-	if s == "" {
-		return engine.Token{}, badRequest("missing_token", "token is required: the token returned by acquire.")
-	}
-	t, ok := engine.ParseToken(s)
-	if !ok {
-		return engine.Token{}, engine.ErrNotHolder
-	}
-	return t, nil
-}
-
-func (s *Server) release(c echo.Context) error {
-	key, err := pathKey(c)
-	if err != nil {
-		return err
-	}
-	p, err := s.parseParams(c, pToken, pOutcome)
-	if err != nil {
-		return err
-	}
-	var failed bool
-	switch v, _ := p.get(pOutcome); v {
-	case "", "ok":
-	case "failed":
-		failed = true
-	default:
-		return badRequest("invalid_outcome", "outcome must be ok or failed; got %q.", clip(v))
-	}
-	token, err := leaseToken(&p)
-	if err != nil {
-		return err
-	}
-	ended, err := s.locker.Release(key, token, failed)
-	if err != nil {
-		return err
-	}
-	buf := getBuf()
-	defer putBuf(buf)
-	*buf = appendReleased(*buf, key, ended)
-	return writeJSON(c, http.StatusOK, *buf)
-}
-
-func (s *Server) renew(c echo.Context) error {
-	key, err := pathKey(c)
-	if err != nil {
-		return err
-	}
-	p, err := s.parseParams(c, pToken, pTTL)
-	if err != nil {
-		return err
-	}
-	ttl, err := durationParam(&p, pTTL, 0, s.bounds.MinTTL, s.bounds.MaxTTL, "invalid_ttl")
-	if err != nil {
-		return err
-	}
-	token, err := leaseToken(&p)
-	if err != nil {
-		return err
-	}
-	r, err := s.locker.Renew(key, token, ttl)
-	if err != nil {
-		return err
-	}
-	buf := getBuf()
-	defer putBuf(buf)
-	*buf = appendRenewal(*buf, key, r)
-	return writeJSON(c, http.StatusOK, *buf)
-}
-
-type holderJSON struct {
-	Owner      string `json:"owner"`
-	Fence      uint64 `json:"fence"`
-	AcquiredAt string `json:"acquired_at"`
-	ExpiresAt  string `json:"expires_at"`
-	OnError    string `json:"on_error"`
-}
-
-type waiterJSON struct {
-	Owner        string `json:"owner"`
-	WaitingSince string `json:"waiting_since"`
-}
-
-type keyJSON struct {
-	Key     string       `json:"key"`
-	Held    bool         `json:"held"`
-	Holder  *holderJSON  `json:"holder"`
-	Waiters int          `json:"waiters"`
-	Queue   []waiterJSON `json:"queue"`
-}
-
-func formatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
-
-func (s *Server) inspect(c echo.Context) error {
-	key, err := pathKey(c)
-	if err != nil {
-		return err
-	}
-	if _, err := s.parseParams(c); err != nil {
-		return err
-	}
-	info := s.locker.Inspect(key, MaxQueueShown)
-	out := keyJSON{Key: key, Held: info.Held, Waiters: info.Waiters, Queue: make([]waiterJSON, len(info.Queue))}
-	if info.Held {
-		h := info.Holder
-		out.Holder = &holderJSON{Owner: h.Owner, Fence: h.Fence, AcquiredAt: formatTime(h.AcquiredAt), ExpiresAt: formatTime(h.ExpiresAt), OnError: h.OnError.String()}
-	}
-	for i, w := range info.Queue {
-		out.Queue[i] = waiterJSON{Owner: w.Owner, WaitingSince: formatTime(w.WaitingSince)}
-	}
-	return c.JSON(http.StatusOK, out)
-}
-
-type summaryJSON struct {
-	Key     string `json:"key"`
-	Held    bool   `json:"held"`
-	Owner   string `json:"owner"`
-	Waiters int    `json:"waiters"`
-}
-
-type listJSON struct {
-	Locks []summaryJSON `json:"locks"`
-	Next  string        `json:"next"`
-}
-
-func (s *Server) list(c echo.Context) error {
-	p, err := s.parseParams(c, pPrefix, pLimit, pAfter)
-	if err != nil {
-		return err
-	}
-	limit := DefaultLimit
-	if v, ok := p.get(pLimit); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxLimit {
-			return badRequest("invalid_limit", "limit must be a whole number from 1 to %d; got %q.", MaxLimit, clip(v))
-		}
-		limit = n
-	}
-	prefix, _ := p.get(pPrefix)
-	after, _ := p.get(pAfter)
-	rows, next := s.locker.List(prefix, after, limit)
-	out := listJSON{Locks: make([]summaryJSON, len(rows)), Next: next}
-	for i, r := range rows {
-		out.Locks[i] = summaryJSON{Key: r.Key, Held: r.Held, Owner: r.Owner, Waiters: r.Waiters}
-	}
-	return c.JSON(http.StatusOK, out)
-}
-
-func (s *Server) forceRelease(c echo.Context) error {
-	key, err := pathKey(c)
-	if err != nil {
-		return err
-	}
-	if _, err := s.parseParams(c); err != nil {
-		return err
-	}
-	ended, err := s.locker.ForceRelease(key)
-	if err != nil {
-		return err
-	}
-	buf := getBuf()
-	defer putBuf(buf)
-	*buf = appendReleased(*buf, key, ended) // the same shape as a release's
-	return writeJSON(c, http.StatusOK, *buf)
-}
-
 func (s *Server) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	return c.JSON(http.StatusOK, statusJSON{Status: "ok"})
 }
 
 func (s *Server) readyz(c echo.Context) error {
 	if !s.ready.Load() {
 		return s.notReady()
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	return c.JSON(http.StatusOK, statusJSON{Status: "ready"})
 }

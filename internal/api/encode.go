@@ -7,8 +7,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
-
-	"github.com/mutexd/mutexd/internal/engine"
 )
 
 // The hot responses (acquire, release, renew, errors) are encoded by hand:
@@ -117,61 +115,4 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
-}
-
-// appendGrant encodes an acquire's 200 body.
-func appendGrant(b []byte, g engine.Grant) []byte {
-	b = append(b, `{"key":`...)
-	b = appendString(b, g.Key)
-	b = append(b, `,"token":"`...)
-	b = g.Token.AppendHex(b)
-	b = append(b, `","fence":`...)
-	b = strconv.AppendUint(b, g.Fence, 10)
-	b = append(b, `,"owner":`...)
-	b = appendString(b, g.Owner)
-	b = append(b, `,"ttl_ms":`...)
-	b = appendMillis(b, g.TTL)
-	b = append(b, `,"expires_at":`...)
-	b = appendTime(b, g.ExpiresAt)
-	b = append(b, `,"waited_ms":`...)
-	b = appendMillis(b, g.Waited)
-	b = append(b, `,"previous":`...)
-	b = appendPrevious(b, g.Previous)
-	return append(b, "}\n"...)
-}
-
-// appendPrevious encodes a grant's previous lease: null when the key was free.
-func appendPrevious(b []byte, p engine.Previous) []byte {
-	if p.Outcome == engine.OutcomeNone {
-		return append(b, "null"...)
-	}
-	b = append(b, `{"fence":`...)
-	b = strconv.AppendUint(b, p.Fence, 10)
-	b = append(b, `,"outcome":"`...)
-	b = append(b, p.Outcome.String()...)
-	return append(b, `"}`...)
-}
-
-// appendReleased encodes a release's 200 body.
-func appendReleased(b []byte, key string, e engine.Ended) []byte {
-	b = append(b, `{"key":`...)
-	b = appendString(b, key)
-	b = append(b, `,"fence":`...)
-	b = strconv.AppendUint(b, e.Fence, 10)
-	b = append(b, `,"released":true,"held_ms":`...)
-	b = appendMillis(b, e.Held)
-	return append(b, "}\n"...)
-}
-
-// appendRenewal encodes a renew's 200 body.
-func appendRenewal(b []byte, key string, r engine.Renewal) []byte {
-	b = append(b, `{"key":`...)
-	b = appendString(b, key)
-	b = append(b, `,"fence":`...)
-	b = strconv.AppendUint(b, r.Fence, 10)
-	b = append(b, `,"ttl_ms":`...)
-	b = appendMillis(b, r.TTL)
-	b = append(b, `,"expires_at":`...)
-	b = appendTime(b, r.ExpiresAt)
-	return append(b, "}\n"...)
 }

@@ -55,3 +55,37 @@ func TestAppendGrantMatchesEncodingJSON(t *testing.T) {
 		t.Fatalf("appendGrant:\n got %s\nwant %s", gotJSON, wantJSON)
 	}
 }
+
+// TestHandEncodersMatchEncodingJSON holds every hand encoder to the bytes
+// encoding/json writes for the response's declared struct (plus the
+// newline the encoders end with), for awkward keys, owners and times.
+func TestHandEncodersMatchEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 11, 26, 10, 9, 15, 297_600_000, time.FixedZone("X", 3600))
+	tok := engine.Token{0xab, 0x01, 0xff}
+	for _, key := range []string{"k", `we"ird<key>&`, "tab\tand\u2028line", "caf\u00e9 \u2603", "ctl\x01"} {
+		for _, prev := range []engine.Previous{{}, {Fence: 7, Outcome: engine.OutcomeExpired}} {
+			g := engine.Grant{Key: key, Token: tok, Fence: 1795687745297011, Owner: key + "-owner", TTL: 1500 * time.Millisecond,
+				ExpiresAt: at, Waited: 2500 * time.Microsecond, Previous: prev}
+			same(t, "appendGrant", appendGrant(nil, g), newGrantJSON(g))
+		}
+		e := engine.Ended{Fence: 42, Held: 1234 * time.Millisecond}
+		same(t, "appendReleased", appendReleased(nil, key, e), newReleasedJSON(key, e))
+		r := engine.Renewal{Fence: 42, TTL: time.Minute, ExpiresAt: at}
+		same(t, "appendRenewal", appendRenewal(nil, key, r), newRenewalJSON(key, r))
+		n := 3
+		for _, ae := range []*Error{{Code: "timeout", Message: key, Waiters: &n}, {Code: "not_holder", Message: key}} {
+			same(t, "appendErrorBody", appendErrorBody(nil, ae), errorJSON{Error: ae.Code, Message: ae.Message, Waiters: ae.Waiters})
+		}
+	}
+}
+
+func same(t *testing.T, name string, got []byte, v any) {
+	t.Helper()
+	want, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want)+"\n" {
+		t.Errorf("%s:\n got %s\nwant %s", name, got, want)
+	}
+}

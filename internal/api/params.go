@@ -56,7 +56,7 @@ func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
 
 // parseParams reads the query string and, for requests with a body, a JSON
 // object, accepting only the parameters in allowed.
-func (s *Server) parseParams(c echo.Context, allowed ...param) (params, error) {
+func parseParams(c echo.Context, bodyTimeout time.Duration, allowed ...param) (params, error) {
 	var p params
 	r := c.Request()
 	if r.URL.RawQuery != "" {
@@ -74,7 +74,7 @@ func (s *Server) parseParams(c echo.Context, allowed ...param) (params, error) {
 	// hold a connection and a goroutine for as long as it likes. The
 	// deadline is lifted once the body is in, so a long poll is not cut.
 	rc := http.NewResponseController(c.Response())
-	_ = rc.SetReadDeadline(time.Now().Add(s.bodyTimeout)) // unsupported writers simply have no deadline
+	_ = rc.SetReadDeadline(time.Now().Add(bodyTimeout)) // unsupported writers simply have no deadline
 	raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
 	if err != nil {
 		// Keep the deadline: the server must not wait for the rest of

@@ -49,7 +49,7 @@ func (s *Server) revocable(c echo.Context) (context.Context, *revocable) {
 		return r.Context(), nil
 	}
 	rc := revocables.Get().(*revocable)
-	rc.Context, rc.guard, rc.authorization, rc.level = r.Context(), s.auth, r.Header.Get(echo.HeaderAuthorization), s.level(c)
+	rc.Context, rc.guard, rc.authorization, rc.level = r.Context(), s.auth, r.Header.Get(echo.HeaderAuthorization), s.levelOf(c)
 	return rc, rc
 }
 

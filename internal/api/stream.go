@@ -157,7 +157,7 @@ func appendWaited(b []byte, ev *engine.Event) []byte {
 // comment when idle, and a final "overflow" event before the stream is cut
 // off if this client reads too slowly.
 func (s *Server) events(c echo.Context) error {
-	p, err := s.parseParams(c, pKey, pPrefix)
+	p, err := parseParams(c, s.bodyTimeout, pKey, pPrefix)
 	if err != nil {
 		return err
 	}

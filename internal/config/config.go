@@ -21,6 +21,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/mutexd/mutexd/internal/api"
 	"github.com/mutexd/mutexd/internal/auth"
 )
 
@@ -245,7 +246,7 @@ func (c Config) Validate() error {
 		}
 	}
 	p := c.Metrics.Path
-	if !strings.HasPrefix(p, "/") || p == "/" || strings.HasPrefix(p, "/v1") || p == "/healthz" || p == "/readyz" || p == "/ui" || strings.HasPrefix(p, "/ui/") || strings.HasPrefix(p, "/debug/pprof") {
+	if !strings.HasPrefix(p, "/") || api.ReservedPath(p) {
 		bad("metrics.path", "must be a path such as /metrics that no API route uses, got %q", p)
 	}
 	if l.RestartGrace < 0 {

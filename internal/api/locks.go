@@ -1,0 +1,236 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/mutexd/mutexd/internal/auth"
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// The lock handlers: parse and validate, one Locker call, encode. Errors
+// go back to frame, which answers them through the one mapping.
+
+func (s *Server) acquire(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	r := c.Request()
+	p, err := parseParams(c, s.bodyTimeout, pTTL, pWait, pOwner, pOnError)
+	if err != nil {
+		return err
+	}
+	o, err := s.acquireOptions(&p, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	if !s.ready.Load() {
+		return s.notReady()
+	}
+	if wantsStream(r) {
+		return s.acquireStream(c, key, o)
+	}
+	// A long poll ends when its token is revoked (answered 401): the
+	// engine then takes the waiter out of the queue.
+	ctx, rc := s.revocable(c)
+	defer rc.release()
+	g, err := s.lock(ctx, r, key, o)
+	if err != nil {
+		return err
+	}
+	if err := s.dropIfGone(ctx, g); err != nil {
+		return err
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendGrant(*buf, g)
+	return writeJSON(c, http.StatusOK, *buf)
+}
+
+// lock is the Locker's Acquire under the admin reserve: an acquire that a
+// limit refuses at the clients' share (of limits.max_keys or max_waiters)
+// is tried once more with the reserve when r may use it. The token is
+// looked at again only then, so an acquire below the limits pays nothing
+// for the reserve; a refusal changes nothing, so the retry is safe.
+func (s *Server) lock(ctx context.Context, r *http.Request, key string, o engine.AcquireOptions) (engine.Grant, error) {
+	o.Reserve = !s.auth.Tokens().Enabled()
+	g, err := s.locker.Acquire(ctx, key, o)
+	if err != nil && !o.Reserve && (errors.Is(err, engine.ErrTooManyKeys) || errors.Is(err, engine.ErrTooManyWaiters)) && s.mayUseReserve(r) {
+		o.Reserve = true
+		g, err = s.locker.Acquire(ctx, key, o)
+	}
+	return g, err
+}
+
+// mayUseReserve reports whether r may use the share of the limits kept for
+// admins: when it carries an admin token, or when no tokens are configured
+// (there are no tiers then, and everyone may do what an admin may).
+func (s *Server) mayUseReserve(r *http.Request) bool {
+	t := s.auth.Tokens()
+	return !t.Enabled() || t.Check(r.Header.Get(echo.HeaderAuthorization), auth.Admin) == nil
+}
+
+func (s *Server) acquireOptions(p *params, remote string) (engine.AcquireOptions, error) {
+	b := s.bounds
+	o := engine.AcquireOptions{Owner: remote}
+	var err error
+	if o.TTL, err = durationParam(p, pTTL, b.DefaultTTL, b.MinTTL, b.MaxTTL, "invalid_ttl"); err != nil {
+		return o, err
+	}
+	if o.Wait, err = durationParam(p, pWait, b.DefaultWait, 0, b.MaxWait, "invalid_wait"); err != nil {
+		return o, err
+	}
+	if owner, ok := p.get(pOwner); ok {
+		if err := validOwner(owner); err != nil {
+			return o, err
+		}
+		o.Owner = owner
+	}
+	switch v, _ := p.get(pOnError); v {
+	case "", "continue":
+	case "stop":
+		o.OnError = engine.OnErrorStop
+	default:
+		return o, badRequest("invalid_on_error", "on_error must be continue or stop; got %q.", clip(v))
+	}
+	return o, nil
+}
+
+// dropIfGone releases g, and returns the cancellation, when the request's
+// client left while g was being granted: nobody will ever see its token, and
+// the key's queue would stall until the lease's TTL ran out. The engine
+// resolves the race when the cancellation is seen first; this covers a
+// grant that woke the waiter a moment before the client left.
+func (s *Server) dropIfGone(ctx context.Context, g engine.Grant) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	_, _ = s.locker.Release(g.Key, g.Token, false)
+	return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+}
+
+// leaseToken reads the required token. A malformed token cannot be the live
+// lease, so it is answered like any other wrong token.
+func leaseToken(p *params) (engine.Token, error) {
+	s, _ := p.get(pToken)
+	if s == "" {
+		return engine.Token{}, badRequest("missing_token", "token is required: the token returned by acquire.")
+	}
+	t, ok := engine.ParseToken(s)
+	if !ok {
+		return engine.Token{}, engine.ErrNotHolder
+	}
+	return t, nil
+}
+
+func (s *Server) release(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	p, err := parseParams(c, s.bodyTimeout, pToken, pOutcome)
+	if err != nil {
+		return err
+	}
+	var failed bool
+	switch v, _ := p.get(pOutcome); v {
+	case "", "ok":
+	case "failed":
+		failed = true
+	default:
+		return badRequest("invalid_outcome", "outcome must be ok or failed; got %q.", clip(v))
+	}
+	token, err := leaseToken(&p)
+	if err != nil {
+		return err
+	}
+	ended, err := s.locker.Release(key, token, failed)
+	if err != nil {
+		return err
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendReleased(*buf, key, ended)
+	return writeJSON(c, http.StatusOK, *buf)
+}
+
+func (s *Server) renew(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	p, err := parseParams(c, s.bodyTimeout, pToken, pTTL)
+	if err != nil {
+		return err
+	}
+	ttl, err := durationParam(&p, pTTL, 0, s.bounds.MinTTL, s.bounds.MaxTTL, "invalid_ttl")
+	if err != nil {
+		return err
+	}
+	token, err := leaseToken(&p)
+	if err != nil {
+		return err
+	}
+	r, err := s.locker.Renew(key, token, ttl)
+	if err != nil {
+		return err
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendRenewal(*buf, key, r)
+	return writeJSON(c, http.StatusOK, *buf)
+}
+
+func (s *Server) inspect(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	if _, err := parseParams(c, s.bodyTimeout); err != nil {
+		return err
+	}
+	info := s.locker.Inspect(key, MaxQueueShown)
+	return c.JSON(http.StatusOK, newKeyJSON(key, info))
+}
+
+func (s *Server) list(c echo.Context) error {
+	p, err := parseParams(c, s.bodyTimeout, pPrefix, pLimit, pAfter)
+	if err != nil {
+		return err
+	}
+	limit := DefaultLimit
+	if v, ok := p.get(pLimit); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxLimit {
+			return badRequest("invalid_limit", "limit must be a whole number from 1 to %d; got %q.", MaxLimit, clip(v))
+		}
+		limit = n
+	}
+	prefix, _ := p.get(pPrefix)
+	after, _ := p.get(pAfter)
+	return c.JSON(http.StatusOK, newListJSON(s.locker.List(prefix, after, limit)))
+}
+
+func (s *Server) forceRelease(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	if _, err := parseParams(c, s.bodyTimeout); err != nil {
+		return err
+	}
+	ended, err := s.locker.ForceRelease(key)
+	if err != nil {
+		return err
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	*buf = appendReleased(*buf, key, ended) // the same shape as a release's
+	return writeJSON(c, http.StatusOK, *buf)
+}

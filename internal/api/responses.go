@@ -1,0 +1,190 @@
+package api
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// The API's response bodies, each declared once as a struct. The hot ones
+// (a grant, a release, a renewal, an error) are also encoded by hand
+// (append*), as the profile asked; TestHandEncodersMatchEncodingJSON holds
+// each to the bytes encoding/json writes for its struct.
+
+// grantJSON is an acquire's 200 body.
+type grantJSON struct {
+	Key       string        `json:"key"`
+	Token     string        `json:"token"`
+	Fence     uint64        `json:"fence"`
+	Owner     string        `json:"owner"`
+	TTLMillis int64         `json:"ttl_ms"`
+	ExpiresAt string        `json:"expires_at"`
+	WaitedMs  int64         `json:"waited_ms"`
+	Previous  *previousJSON `json:"previous"`
+}
+
+// previousJSON is how the lease before a grant ended; null when the key
+// was free.
+type previousJSON struct {
+	Fence   uint64 `json:"fence"`
+	Outcome string `json:"outcome"`
+}
+
+func newGrantJSON(g engine.Grant) grantJSON {
+	out := grantJSON{Key: g.Key, Token: g.Token.String(), Fence: g.Fence, Owner: g.Owner, TTLMillis: g.TTL.Milliseconds(),
+		ExpiresAt: formatTime(g.ExpiresAt), WaitedMs: g.Waited.Milliseconds()}
+	if g.Previous.Outcome != engine.OutcomeNone {
+		out.Previous = &previousJSON{Fence: g.Previous.Fence, Outcome: g.Previous.Outcome.String()}
+	}
+	return out
+}
+
+// releasedJSON is the 200 body of a release and of a force-release.
+type releasedJSON struct {
+	Key      string `json:"key"`
+	Fence    uint64 `json:"fence"`
+	Released bool   `json:"released"`
+	HeldMs   int64  `json:"held_ms"`
+}
+
+func newReleasedJSON(key string, e engine.Ended) releasedJSON {
+	return releasedJSON{Key: key, Fence: e.Fence, Released: true, HeldMs: e.Held.Milliseconds()}
+}
+
+// renewalJSON is a renew's 200 body.
+type renewalJSON struct {
+	Key       string `json:"key"`
+	Fence     uint64 `json:"fence"`
+	TTLMillis int64  `json:"ttl_ms"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+func newRenewalJSON(key string, r engine.Renewal) renewalJSON {
+	return renewalJSON{Key: key, Fence: r.Fence, TTLMillis: r.TTL.Milliseconds(), ExpiresAt: formatTime(r.ExpiresAt)}
+}
+
+// errorJSON is every error's body.
+type errorJSON struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Waiters *int   `json:"waiters,omitempty"`
+}
+
+// statusJSON is the body of /healthz and /readyz.
+type statusJSON struct {
+	Status string `json:"status"`
+}
+
+// holderJSON, waiterJSON and keyJSON make an inspection's body.
+type holderJSON struct {
+	Owner      string `json:"owner"`
+	Fence      uint64 `json:"fence"`
+	AcquiredAt string `json:"acquired_at"`
+	ExpiresAt  string `json:"expires_at"`
+	OnError    string `json:"on_error"`
+}
+
+type waiterJSON struct {
+	Owner        string `json:"owner"`
+	WaitingSince string `json:"waiting_since"`
+}
+
+type keyJSON struct {
+	Key     string       `json:"key"`
+	Held    bool         `json:"held"`
+	Holder  *holderJSON  `json:"holder"`
+	Waiters int          `json:"waiters"`
+	Queue   []waiterJSON `json:"queue"`
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+type summaryJSON struct {
+	Key     string `json:"key"`
+	Held    bool   `json:"held"`
+	Owner   string `json:"owner"`
+	Waiters int    `json:"waiters"`
+}
+
+type listJSON struct {
+	Locks []summaryJSON `json:"locks"`
+	Next  string        `json:"next"`
+}
+
+func newKeyJSON(key string, info engine.KeyInfo) keyJSON {
+	out := keyJSON{Key: key, Held: info.Held, Waiters: info.Waiters, Queue: make([]waiterJSON, len(info.Queue))}
+	if info.Held {
+		h := info.Holder
+		out.Holder = &holderJSON{Owner: h.Owner, Fence: h.Fence, AcquiredAt: formatTime(h.AcquiredAt), ExpiresAt: formatTime(h.ExpiresAt), OnError: h.OnError.String()}
+	}
+	for i, w := range info.Queue {
+		out.Queue[i] = waiterJSON{Owner: w.Owner, WaitingSince: formatTime(w.WaitingSince)}
+	}
+	return out
+}
+
+func newListJSON(rows []engine.KeySummary, next string) listJSON {
+	out := listJSON{Locks: make([]summaryJSON, len(rows)), Next: next}
+	for i, r := range rows {
+		out.Locks[i] = summaryJSON{Key: r.Key, Held: r.Held, Owner: r.Owner, Waiters: r.Waiters}
+	}
+	return out
+}
+
+// appendGrant encodes an acquire's 200 body.
+func appendGrant(b []byte, g engine.Grant) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, g.Key)
+	b = append(b, `,"token":"`...)
+	b = g.Token.AppendHex(b)
+	b = append(b, `","fence":`...)
+	b = strconv.AppendUint(b, g.Fence, 10)
+	b = append(b, `,"owner":`...)
+	b = appendString(b, g.Owner)
+	b = append(b, `,"ttl_ms":`...)
+	b = appendMillis(b, g.TTL)
+	b = append(b, `,"expires_at":`...)
+	b = appendTime(b, g.ExpiresAt)
+	b = append(b, `,"waited_ms":`...)
+	b = appendMillis(b, g.Waited)
+	b = append(b, `,"previous":`...)
+	b = appendPrevious(b, g.Previous)
+	return append(b, "}\n"...)
+}
+
+// appendPrevious encodes a grant's previous lease: null when the key was free.
+func appendPrevious(b []byte, p engine.Previous) []byte {
+	if p.Outcome == engine.OutcomeNone {
+		return append(b, "null"...)
+	}
+	b = append(b, `{"fence":`...)
+	b = strconv.AppendUint(b, p.Fence, 10)
+	b = append(b, `,"outcome":"`...)
+	b = append(b, p.Outcome.String()...)
+	return append(b, `"}`...)
+}
+
+// appendReleased encodes a release's 200 body.
+func appendReleased(b []byte, key string, e engine.Ended) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, key)
+	b = append(b, `,"fence":`...)
+	b = strconv.AppendUint(b, e.Fence, 10)
+	b = append(b, `,"released":true,"held_ms":`...)
+	b = appendMillis(b, e.Held)
+	return append(b, "}\n"...)
+}
+
+// appendRenewal encodes a renew's 200 body.
+func appendRenewal(b []byte, key string, r engine.Renewal) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, key)
+	b = append(b, `,"fence":`...)
+	b = strconv.AppendUint(b, r.Fence, 10)
+	b = append(b, `,"ttl_ms":`...)
+	b = appendMillis(b, r.TTL)
+	b = append(b, `,"expires_at":`...)
+	b = appendTime(b, r.ExpiresAt)
+	return append(b, "}\n"...)
+}

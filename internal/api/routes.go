@@ -1,0 +1,165 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/mutexd/mutexd/internal/auth"
+)
+
+// tier is who may call a route when tokens are configured. Every route is
+// declared once, with its tier, in routeTable.
+type tier uint8
+
+const (
+	tierPublic tier = iota // anyone: health, readiness, the console's files
+	tierClient             // a client or admin token
+	tierAdmin              // an admin token
+	// tierAdminForMany is a client token for one key's events (?key=)
+	// and an admin token for every key's or a prefix's, which amount to a
+	// listing (keys may carry user ids).
+	tierAdminForMany
+	tierMetrics // as configured: public, or a client token (metrics.require_auth)
+)
+
+type route struct {
+	method, path string
+	tier         tier
+	h            echo.HandlerFunc
+}
+
+type routeKey struct{ path, method string }
+
+// routeInfo is what frame needs of the route a request matched.
+type routeInfo struct {
+	tier tier
+	obs  RouteObserver // nil without an Observer
+}
+
+// The route families every mutexd serves or may serve; ReservedPath keeps
+// metrics.path off them.
+var reservedPrefixes = []string{"/v1", "/healthz", "/readyz", "/ui", DebugPrefix}
+
+// ReservedPath reports whether p is a path the API uses or may use, so that
+// no other handler (metrics.path) may be put there.
+func ReservedPath(p string) bool {
+	if p == "/" {
+		return true
+	}
+	for _, r := range reservedPrefixes {
+		if p == strings.TrimSuffix(r, "/") || strings.HasPrefix(p, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// routeTable lists every route the options call for.
+func (s *Server) routeTable(o Options) []route {
+	routes := []route{
+		{http.MethodPost, "/v1/locks/:key/acquire", tierClient, s.acquire},
+		{http.MethodPost, "/v1/locks/:key/release", tierClient, s.release},
+		{http.MethodPost, "/v1/locks/:key/renew", tierClient, s.renew},
+		{http.MethodGet, "/v1/locks/:key", tierClient, s.inspect},
+		{http.MethodDelete, "/v1/locks/:key", tierAdmin, s.forceRelease},
+		{http.MethodGet, "/v1/locks", tierAdmin, s.list},
+		{http.MethodGet, "/healthz", tierPublic, s.healthz},
+		{http.MethodGet, "/readyz", tierPublic, s.readyz},
+	}
+	if o.Events != nil {
+		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events})
+	}
+	if o.UI != nil {
+		ui := consoleRoute(o.UI)
+		routes = append(routes,
+			route{http.MethodGet, "/ui", tierPublic, func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }},
+			// 302, not 301: a browser must not remember it once the console is off.
+			route{http.MethodGet, "/", tierPublic, func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }},
+			route{http.MethodGet, "/ui/*", tierPublic, ui})
+	}
+	if o.Metrics != nil && o.MetricsPath != "" {
+		routes = append(routes, route{http.MethodGet, o.MetricsPath, tierMetrics, echo.WrapHandler(o.Metrics)})
+	}
+	if o.Debug != nil {
+		// Profiles reveal keys and owners.
+		h := echo.WrapHandler(o.Debug)
+		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", tierAdmin, h}, route{http.MethodPost, DebugPrefix + "*", tierAdmin, h})
+	}
+	return routes
+}
+
+// levelOf is the auth.Level c's request needs (see level).
+func (s *Server) levelOf(c echo.Context) auth.Level {
+	r, routed := s.routes[routeKey{c.Path(), c.Request().Method}]
+	return s.level(c, r, routed)
+}
+
+// level is the auth.Level a request needs: its route's tier, or for a
+// request no route matched, a client token under /v1 (so routes cannot be
+// probed) and an admin token under DebugPrefix.
+func (s *Server) level(c echo.Context, r routeInfo, routed bool) auth.Level {
+	req := c.Request()
+	if !routed {
+		switch p := req.URL.Path; {
+		case p == "/v1" || strings.HasPrefix(p, "/v1/"):
+			return auth.Client
+		case strings.HasPrefix(p, DebugPrefix):
+			return auth.Admin
+		}
+		return auth.Public
+	}
+	switch r.tier {
+	case tierClient:
+		return auth.Client
+	case tierAdmin:
+		return auth.Admin
+	case tierAdminForMany:
+		if req.URL.Query().Get("key") == "" {
+			return auth.Admin
+		}
+		return auth.Client
+	case tierMetrics:
+		return s.metricsLevel
+	}
+	return auth.Public
+}
+
+// consoleRoute serves the console's files from h, which sees paths without
+// the /ui prefix. An error h answers (a file it does not have) is not
+// written as h wrote it but goes through the one error mapping, like any
+// unknown route.
+func consoleRoute(h http.Handler) echo.HandlerFunc {
+	h = http.StripPrefix("/ui", h)
+	return func(c echo.Context) error {
+		w := &errorCatcher{ResponseWriter: c.Response()}
+		h.ServeHTTP(w, c.Request())
+		if w.status != 0 {
+			return echo.NewHTTPError(w.status)
+		}
+		return nil
+	}
+}
+
+// errorCatcher passes a response through unless its status is an error,
+// which it keeps, with its body, from the client.
+type errorCatcher struct {
+	http.ResponseWriter
+	status int // the error status caught; 0 if none
+}
+
+func (w *errorCatcher) WriteHeader(code int) {
+	if code >= http.StatusBadRequest {
+		w.status = code
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *errorCatcher) Write(b []byte) (int, error) {
+	if w.status != 0 {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
