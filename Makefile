@@ -3,7 +3,7 @@
 FUZZTIME ?= 1m
 CHAOS ?= 5m
 
-.PHONY: test ci fuzz chaos flood
+.PHONY: test ci fuzz chaos flood test-js
 
 # The README's test command, with the race detector as CI runs it.
 test:
@@ -11,6 +11,10 @@ test:
 
 ci:
 	.ci/run
+
+# The JavaScript client's tests (npm ci, tsc, node --test against a freshly built mutexd).
+test-js:
+	clients/js/test.sh
 
 # Runs every fuzz target in the module for FUZZTIME each (default 1m). New
 # failures land in the package's testdata/fuzz/<Target>/ and then run as
