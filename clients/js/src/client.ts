@@ -98,33 +98,33 @@ function env(name: string): string | undefined {
 export class Client {
   /** The server's URL, with any password redacted. */
   readonly url: string;
-  private readonly transport: Transport;
-  private readonly defaults: { ttl?: Duration; wait?: Duration; owner: string };
+  readonly #transport: Transport;
+  readonly #defaults: { ttl?: Duration; wait?: Duration; owner: string };
   /**
    * enqueued holds, per key, the moment this client's latest acquire on it
    * reached the server's queue. The next acquire on that key is sent only
    * then, so that within a process the server queues acquires in call order
    * (separate connections could otherwise arrive in any order).
    */
-  private readonly enqueued = new Map<string, Promise<void>>();
-  private readonly calls: LeaseCalls;
+  readonly #enqueued = new Map<string, Promise<void>>();
+  readonly #calls: LeaseCalls;
 
   constructor(opts: ClientOptions = {}) {
-    this.transport = new Transport(opts.url ?? env("MUTEXD_URL") ?? env("MUTEXD_ADDR") ?? DEFAULT_URL,
+    this.#transport = new Transport(opts.url ?? env("MUTEXD_URL") ?? env("MUTEXD_ADDR") ?? DEFAULT_URL,
       opts.token ?? env("MUTEXD_TOKEN"), opts.retry);
-    this.url = this.transport.shown;
-    this.defaults = { ttl: opts.ttl, wait: opts.wait, owner: opts.owner ?? `${hostname()}:${process.pid}`.slice(0, 128) };
-    this.calls = {
-      renewCall: (key, body, signal) => this.transport.call("POST", keyPath(key, "/renew"), body, signal),
+    this.url = this.#transport.shown;
+    this.#defaults = { ttl: opts.ttl, wait: opts.wait, owner: opts.owner ?? `${hostname()}:${process.pid}`.slice(0, 128) };
+    this.#calls = {
+      renewCall: (key, body, signal) => this.#transport.call("POST", keyPath(key, "/renew"), body, signal),
       releaseCall: async (key, body, signal) => {
-        await this.transport.call("POST", keyPath(key, "/release"), body, signal);
+        await this.#transport.call("POST", keyPath(key, "/release"), body, signal);
       },
     };
   }
 
   /** close ends the client's idle keep-alive connections (a process exits without it). */
   close(): void {
-    this.transport.close();
+    this.#transport.close();
   }
 
   /**
@@ -138,9 +138,9 @@ export class Client {
    */
   async acquire(key: string, opts: AcquireOptions = {}): Promise<Lease> {
     const path = keyPath(key, "/acquire");
-    const body: Record<string, string> = { owner: opts.owner ?? this.defaults.owner };
-    const ttl = opts.ttl ?? this.defaults.ttl;
-    const wait = opts.wait ?? this.defaults.wait;
+    const body: Record<string, string> = { owner: opts.owner ?? this.#defaults.owner };
+    const ttl = opts.ttl ?? this.#defaults.ttl;
+    const wait = opts.wait ?? this.#defaults.wait;
     if (ttl !== undefined) body.ttl = durationText(ttl, "ttl", true);
     if (wait !== undefined) body.wait = durationText(wait, "wait", false);
     if (opts.onError !== undefined) {
@@ -152,21 +152,21 @@ export class Client {
     // Sent only when asked for: servers without request_id reject it.
     if (opts.requestId !== undefined) body.request_id = opts.requestId;
 
-    const before = this.enqueued.get(key);
+    const before = this.#enqueued.get(key);
     let enqueued!: () => void;
     const mine = new Promise<void>((resolve) => { enqueued = resolve; });
-    this.enqueued.set(key, mine);
+    this.#enqueued.set(key, mine);
     mine.then(() => {
-      if (this.enqueued.get(key) === mine) this.enqueued.delete(key);
+      if (this.#enqueued.get(key) === mine) this.#enqueued.delete(key);
     });
     try {
       if (before) await abortable(before, opts.signal);
-      const a = await this.transport.acquire(path, body, {
+      const a = await this.#transport.acquire(path, body, {
         onEnqueued: enqueued,
         onQueued: opts.onQueued,
         releaseOrphan: (g) => this.releaseOrphan(key, g),
       }, opts.signal, opts.requestId !== undefined);
-      return new Lease(this.calls, a.body, a.sentAt);
+      return new Lease(this.#calls, a.body, a.sentAt);
     } finally {
       enqueued();
     }
@@ -175,7 +175,7 @@ export class Client {
   /** releaseOrphan releases a grant that arrived after its caller gave up (nobody else would). */
   private async releaseOrphan(key: string, grant: any): Promise<void> {
     try {
-      await this.transport.call("POST", keyPath(key, "/release"), { token: String(grant.token), outcome: "ok" }, AbortSignal.timeout(5000));
+      await this.#transport.call("POST", keyPath(key, "/release"), { token: String(grant.token), outcome: "ok" }, AbortSignal.timeout(5000));
     } catch {
       // It expires after its TTL.
     }
@@ -227,7 +227,7 @@ export class Client {
 
   /** inspect shows who holds key and who waits, in order (tokens are never shown). */
   async inspect(key: string, opts: { signal?: AbortSignal } = {}): Promise<LockInfo> {
-    const { body: b } = await this.transport.call("GET", keyPath(key, ""), undefined, opts.signal);
+    const { body: b } = await this.#transport.call("GET", keyPath(key, ""), undefined, opts.signal);
     const h = b.holder;
     return {
       key: b.key,
@@ -245,13 +245,13 @@ export class Client {
     if (opts.limit !== undefined) q.set("limit", String(opts.limit));
     if (opts.after !== undefined) q.set("after", opts.after);
     const qs = q.toString();
-    const { body: b } = await this.transport.call("GET", "/v1/locks" + (qs ? "?" + qs : ""), undefined, opts.signal);
+    const { body: b } = await this.#transport.call("GET", "/v1/locks" + (qs ? "?" + qs : ""), undefined, opts.signal);
     return { locks: b.locks ?? [], next: b.next ?? "" };
   }
 
   /** forceRelease ends whoever holds key, as an operator would (admin token when auth is on); NotHeldError if nobody does. */
   async forceRelease(key: string, opts: { signal?: AbortSignal } = {}): Promise<{ key: string; fence: number; heldMs: number }> {
-    const { body: b } = await this.transport.call("DELETE", keyPath(key, ""), undefined, opts.signal);
+    const { body: b } = await this.#transport.call("DELETE", keyPath(key, ""), undefined, opts.signal);
     return { key: b.key, fence: b.fence, heldMs: b.held_ms };
   }
 }

@@ -58,12 +58,12 @@ export function redactURL(u: URL): string {
 export class Transport {
   /** The server's URL with any password redacted: the only form that goes into messages. */
   readonly shown: string;
-  private readonly url: URL;
-  private readonly mod: typeof http | typeof https;
-  private readonly agent: http.Agent;
-  private readonly authorization: string | undefined;
-  private readonly userinfo: string | undefined;
-  private readonly retry: Required<RetryPolicy>;
+  readonly #url: URL;
+  readonly #mod: typeof http | typeof https;
+  readonly #agent: http.Agent;
+  readonly #authorization: string | undefined;
+  readonly #userinfo: string | undefined;
+  readonly #retry: Required<RetryPolicy>;
 
   constructor(url: string, token: string | undefined, retry: RetryPolicy = {}) {
     let u: URL;
@@ -76,13 +76,13 @@ export class Transport {
     if (u.protocol !== "http:" && u.protocol !== "https:") {
       throw new MutexdError(`mutexd: the server URL must be http:// or https://, got ${u.protocol}`, { code: "invalid_url" });
     }
-    this.url = u;
+    this.#url = u;
     this.shown = redactURL(u);
-    this.mod = u.protocol === "https:" ? https : http;
-    this.agent = new this.mod.Agent({ keepAlive: true, maxSockets: 64 });
-    this.authorization = token ? `Bearer ${token}` : undefined;
-    this.userinfo = u.username ? `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}` : undefined;
-    this.retry = {
+    this.#mod = u.protocol === "https:" ? https : http;
+    this.#agent = new this.#mod.Agent({ keepAlive: true, maxSockets: 64 });
+    this.#authorization = token ? `Bearer ${token}` : undefined;
+    this.#userinfo = u.username ? `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}` : undefined;
+    this.#retry = {
       attempts: Math.max(1, retry.attempts ?? 6),
       minBackoffMs: retry.minBackoffMs ?? 100,
       maxBackoffMs: retry.maxBackoffMs ?? 2000,
@@ -91,7 +91,7 @@ export class Transport {
 
   /** close ends the pooled keep-alive connections. */
   close(): void {
-    this.agent.destroy();
+    this.#agent.destroy();
   }
 
   /**
@@ -116,7 +116,7 @@ export class Transport {
   private async withRetries(signal: AbortSignal | undefined, once: () => Promise<Answer>, mayRetryUnknown = false): Promise<Answer> {
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
-      const last = attempt + 1 >= this.retry.attempts;
+      const last = attempt + 1 >= this.#retry.attempts;
       let retryAfterMs = 0;
       try {
         return await once();
@@ -139,7 +139,7 @@ export class Transport {
 
   /** backoff is the delay before retry n (0-based): random in [d/2, d], d = min(max, min·2ⁿ), at least Retry-After (capped). */
   private backoff(n: number, retryAfterMs: number): number {
-    const { minBackoffMs, maxBackoffMs } = this.retry;
+    const { minBackoffMs, maxBackoffMs } = this.#retry;
     const d = Math.min(maxBackoffMs, minBackoffMs * 2 ** Math.min(n, 30));
     return Math.max(d / 2 + Math.random() * (d / 2), Math.min(retryAfterMs, maxBackoffMs));
   }
@@ -159,17 +159,17 @@ export class Transport {
   }
 
   private options(method: string, path: string, headers: http.OutgoingHttpHeaders, agent: http.Agent | false): http.RequestOptions {
-    const base = this.url.pathname.replace(/\/$/, "");
-    if (this.authorization) headers["authorization"] = this.authorization;
+    const base = this.#url.pathname.replace(/\/$/, "");
+    if (this.#authorization) headers["authorization"] = this.#authorization;
     return {
-      protocol: this.url.protocol,
-      hostname: this.url.hostname.replace(/^\[|\]$/g, ""),
-      port: this.url.port || undefined,
+      protocol: this.#url.protocol,
+      hostname: this.#url.hostname.replace(/^\[|\]$/g, ""),
+      port: this.#url.port || undefined,
       path: base + path,
       method,
       headers,
       agent,
-      auth: this.authorization ? undefined : this.userinfo,
+      auth: this.#authorization ? undefined : this.#userinfo,
     };
   }
 
@@ -178,7 +178,7 @@ export class Transport {
     onAbort: (req: http.ClientRequest, connected: boolean) => void): Promise<{ res: http.IncomingMessage; req: http.ClientRequest; sentAt: number; socket: () => Socket | undefined }> {
     return new Promise((resolve, reject) => {
       const sentAt = performance.now();
-      const req = this.mod.request(opts);
+      const req = this.#mod.request(opts);
       let connected = false;
       let sock: Socket | undefined;
       req.on("socket", (s: Socket) => {
@@ -213,7 +213,7 @@ export class Transport {
       headers["content-type"] = "application/json";
       headers["content-length"] = Buffer.byteLength(payload);
     }
-    const { res, sentAt } = await this.start(this.options(method, path, headers, this.agent), payload, signal,
+    const { res, sentAt } = await this.start(this.options(method, path, headers, this.#agent), payload, signal,
       (req) => req.destroy(signal?.reason));
     const text = await readBody(res, signal);
     return this.answer(res, text, sentAt);

@@ -165,8 +165,9 @@ describe("retries", () => {
 describe("credentials stay out of errors", () => {
   test("a password in the URL is redacted", async () => {
     const port = await freePort();
-    const c = new Client({ url: `http://user:pa55-w0rd-secret@127.0.0.1:${port}`, retry: { attempts: 1 } });
+    const c = new Client({ url: `http://user:pa55-w0rd-secret@127.0.0.1:${port}`, token: "bearer-secret-0123456789", retry: { attempts: 1 } });
     assert.equal(c.url.includes("secret"), false);
+    assert.equal(show(c, { depth: 10, showHidden: false }).includes("secret"), false, show(c));
     await assert.rejects(c.acquire("k"), (err) => {
       for (const text of [err.message, err.stack, show(err, { depth: 10 }), JSON.stringify(err)]) {
         assert.equal(text.includes("pa55-w0rd-secret"), false, text);
