@@ -6,7 +6,7 @@ CHAOS ?= 5m
 # else the commit before HEAD. BASE=HEAD measures uncommitted changes.
 BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null && echo origin/main || echo HEAD~1)
 
-.PHONY: test test-python ci fuzz chaos flood bench-base
+.PHONY: test test-python test-js ci fuzz chaos flood bench-base
 
 # The README's test command, with the race detector as CI runs it.
 test:
@@ -18,6 +18,10 @@ test-python:
 
 ci:
 	.ci/run
+
+# The JavaScript client's tests (npm ci, tsc, node --test against a freshly built mutexd).
+test-js:
+	clients/js/test.sh
 
 # Runs every fuzz target in the module for FUZZTIME each (default 1m). New
 # failures land in the package's testdata/fuzz/<Target>/ and then run as
