@@ -199,3 +199,23 @@ func TestGuardChanged(t *testing.T) {
 		t.Fatal("the second Set did not end the second context")
 	}
 }
+
+func TestTokenLengthBounds(t *testing.T) {
+	long := strings.Repeat("t", MaxTokenBytes+1)
+	if err := CheckToken(long); !errors.Is(err, ErrBadToken) {
+		t.Errorf("CheckToken(%d bytes) = %v, want ErrBadToken", len(long), err)
+	}
+	if err := CheckToken(long[:MaxTokenBytes]); err != nil {
+		t.Errorf("CheckToken(%d bytes) = %v, want nil", MaxTokenBytes, err)
+	}
+	toks, err := NewTokens([]string{long[:MaxTokenBytes]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := toks.Check("Bearer "+long[:MaxTokenBytes], Client); err != nil {
+		t.Errorf("the longest token: %v, want accepted", err)
+	}
+	if err := toks.Check("Bearer "+long, Client); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("a token over the bound: %v, want ErrUnauthorized", err)
+	}
+}
