@@ -27,18 +27,18 @@ import (
 
 // Server is one running daemon.
 type Server struct {
-	cfg     config.Config
-	log     *slog.Logger
-	engine  *engine.Engine
-	metrics *metrics.Metrics
-	api     *api.Server
-	http    *http.Server
-	ln      net.Listener
-	events  *eventLog
-	guard   *auth.Guard
-	conns   *limitListener
-	cert    *certificate // nil without TLS
-	hub     *events.Hub
+	cfg      config.Config
+	log      *slog.Logger
+	engine   *engine.Engine
+	metrics  *metrics.Metrics
+	api      *api.Server
+	http     *http.Server
+	ln       net.Listener
+	leaseLog *leaseLog // logs failed, expired and force-released leases
+	guard    *auth.Guard
+	conns    *limitListener
+	cert     *certificate // nil without TLS
+	hub      *events.Hub
 }
 
 // subscriberBuffer is how many events one /v1/events stream may fall
@@ -64,6 +64,10 @@ const (
 
 // New builds the daemon and binds its listener, so Addr is known and
 // clients can connect as soon as New returns. Nothing is served until Run.
+// The parts are built in dependency order: secrets (a bad file is a
+// configuration error), then the engine with its observers (metrics, the
+// lease log, the events hub), the API over it, and last the listener,
+// whose connections the metrics count.
 func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -72,15 +76,33 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log, guard: &auth.Guard{}}
-	if err := s.loadTokens(); err != nil {
+	if err := s.loadSecrets(); err != nil {
 		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
-	if cfg.TLS.Enabled() {
-		s.cert = &certificate{certFile: cfg.TLS.CertFile, keyFile: cfg.TLS.KeyFile, log: log}
-		if err := s.cert.load(time.Now()); err != nil {
-			return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
-		}
+	s.buildEngine(version)
+	s.buildAPI()
+	if err := s.listen(); err != nil {
+		return nil, err
 	}
+	return s, nil
+}
+
+// loadSecrets reads the tokens and the TLS certificate.
+func (s *Server) loadSecrets() error {
+	if err := s.loadTokens(); err != nil {
+		return err
+	}
+	if c := s.cfg.TLS; c.Enabled() {
+		s.cert = &certificate{certFile: c.CertFile, keyFile: c.KeyFile, log: s.log}
+		return s.cert.load(time.Now())
+	}
+	return nil
+}
+
+// buildEngine makes the engine and what observes it: the metrics, the log
+// of failed and expired leases, and the hub behind /v1/events.
+func (s *Server) buildEngine(version string) {
+	cfg := s.cfg
 	s.metrics = metrics.New(metrics.Options{
 		NamespaceSeparator: cfg.Metrics.NamespaceSeparator,
 		MaxNamespaces:      cfg.Metrics.MaxNamespaces,
@@ -88,10 +110,10 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		NamespaceIdle:      cfg.Metrics.NamespaceIdle,
 		Version:            version,
 	})
-	s.events = newEventLog(log)
+	s.leaseLog = newLeaseLog(s.log)
 	l := cfg.Limits
 	s.hub = events.New(l.MaxSubscribers, l.Reserved(l.MaxSubscribers), subscriberBuffer)
-	s.engine = engine.New(engine.SystemClock{}, engine.Observers{s.metrics, s.events, s.hub}, engine.Limits{
+	s.engine = engine.New(engine.SystemClock{}, engine.Observers{s.metrics, s.leaseLog, s.hub}, engine.Limits{
 		MaxKeys:          l.MaxKeys,
 		MaxWaitersPerKey: l.MaxWaitersPerKey,
 		MaxWaiters:       l.MaxWaiters,
@@ -100,6 +122,12 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	})
 	s.metrics.Watch(s.engine)
 	s.metrics.WatchEvents(s.hub)
+}
+
+// buildAPI makes the HTTP API over the engine and the http.Server that
+// serves it.
+func (s *Server) buildAPI() {
+	cfg := s.cfg
 	var console http.Handler
 	if cfg.UI.Enabled {
 		console = ui.Handler()
@@ -125,7 +153,7 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 		UI:               console,
 		MaxRequests:      cfg.Limits.MaxRequests,
 		WriteTimeout:     cfg.Limits.WriteTimeout,
-		Logger:           log,
+		Logger:           s.log,
 	})
 	// HTTP/1.1 and HTTP/2 (over TLS, or cleartext with prior knowledge): a
 	// program may multiplex many waits over one connection.
@@ -149,24 +177,29 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 			// connection's writer, which this closes.
 			WriteByteTimeout: cfg.Limits.WriteTimeout,
 		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+}
+
+// listen binds the listener behind the connection cap (and TLS).
+func (s *Server) listen() error {
+	l := s.cfg.Limits
+	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
 	// Order matters: the cap counts TCP connections, and a refusal is
 	// written in the clear, so TLS wraps the capped listener, and a TLS
 	// client past the cap just sees its connection closed.
 	if s.cert != nil {
-		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, nil, cfg.Limits.ReadHeaderTimeout)
+		s.conns = newLimitListener(ln, l.MaxConnections, nil, l.ReadHeaderTimeout)
 		s.ln = tls.NewListener(s.conns, s.cert.config())
 	} else {
-		s.conns = newLimitListener(ln, cfg.Limits.MaxConnections, refusal503, cfg.Limits.ReadHeaderTimeout)
+		s.conns = newLimitListener(ln, l.MaxConnections, refusal503, l.ReadHeaderTimeout)
 		s.ln = s.conns
 	}
 	s.metrics.WatchConnections(s.conns)
-	return s, nil
+	return nil
 }
 
 // consoleURL is where a browser on this machine finds the console: the
@@ -225,8 +258,8 @@ func (s *Server) Engine() *engine.Engine { return s.engine }
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	s.events.start(&wg)
-	defer s.events.stop()
+	s.leaseLog.start(&wg)
+	defer s.leaseLog.stop()
 
 	serveErr := make(chan error, 1)
 	c := s.cfg

@@ -10,11 +10,11 @@ import (
 	"github.com/mutexd/mutexd/internal/engine"
 )
 
-// eventLog logs one line per lease that ends in failure or expiry (and per
+// leaseLog logs one line per lease that ends in failure or expiry (and per
 // force-release). The engine calls OnEvent with a shard locked, so lines
 // are queued and written by one goroutine; when the queue is full (an
 // expiry storm) lines are dropped and counted rather than slowing grants.
-type eventLog struct {
+type leaseLog struct {
 	log     *slog.Logger
 	ch      chan leaseEnd
 	done    chan struct{}
@@ -22,7 +22,7 @@ type eventLog struct {
 	once    sync.Once
 }
 
-const eventLogQueue = 4096
+const leaseLogQueue = 4096
 
 // leaseEnd is what a log line needs of an engine.Event. The queue holds
 // these rather than whole events: the queue is live heap that every
@@ -36,12 +36,12 @@ type leaseEnd struct {
 	onError    engine.OnError
 }
 
-func newEventLog(log *slog.Logger) *eventLog {
-	return &eventLog{log: log, ch: make(chan leaseEnd, eventLogQueue), done: make(chan struct{})}
+func newLeaseLog(log *slog.Logger) *leaseLog {
+	return &leaseLog{log: log, ch: make(chan leaseEnd, leaseLogQueue), done: make(chan struct{})}
 }
 
 // OnEvent queues the events worth a log line.
-func (l *eventLog) OnEvent(ev engine.Event) {
+func (l *leaseLog) OnEvent(ev engine.Event) {
 	if ev.Type != engine.EventEnded || ev.Outcome == engine.OutcomeReleased {
 		return
 	}
@@ -55,7 +55,7 @@ func (l *eventLog) OnEvent(ev engine.Event) {
 // start runs the writer until stop is called. ch is never closed, since
 // the engine may still report a release after shutdown; the writer drains
 // what is queued when stopped.
-func (l *eventLog) start(wg *sync.WaitGroup) {
+func (l *leaseLog) start(wg *sync.WaitGroup) {
 	wg.Go(func() {
 		for {
 			select {
@@ -77,9 +77,9 @@ func (l *eventLog) start(wg *sync.WaitGroup) {
 }
 
 // stop ends the writer once it has written what is queued.
-func (l *eventLog) stop() { l.once.Do(func() { close(l.done) }) }
+func (l *leaseLog) stop() { l.once.Do(func() { close(l.done) }) }
 
-func (l *eventLog) write(ev leaseEnd) {
+func (l *leaseLog) write(ev leaseEnd) {
 	if n := l.dropped.Swap(0); n > 0 {
 		l.log.Warn("lease-end log lines dropped under load", "dropped", n)
 	}
