@@ -3,8 +3,8 @@
 // (read at scrape time), HTTP traffic per route template, build info and the
 // Go runtime and process collectors.
 //
-// Keys are unbounded user data and never become labels; the namespace label
-// is the part of a key before the separator: either one of a configured
+// Keys are unbounded user data and never become labels; the lock_namespace
+// label is the part of a key before the separator: either one of a configured
 // allow-list, or one of a fixed number of slots that namespaces take as they
 // appear and give back once they have been idle for a while (see Sweep).
 package metrics
@@ -32,6 +32,12 @@ const (
 	NoNamespace    = "_none"
 	OtherNamespace = "_other"
 )
+
+// NamespaceLabel is the label that carries a key's namespace. It is not
+// "namespace": Kubernetes service discovery and the Prometheus Operator
+// attach that target label (the pod's Kubernetes namespace), which would
+// take the name over and leave ours as exported_namespace.
+const NamespaceLabel = "lock_namespace"
 
 // DurationBuckets resolve sub-millisecond hand-offs and multi-minute waits.
 var DurationBuckets = []float64{
@@ -143,12 +149,12 @@ func New(o Options) *Metrics {
 			Name:    "mutexd_wait_duration_seconds",
 			Help:    "Time from an acquire's arrival to the end of its wait, by outcome (acquired, timeout, aborted, cancelled); immediate grants count as 0.",
 			Buckets: DurationBuckets,
-		}, []string{"namespace", "outcome"}),
+		}, []string{NamespaceLabel, "outcome"}),
 		hold: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mutexd_hold_duration_seconds",
 			Help:    "Time from a grant to the lease's end, by outcome (released, failed, expired, forced).",
 			Buckets: DurationBuckets,
-		}, []string{"namespace", "outcome"}),
+		}, []string{NamespaceLabel, "outcome"}),
 		httpReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mutexd_http_requests_total", Help: "HTTP requests by route template, method and status code.",
 		}, []string{"route", "method", "code"}),
@@ -230,7 +236,7 @@ func (m *Metrics) Watch(src Source) {
 		}, func() float64 { return float64(src.Stats().Keys) }),
 		&oldestCollector{m: m, src: src, desc: prometheus.NewDesc("mutexd_oldest_waiter_age_seconds",
 			"How long the longest-waiting waiter of the namespace has waited; 0 when none waits.",
-			[]string{"namespace"}, nil)},
+			[]string{NamespaceLabel}, nil)},
 	)
 }
 
@@ -458,8 +464,8 @@ func (m *Metrics) OnEvent(ev engine.Event) {
 type liveCollector struct{ m *Metrics }
 
 var (
-	queueDepthDesc = prometheus.NewDesc("mutexd_queue_depth", "Waiters queued now.", []string{"namespace"}, nil)
-	locksHeldDesc  = prometheus.NewDesc("mutexd_locks_held", "Leases live now.", []string{"namespace"}, nil)
+	queueDepthDesc = prometheus.NewDesc("mutexd_queue_depth", "Waiters queued now.", []string{NamespaceLabel}, nil)
+	locksHeldDesc  = prometheus.NewDesc("mutexd_locks_held", "Leases live now.", []string{NamespaceLabel}, nil)
 )
 
 func (c liveCollector) Describe(ch chan<- *prometheus.Desc) {
