@@ -265,7 +265,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	m := metrics.New(metrics.Options{NamespaceSeparator: ":", MaxNamespaces: 10, Version: "test"})
 	m.Watch(fakeSource{})
 	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:1"})
-	m.Route("/v1/locks/:key/acquire", "POST").Observe(200, time.Millisecond)
+	m.Route("/v1/locks/:key/acquire", "POST", []int{200, 423}).Observe(200, time.Millisecond)
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

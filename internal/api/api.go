@@ -41,8 +41,12 @@ type RouteObserver interface {
 }
 
 // Observer hands out one RouteObserver per route template and method.
+// codes are the statuses the route can answer (in increasing order), so an
+// Observer can count each from 0 before it first happens; a route answers
+// no other code unless a bug (or a status the net/http or echo stack picks
+// on its own) makes it, which an Observer must still record.
 type Observer interface {
-	Route(route, method string) RouteObserver
+	Route(route, method string, codes []int) RouteObserver
 }
 
 // Bounds are the limits acquire and renew parameters must respect.
@@ -160,44 +164,49 @@ func New(o Options) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 
-	type route struct {
-		method, path string
-		h            echo.HandlerFunc
-	}
 	routes := []route{
-		{http.MethodPost, "/v1/locks/:key/acquire", s.acquire},
-		{http.MethodPost, "/v1/locks/:key/release", s.release},
-		{http.MethodPost, "/v1/locks/:key/renew", s.renew},
-		{http.MethodGet, "/v1/locks/:key", s.inspect},
-		{http.MethodDelete, "/v1/locks/:key", s.forceRelease},
-		{http.MethodGet, "/v1/locks", s.list},
-		{http.MethodGet, "/healthz", s.healthz},
-		{http.MethodGet, "/readyz", s.readyz},
+		{http.MethodPost, "/v1/locks/:key/acquire", s.acquire, answers(200, 400, 409, 413, 423, 429, statusClientClosed, 503, 401)},
+		{http.MethodPost, "/v1/locks/:key/release", s.release, answers(200, 400, 409, 413, 401)},
+		{http.MethodPost, "/v1/locks/:key/renew", s.renew, answers(200, 400, 409, 413, 401)},
+		{http.MethodGet, "/v1/locks/:key", s.inspect, answers(200, 400, 413, 401)},
+		{http.MethodDelete, "/v1/locks/:key", s.forceRelease, answers(200, 400, 404, 413, 401, 403)},
+		{http.MethodGet, "/v1/locks", s.list, answers(200, 400, 413, 401, 403)},
+		{http.MethodGet, "/healthz", s.healthz, answers(200)},
+		{http.MethodGet, "/readyz", s.readyz, answers(200, 503)},
 	}
 	if o.Events != nil {
-		routes = append(routes, route{http.MethodGet, "/v1/events", s.events})
+		// Admin for every key's events, client for one key's.
+		routes = append(routes, route{http.MethodGet, "/v1/events", s.events, answers(200, 400, 413, 429, 503, 401, 403)})
 	}
 	if o.UI != nil {
 		ui := consoleRoute(o.UI)
 		routes = append(routes,
-			route{http.MethodGet, "/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }},
+			route{http.MethodGet, "/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }, answers(301)},
 			// 302, not 301: a browser must not remember it once the console is off.
-			route{http.MethodGet, "/", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }},
-			route{http.MethodGet, "/ui/*", ui})
+			route{http.MethodGet, "/", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }, answers(302)},
+			route{http.MethodGet, "/ui/*", ui, answers(200, 404)})
 	}
 	if o.Metrics != nil && o.MetricsPath != "" {
-		routes = append(routes, route{http.MethodGet, o.MetricsPath, echo.WrapHandler(o.Metrics)})
+		codes := answers(200)
+		if o.MetricsNeedToken {
+			codes = answers(200, 401)
+		}
+		routes = append(routes, route{http.MethodGet, o.MetricsPath, echo.WrapHandler(o.Metrics), codes})
 	}
 	if o.Debug != nil {
 		h := echo.WrapHandler(o.Debug)
-		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", h}, route{http.MethodPost, DebugPrefix + "*", h})
+		codes := answers(200, 400, 404, 401, 403) // net/http/pprof's own errors
+		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", h, codes}, route{http.MethodPost, DebugPrefix + "*", h, codes})
 	}
 	if o.Observer != nil {
 		s.observers = map[routeKey]RouteObserver{}
 		for _, r := range routes {
-			s.observers[routeKey{r.path, r.method}] = o.Observer.Route(r.path, r.method)
+			s.observers[routeKey{r.path, r.method}] = o.Observer.Route(r.path, r.method, s.codes(r.codes))
 		}
-		s.unmatched = o.Observer.Route("unmatched", "any")
+		// Unknown paths, and known ones with a method they do not take
+		// (echo answers OPTIONS on those with 204 and an Allow header);
+		// under /v1 and /debug they need a token first.
+		s.unmatched = o.Observer.Route(UnmatchedRoute, UnmatchedMethod, s.codes(answers(204, 401, 403, 404, 405)))
 	}
 	e.Use(s.frame)
 	for _, r := range routes {

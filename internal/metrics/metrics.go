@@ -39,11 +39,18 @@ const (
 // take the name over and leave ours as exported_namespace.
 const NamespaceLabel = "lock_namespace"
 
-// DurationBuckets resolve sub-millisecond hand-offs and multi-minute waits.
-var DurationBuckets = []float64{
-	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-	0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
-}
+// DurationBuckets are the upper bounds of the wait and hold histograms.
+// Every lock namespace pays for them eight times (four outcomes, two
+// histograms), so they are only what the dashboard and the alerts need:
+// under a millisecond (a hand-off), the steps the p50/p95/p99 panels read,
+// 5s (the MutexdSlowWaits threshold, with 1 and 10 around it), the
+// default lock.max_wait (600) and an hour for long holds.
+var DurationBuckets = []float64{0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 10, 60, 600, 3600}
+
+// HTTPBuckets are the upper bounds of the request latency histogram, one
+// per route and method: sub-millisecond calls up to long polls at the
+// default lock.max_wait.
+var HTTPBuckets = []float64{0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 60, 600}
 
 // Options configure the metrics.
 type Options struct {
@@ -161,7 +168,7 @@ func New(o Options) *Metrics {
 		httpDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mutexd_http_request_duration_seconds",
 			Help:    "HTTP request latency by route template and method, long-poll waits included.",
-			Buckets: DurationBuckets,
+			Buckets: HTTPBuckets,
 		}, []string{"route", "method"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -494,14 +501,14 @@ type RouteObserver struct {
 	byCode      map[int]prometheus.Counter // read-only after creation
 }
 
-// commonCodes get their counters resolved up front: no lookup per request.
-var commonCodes = []int{200, 400, 401, 403, 404, 405, 409, 413, 423, 429, 500, 503}
-
 // Route returns the observer of route (a template such as
-// /v1/locks/:key/acquire, never a raw path) and method.
-func (m *Metrics) Route(route, method string) *RouteObserver {
+// /v1/locks/:key/acquire, never a raw path) and method. The counters of
+// codes, the statuses the route can answer, exist at 0 from the start, so
+// that rate() and increase() see their first request; a code not among
+// them is counted too, from its first request on.
+func (m *Metrics) Route(route, method string, codes []int) *RouteObserver {
 	r := &RouteObserver{m: m, route: route, verb: method, dur: m.httpDur.WithLabelValues(route, method), byCode: map[int]prometheus.Counter{}}
-	for _, c := range commonCodes {
+	for _, c := range codes {
 		r.byCode[c] = m.httpReqs.WithLabelValues(route, method, strconv.Itoa(c))
 	}
 	return r

@@ -97,7 +97,7 @@ mutexd_queue_depth{lock_namespace="user"} 0
 
 func TestRouteObserver(t *testing.T) {
 	m := newMetrics(10)
-	r := m.Route("/v1/locks/:key/acquire", "POST")
+	r := m.Route("/v1/locks/:key/acquire", "POST", []int{200, 423})
 	r.Observe(200, time.Millisecond)
 	r.Observe(200, time.Millisecond)
 	r.Observe(418, time.Millisecond) // an uncommon code still counts
@@ -106,10 +106,16 @@ func TestRouteObserver(t *testing.T) {
 		`mutexd_http_requests_total{code="200",method="POST",route="/v1/locks/:key/acquire"} 2`,
 		`mutexd_http_requests_total{code="418",method="POST",route="/v1/locks/:key/acquire"} 1`,
 		`mutexd_http_request_duration_seconds_count{method="POST",route="/v1/locks/:key/acquire"} 3`,
+		// A code the route can answer exists at 0 before it happens.
+		`mutexd_http_requests_total{code="423",method="POST",route="/v1/locks/:key/acquire"} 0`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %s", want)
 		}
+	}
+	// A code the route cannot answer is not exported at all.
+	if strings.Contains(text, `code="404"`) {
+		t.Errorf("exposition has a 404 series the route was not given:\n%s", grep(text, "http_requests"))
 	}
 }
 
@@ -135,7 +141,7 @@ func TestNoTargetLabels(t *testing.T) {
 	m := newMetrics(10)
 	m.Watch(fakeSource{oldest: map[string]time.Time{"a:1": time.Now()}})
 	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:b"})
-	m.Route("/healthz", "GET").Observe(200, time.Millisecond)
+	m.Route("/healthz", "GET", []int{200}).Observe(200, time.Millisecond)
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
