@@ -148,8 +148,8 @@ func TestDashboardFile(t *testing.T) {
 	}
 	// job's All must list the jobs mutexd_build_info names (Grafana does
 	// that when allValue is empty): ".+" would match every target of a
-	// shared Prometheus. instance and namespace may use .+ under job.
-	for _, want := range []struct{ name, allValue string }{{"job", ""}, {"instance", ".+"}, {"namespace", ".+"}} {
+	// shared Prometheus. instance and lock_namespace may use .+ under job.
+	for _, want := range []struct{ name, allValue string }{{"job", ""}, {"instance", ".+"}, {"lock_namespace", ".+"}} {
 		v, ok := vars[want.name]
 		switch {
 		case !ok:
@@ -163,7 +163,7 @@ func TestDashboardFile(t *testing.T) {
 	if q := vars["job"].Query.Query; q != "label_values(mutexd_build_info, job)" {
 		t.Errorf("variable job: query %q, want label_values(mutexd_build_info, job): only jobs that scrape mutexd", q)
 	}
-	for _, name := range []string{"instance", "namespace"} {
+	for _, name := range []string{"instance", "lock_namespace"} {
 		for _, sel := range selectors(vars[name].Query.Query) {
 			if !strings.Contains(sel, `job=~"$job"`) {
 				t.Errorf("variable %s: selector %s does not filter by job=~\"$job\"", name, sel)
@@ -265,7 +265,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	m := metrics.New(metrics.Options{NamespaceSeparator: ":", MaxNamespaces: 10, Version: "test"})
 	m.Watch(fakeSource{})
 	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:1"})
-	m.Route("/v1/locks/:key/acquire", "POST").Observe(200, time.Millisecond)
+	m.Route("/v1/locks/:key/acquire", "POST", []int{200, 423}).Observe(200, time.Millisecond)
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

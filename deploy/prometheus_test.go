@@ -75,7 +75,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 				continue
 			}
 			got := prom.labelValues(t, m[1], m[2], loadStart)
-			want := map[string][]string{"job": {"mutexd"}, "instance": {instance}, "namespace": loadNamespaces}[v.Name]
+			want := map[string][]string{"job": {"mutexd"}, "instance": {instance}, "lock_namespace": loadNamespaces}[v.Name]
 			for _, w := range want {
 				if !slices.Contains(got, w) {
 					t.Errorf("variable %s = %q, want it to offer %q", v.Name, got, w)
@@ -103,14 +103,14 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		}
 		for _, tg := range targets {
 			for _, ns := range namespaces {
-				vars := maps(builtin, map[string]string{"namespace": ns})
+				vars := maps(builtin, map[string]string{"lock_namespace": ns})
 				expr := substitute(t, tg.Expr, vars)
 				name := fmt.Sprintf("%s/%s", tg.Panel, tg.RefID)
 				if ns != "" {
-					if !strings.Contains(tg.Expr, "$namespace") {
+					if !strings.Contains(tg.Expr, "$lock_namespace") {
 						continue // the same query as for All
 					}
-					name += " namespace=" + ns
+					name += " lock_namespace=" + ns
 				}
 				if n := prom.finiteSamples(t, expr, start, end); n == 0 {
 					t.Errorf("panel %q target %s shows no data: %s", tg.Panel, name, expr)

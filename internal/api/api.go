@@ -38,8 +38,12 @@ type RouteObserver interface {
 }
 
 // Observer hands out one RouteObserver per route template and method.
+// codes are the statuses the route can answer (in increasing order), so an
+// Observer can count each from 0 before it first happens; a route answers
+// no other code unless a bug (or a status the net/http or echo stack picks
+// on its own) makes it, which an Observer must still record.
 type Observer interface {
-	Route(route, method string) RouteObserver
+	Route(route, method string, codes []int) RouteObserver
 }
 
 // Bounds are the limits acquire and renew parameters must respect.
@@ -176,12 +180,15 @@ func New(o Options) *Server {
 	for _, r := range routes {
 		info := routeInfo{tier: r.tier}
 		if o.Observer != nil {
-			info.obs = o.Observer.Route(r.path, r.method)
+			info.obs = o.Observer.Route(r.path, r.method, s.codes(r))
 		}
 		s.routes[routeKey{r.path, r.method}] = info
 	}
 	if o.Observer != nil {
-		s.unmatched = o.Observer.Route("unmatched", "any")
+		// Unknown paths, and known ones with a method they do not take
+		// (echo answers OPTIONS on those with 204 and an Allow header);
+		// under /v1 and /debug they need a token first.
+		s.unmatched = o.Observer.Route(UnmatchedRoute, UnmatchedMethod, s.codes(route{tier: tierAdmin, codes: answers(204, 404, 405)}))
 	}
 	e.Use(s.frame)
 	for _, r := range routes {

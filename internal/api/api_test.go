@@ -47,7 +47,7 @@ func newServer(t *testing.T, limits engine.Limits) *testServer {
 	t.Helper()
 	eng := engine.New(engine.SystemClock{}, nil, limits)
 	a := api.New(api.Options{
-		Locker: eng, Bounds: bounds, Logger: testLogger(t),
+		Locker: eng, Bounds: bounds, Logger: testLogger(t), Observer: checkCodes(t),
 		Metrics:     http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "# metrics\n") }),
 		MetricsPath: "/metrics",
 	})

@@ -62,6 +62,7 @@ func newAuthServer(t *testing.T, metricsNeedToken bool) *authFixture {
 		Metrics:          http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "# metrics\n") }),
 		MetricsPath:      "/metrics",
 		MetricsNeedToken: metricsNeedToken,
+		Observer:         checkCodes(t),
 		Auth:             f.guard,
 		Logger:           slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

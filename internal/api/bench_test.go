@@ -32,7 +32,9 @@ func (w *benchWriter) reset() {
 
 type routeMetrics struct{ m *metrics.Metrics }
 
-func (r routeMetrics) Route(route, method string) api.RouteObserver { return r.m.Route(route, method) }
+func (r routeMetrics) Route(route, method string, codes []int) api.RouteObserver {
+	return r.m.Route(route, method, codes)
+}
 
 // BenchmarkAcquireRelease is the API's share of one uncontended cycle: an
 // acquire and a release through echo, the middleware, parameter parsing,

@@ -18,7 +18,7 @@ import (
 // while a long poll whose body arrived in time is not cut by it.
 func TestTrickledBodyIsCutOff(t *testing.T) {
 	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{})
-	a := api.New(api.Options{Locker: eng, Bounds: bounds, BodyTimeout: 200 * time.Millisecond, Logger: testLogger(t)})
+	a := api.New(api.Options{Locker: eng, Bounds: bounds, BodyTimeout: 200 * time.Millisecond, Logger: testLogger(t), Observer: checkCodes(t)})
 	a.SetReady(true)
 	srv := httptest.NewServer(a)
 	defer srv.Close()

@@ -58,9 +58,10 @@ func runStack(t *testing.T, data []byte) {
 	var guard auth.Guard
 	guard.Set(toks)
 	s := api.New(api.Options{
-		Locker: eng,
-		Bounds: api.Bounds{DefaultTTL: 30 * time.Second, MinTTL: time.Second, MaxTTL: time.Hour, DefaultWait: 0, MaxWait: 10 * time.Minute},
-		Auth:   &guard,
+		Locker:   eng,
+		Bounds:   api.Bounds{DefaultTTL: 30 * time.Second, MinTTL: time.Second, MaxTTL: time.Hour, DefaultWait: 0, MaxWait: 10 * time.Minute},
+		Auth:     &guard,
+		Observer: checkCodes(t),
 	})
 	s.SetReady(true)
 	var (

@@ -49,7 +49,7 @@ func TestGrantToAGoneClientIsReleased(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			eng := engine.New(engine.SystemClock{}, nil, engine.Limits{})
 			locker := &lateGrant{Engine: eng, entered: make(chan struct{}), released: make(chan engine.Token, 1)}
-			a := api.New(api.Options{Locker: locker, Bounds: bounds, Logger: testLogger(t)})
+			a := api.New(api.Options{Locker: locker, Bounds: bounds, Logger: testLogger(t), Observer: checkCodes(t)})
 			a.SetReady(true)
 			srv := httptest.NewServer(a)
 			defer srv.Close()

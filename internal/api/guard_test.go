@@ -21,7 +21,7 @@ import (
 // too_many_requests and Retry-After, and served again once they end.
 func TestMaxRequestsRefuses(t *testing.T) {
 	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{})
-	a := api.New(api.Options{Locker: eng, Bounds: bounds, Logger: testLogger(t), MaxRequests: 2})
+	a := api.New(api.Options{Locker: eng, Bounds: bounds, Logger: testLogger(t), MaxRequests: 2, Observer: checkCodes(t)})
 	a.SetReady(true)
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
@@ -83,7 +83,7 @@ func TestStreamsOutliveWriteTimeout(t *testing.T) {
 			hub := events.New(4, 0, 16)
 			eng := engine.New(engine.SystemClock{}, hub, engine.Limits{})
 			a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Heartbeat: writeTimeout / 3,
-				WriteTimeout: writeTimeout, Logger: testLogger(t)})
+				WriteTimeout: writeTimeout, Logger: testLogger(t), Observer: checkCodes(t)})
 			a.SetReady(true)
 			srv := httptest.NewUnstartedServer(a)
 			if h2 {

@@ -48,9 +48,10 @@ func TestPanicBecomesJSON500(t *testing.T) {
 	locker := &panicky{Engine: eng}
 	logs := &lockedBuffer{}
 	s := api.New(api.Options{
-		Locker: locker,
-		Bounds: api.Bounds{DefaultTTL: time.Minute, MinTTL: time.Second, MaxTTL: time.Hour, MaxWait: time.Minute},
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Locker:   locker,
+		Bounds:   api.Bounds{DefaultTTL: time.Minute, MinTTL: time.Second, MaxTTL: time.Hour, MaxWait: time.Minute},
+		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),
+		Observer: checkCodes(t),
 	})
 	s.SetReady(true)
 	hs := httptest.NewServer(s)

@@ -31,7 +31,7 @@ func reserveServer(t *testing.T, tokens bool) string {
 	}
 	hub := events.New(3, 1, 16)
 	eng := engine.New(engine.SystemClock{}, hub, engine.Limits{MaxKeys: 4, ReservedKeys: 1, MaxWaiters: 2, ReservedWaiters: 1})
-	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Auth: guard, Logger: testLogger(t)})
+	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Auth: guard, Logger: testLogger(t), Observer: checkCodes(t)})
 	a.SetReady(true)
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)

@@ -24,10 +24,16 @@ const (
 	tierMetrics // as configured: public, or a client token (metrics.require_auth)
 )
 
+// route is one row of the route table: what the server answers at a path
+// and method, who may call it, and with which status codes.
 type route struct {
 	method, path string
 	tier         tier
 	h            echo.HandlerFunc
+	// codes are the statuses the handler, the parameter parsing and the
+	// error mapping can answer; Server.codes adds those of the frame and
+	// of the tier.
+	codes []int
 }
 
 type routeKey struct{ path, method string }
@@ -59,33 +65,34 @@ func ReservedPath(p string) bool {
 // routeTable lists every route the options call for.
 func (s *Server) routeTable(o Options) []route {
 	routes := []route{
-		{http.MethodPost, "/v1/locks/:key/acquire", tierClient, s.acquire},
-		{http.MethodPost, "/v1/locks/:key/release", tierClient, s.release},
-		{http.MethodPost, "/v1/locks/:key/renew", tierClient, s.renew},
-		{http.MethodGet, "/v1/locks/:key", tierClient, s.inspect},
-		{http.MethodDelete, "/v1/locks/:key", tierAdmin, s.forceRelease},
-		{http.MethodGet, "/v1/locks", tierAdmin, s.list},
-		{http.MethodGet, "/healthz", tierPublic, s.healthz},
-		{http.MethodGet, "/readyz", tierPublic, s.readyz},
+		{http.MethodPost, "/v1/locks/:key/acquire", tierClient, s.acquire, answers(200, 400, 409, 413, 423, 429, statusClientClosed, 503)},
+		{http.MethodPost, "/v1/locks/:key/release", tierClient, s.release, answers(200, 400, 409, 413)},
+		{http.MethodPost, "/v1/locks/:key/renew", tierClient, s.renew, answers(200, 400, 409, 413)},
+		{http.MethodGet, "/v1/locks/:key", tierClient, s.inspect, answers(200, 400, 413)},
+		{http.MethodDelete, "/v1/locks/:key", tierAdmin, s.forceRelease, answers(200, 400, 404, 413)},
+		{http.MethodGet, "/v1/locks", tierAdmin, s.list, answers(200, 400, 413)},
+		{http.MethodGet, "/healthz", tierPublic, s.healthz, answers(200)},
+		{http.MethodGet, "/readyz", tierPublic, s.readyz, answers(200, 503)},
 	}
 	if o.Events != nil {
-		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events})
+		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events, answers(200, 400, 413, 429, 503)})
 	}
 	if o.UI != nil {
 		ui := consoleRoute(o.UI)
 		routes = append(routes,
-			route{http.MethodGet, "/ui", tierPublic, func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }},
+			route{http.MethodGet, "/ui", tierPublic, func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") }, answers(301)},
 			// 302, not 301: a browser must not remember it once the console is off.
-			route{http.MethodGet, "/", tierPublic, func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }},
-			route{http.MethodGet, "/ui/*", tierPublic, ui})
+			route{http.MethodGet, "/", tierPublic, func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }, answers(302)},
+			route{http.MethodGet, "/ui/*", tierPublic, ui, answers(200, 404)})
 	}
 	if o.Metrics != nil && o.MetricsPath != "" {
-		routes = append(routes, route{http.MethodGet, o.MetricsPath, tierMetrics, echo.WrapHandler(o.Metrics)})
+		routes = append(routes, route{http.MethodGet, o.MetricsPath, tierMetrics, echo.WrapHandler(o.Metrics), answers(200)})
 	}
 	if o.Debug != nil {
 		// Profiles reveal keys and owners.
 		h := echo.WrapHandler(o.Debug)
-		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", tierAdmin, h}, route{http.MethodPost, DebugPrefix + "*", tierAdmin, h})
+		codes := answers(200, 400, 404) // net/http/pprof's own errors
+		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", tierAdmin, h, codes}, route{http.MethodPost, DebugPrefix + "*", tierAdmin, h, codes})
 	}
 	return routes
 }

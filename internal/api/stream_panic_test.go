@@ -21,9 +21,10 @@ func TestStreamingAcquirePanicIsAnswered(t *testing.T) {
 	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{})
 	logs := &lockedBuffer{}
 	s := api.New(api.Options{
-		Locker: &panicky{Engine: eng, when: "before"},
-		Bounds: api.Bounds{DefaultTTL: time.Minute, MinTTL: time.Second, MaxTTL: time.Hour, MaxWait: time.Minute},
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Locker:   &panicky{Engine: eng, when: "before"},
+		Bounds:   api.Bounds{DefaultTTL: time.Minute, MinTTL: time.Second, MaxTTL: time.Hour, MaxWait: time.Minute},
+		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),
+		Observer: checkCodes(t),
 	})
 	s.SetReady(true)
 	hs := httptest.NewServer(s)
@@ -64,7 +65,8 @@ func TestPanicAfterCommitIsLogged(t *testing.T) {
 			w.WriteHeader(http.StatusOK)
 			panic("injected after commit")
 		}),
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Logger:   slog.New(slog.NewJSONHandler(logs, nil)),
+		Observer: checkCodes(t),
 	})
 	hs := httptest.NewServer(s)
 	defer hs.Close()

@@ -24,7 +24,7 @@ func newStreamServer(t *testing.T, maxSubs, buffer int, heartbeat time.Duration)
 	t.Helper()
 	hub := events.New(maxSubs, 0, buffer)
 	eng := engine.New(engine.SystemClock{}, hub, engine.Limits{})
-	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Heartbeat: heartbeat, Logger: testLogger(t)})
+	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Heartbeat: heartbeat, Logger: testLogger(t), Observer: checkCodes(t)})
 	a.SetReady(true)
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
@@ -488,7 +488,7 @@ func TestEventStreamAuth(t *testing.T) {
 	hub := events.New(10, 0, 10)
 	t.Cleanup(hub.Close)
 	eng := engine.New(engine.SystemClock{}, hub, engine.Limits{})
-	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Auth: guard, Logger: testLogger(t),
+	a := api.New(api.Options{Locker: eng, Bounds: bounds, Events: hub, Auth: guard, Logger: testLogger(t), Observer: checkCodes(t),
 		UI: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "console") })})
 	a.SetReady(true)
 	srv := httptest.NewServer(a)

@@ -14,7 +14,7 @@ import (
 // does not have is an unknown route like any other, answered through the
 // one error mapping, while its files are served as they are.
 func TestConsoleMissingFileIsAJSON404(t *testing.T) {
-	a := api.New(api.Options{Locker: engine.New(engine.SystemClock{}, nil, engine.Limits{}), Bounds: bounds, UI: ui.Handler(), Logger: testLogger(t)})
+	a := api.New(api.Options{Locker: engine.New(engine.SystemClock{}, nil, engine.Limits{}), Bounds: bounds, UI: ui.Handler(), Logger: testLogger(t), Observer: checkCodes(t)})
 	srv := httptest.NewServer(a)
 	defer srv.Close()
 	s := &testServer{url: srv.URL, api: a}
@@ -34,7 +34,7 @@ func TestConsoleMissingFileIsAJSON404(t *testing.T) {
 func TestRootRedirectsToTheConsole(t *testing.T) {
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, on := range []bool{true, false} {
-		o := api.Options{Locker: engine.New(engine.SystemClock{}, nil, engine.Limits{}), Bounds: bounds, Logger: testLogger(t)}
+		o := api.Options{Locker: engine.New(engine.SystemClock{}, nil, engine.Limits{}), Bounds: bounds, Logger: testLogger(t), Observer: checkCodes(t)}
 		if on {
 			o.UI = ui.Handler()
 		}

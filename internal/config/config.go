@@ -128,10 +128,10 @@ func (l Limits) Reserved(max int) int {
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	Path string `mapstructure:"path"`
-	// NamespaceSeparator splits a key's namespace (its metrics label) from
+	// NamespaceSeparator splits a key's namespace (its lock_namespace label) from
 	// the rest of the key.
 	NamespaceSeparator string `mapstructure:"namespace_separator"`
-	// MaxNamespaces caps the namespace label's distinct values; further
+	// MaxNamespaces caps the lock_namespace label's distinct values; further
 	// namespaces are counted as "_other".
 	MaxNamespaces int `mapstructure:"max_namespaces"`
 	// Namespaces, when set, are the only namespaces with a label of their

@@ -254,7 +254,7 @@ type ContendOptions struct {
 	// Workers is the number of concurrent workers.
 	Workers int
 	// Keys are the keys the workers contend on; their namespaces become
-	// the dashboard's namespace label.
+	// the dashboard's lock_namespace label.
 	Keys []string
 	// MaxHold bounds a worker's simulated work while it holds a lock.
 	MaxHold time.Duration

@@ -3,8 +3,8 @@
 // (read at scrape time), HTTP traffic per route template, build info and the
 // Go runtime and process collectors.
 //
-// Keys are unbounded user data and never become labels; the namespace label
-// is the part of a key before the separator: either one of a configured
+// Keys are unbounded user data and never become labels; the lock_namespace
+// label is the part of a key before the separator: either one of a configured
 // allow-list, or one of a fixed number of slots that namespaces take as they
 // appear and give back once they have been idle for a while (see Sweep).
 package metrics
@@ -33,11 +33,24 @@ const (
 	OtherNamespace = "_other"
 )
 
-// DurationBuckets resolve sub-millisecond hand-offs and multi-minute waits.
-var DurationBuckets = []float64{
-	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-	0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
-}
+// NamespaceLabel is the label that carries a key's namespace. It is not
+// "namespace": Kubernetes service discovery and the Prometheus Operator
+// attach that target label (the pod's Kubernetes namespace), which would
+// take the name over and leave ours as exported_namespace.
+const NamespaceLabel = "lock_namespace"
+
+// DurationBuckets are the upper bounds of the wait and hold histograms.
+// Every lock namespace pays for them eight times (four outcomes, two
+// histograms), so they are only what the dashboard and the alerts need:
+// under a millisecond (a hand-off), the steps the p50/p95/p99 panels read,
+// 5s (the MutexdSlowWaits threshold, with 1 and 10 around it), the
+// default lock.max_wait (600) and an hour for long holds.
+var DurationBuckets = []float64{0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 10, 60, 600, 3600}
+
+// HTTPBuckets are the upper bounds of the request latency histogram, one
+// per route and method: sub-millisecond calls up to long polls at the
+// default lock.max_wait.
+var HTTPBuckets = []float64{0.0005, 0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 60, 600}
 
 // Options configure the metrics.
 type Options struct {
@@ -143,19 +156,19 @@ func New(o Options) *Metrics {
 			Name:    "mutexd_wait_duration_seconds",
 			Help:    "Time from an acquire's arrival to the end of its wait, by outcome (acquired, timeout, aborted, cancelled); immediate grants count as 0.",
 			Buckets: DurationBuckets,
-		}, []string{"namespace", "outcome"}),
+		}, []string{NamespaceLabel, "outcome"}),
 		hold: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mutexd_hold_duration_seconds",
 			Help:    "Time from a grant to the lease's end, by outcome (released, failed, expired, forced).",
 			Buckets: DurationBuckets,
-		}, []string{"namespace", "outcome"}),
+		}, []string{NamespaceLabel, "outcome"}),
 		httpReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mutexd_http_requests_total", Help: "HTTP requests by route template, method and status code.",
 		}, []string{"route", "method", "code"}),
 		httpDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mutexd_http_request_duration_seconds",
 			Help:    "HTTP request latency by route template and method, long-poll waits included.",
-			Buckets: DurationBuckets,
+			Buckets: HTTPBuckets,
 		}, []string{"route", "method"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -230,7 +243,7 @@ func (m *Metrics) Watch(src Source) {
 		}, func() float64 { return float64(src.Stats().Keys) }),
 		&oldestCollector{m: m, src: src, desc: prometheus.NewDesc("mutexd_oldest_waiter_age_seconds",
 			"How long the longest-waiting waiter of the namespace has waited; 0 when none waits.",
-			[]string{"namespace"}, nil)},
+			[]string{NamespaceLabel}, nil)},
 	)
 }
 
@@ -458,8 +471,8 @@ func (m *Metrics) OnEvent(ev engine.Event) {
 type liveCollector struct{ m *Metrics }
 
 var (
-	queueDepthDesc = prometheus.NewDesc("mutexd_queue_depth", "Waiters queued now.", []string{"namespace"}, nil)
-	locksHeldDesc  = prometheus.NewDesc("mutexd_locks_held", "Leases live now.", []string{"namespace"}, nil)
+	queueDepthDesc = prometheus.NewDesc("mutexd_queue_depth", "Waiters queued now.", []string{NamespaceLabel}, nil)
+	locksHeldDesc  = prometheus.NewDesc("mutexd_locks_held", "Leases live now.", []string{NamespaceLabel}, nil)
 )
 
 func (c liveCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -488,14 +501,14 @@ type RouteObserver struct {
 	byCode      map[int]prometheus.Counter // read-only after creation
 }
 
-// commonCodes get their counters resolved up front: no lookup per request.
-var commonCodes = []int{200, 400, 401, 403, 404, 405, 409, 413, 423, 429, 500, 503}
-
 // Route returns the observer of route (a template such as
-// /v1/locks/:key/acquire, never a raw path) and method.
-func (m *Metrics) Route(route, method string) *RouteObserver {
+// /v1/locks/:key/acquire, never a raw path) and method. The counters of
+// codes, the statuses the route can answer, exist at 0 from the start, so
+// that rate() and increase() see their first request; a code not among
+// them is counted too, from its first request on.
+func (m *Metrics) Route(route, method string, codes []int) *RouteObserver {
 	r := &RouteObserver{m: m, route: route, verb: method, dur: m.httpDur.WithLabelValues(route, method), byCode: map[int]prometheus.Counter{}}
-	for _, c := range commonCodes {
+	for _, c := range codes {
 		r.byCode[c] = m.httpReqs.WithLabelValues(route, method, strconv.Itoa(c))
 	}
 	return r

@@ -65,21 +65,21 @@ func TestEventsDriveGaugesAndHistograms(t *testing.T) {
 mutexd_keys 7
 # HELP mutexd_locks_held Leases live now.
 # TYPE mutexd_locks_held gauge
-mutexd_locks_held{namespace="_other"} 0
-mutexd_locks_held{namespace="user"} 1
+mutexd_locks_held{lock_namespace="_other"} 0
+mutexd_locks_held{lock_namespace="user"} 1
 # HELP mutexd_queue_depth Waiters queued now.
 # TYPE mutexd_queue_depth gauge
-mutexd_queue_depth{namespace="_other"} 0
-mutexd_queue_depth{namespace="user"} 0
+mutexd_queue_depth{lock_namespace="_other"} 0
+mutexd_queue_depth{lock_namespace="user"} 0
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "mutexd_keys", "mutexd_locks_held", "mutexd_queue_depth"); err != nil {
 		t.Fatal(err)
 	}
 	checks := map[string]float64{
-		`mutexd_wait_duration_seconds_count{namespace="user",outcome="acquired"}`: 2,
-		`mutexd_wait_duration_seconds_sum{namespace="user",outcome="acquired"}`:   2,
-		`mutexd_wait_duration_seconds_count{namespace="user",outcome="timeout"}`:  1,
-		`mutexd_hold_duration_seconds_sum{namespace="user",outcome="expired"}`:    30,
+		`mutexd_wait_duration_seconds_count{lock_namespace="user",outcome="acquired"}`: 2,
+		`mutexd_wait_duration_seconds_sum{lock_namespace="user",outcome="acquired"}`:   2,
+		`mutexd_wait_duration_seconds_count{lock_namespace="user",outcome="timeout"}`:  1,
+		`mutexd_hold_duration_seconds_sum{lock_namespace="user",outcome="expired"}`:    30,
 	}
 	text := gather(t, m)
 	for series, v := range checks {
@@ -87,7 +87,7 @@ mutexd_queue_depth{namespace="user"} 0
 			t.Errorf("exposition lacks %s %v", series, v)
 		}
 	}
-	if !strings.Contains(text, `mutexd_oldest_waiter_age_seconds{namespace="user"} 6`) {
+	if !strings.Contains(text, `mutexd_oldest_waiter_age_seconds{lock_namespace="user"} 6`) {
 		t.Errorf("oldest waiter age not about 60s:\n%s", grep(text, "oldest"))
 	}
 	if !strings.Contains(text, `mutexd_build_info{goversion="go`) || !strings.Contains(text, `version="v-test"} 1`) {
@@ -97,7 +97,7 @@ mutexd_queue_depth{namespace="user"} 0
 
 func TestRouteObserver(t *testing.T) {
 	m := newMetrics(10)
-	r := m.Route("/v1/locks/:key/acquire", "POST")
+	r := m.Route("/v1/locks/:key/acquire", "POST", []int{200, 423})
 	r.Observe(200, time.Millisecond)
 	r.Observe(200, time.Millisecond)
 	r.Observe(418, time.Millisecond) // an uncommon code still counts
@@ -106,10 +106,16 @@ func TestRouteObserver(t *testing.T) {
 		`mutexd_http_requests_total{code="200",method="POST",route="/v1/locks/:key/acquire"} 2`,
 		`mutexd_http_requests_total{code="418",method="POST",route="/v1/locks/:key/acquire"} 1`,
 		`mutexd_http_request_duration_seconds_count{method="POST",route="/v1/locks/:key/acquire"} 3`,
+		// A code the route can answer exists at 0 before it happens.
+		`mutexd_http_requests_total{code="423",method="POST",route="/v1/locks/:key/acquire"} 0`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %s", want)
 		}
+	}
+	// A code the route cannot answer is not exported at all.
+	if strings.Contains(text, `code="404"`) {
+		t.Errorf("exposition has a 404 series the route was not given:\n%s", grep(text, "http_requests"))
 	}
 }
 
@@ -125,6 +131,35 @@ func TestLint(t *testing.T) {
 		if strings.HasPrefix(p.Metric, "mutexd_") {
 			t.Errorf("lint: %s: %s", p.Metric, p.Text)
 		}
+	}
+}
+
+// TestNoTargetLabels: no series carries a label that Prometheus' service
+// discovery or the Prometheus Operator attach to every target (the key's
+// namespace was once "namespace", which Kubernetes discovery took over).
+func TestNoTargetLabels(t *testing.T) {
+	m := newMetrics(10)
+	m.Watch(fakeSource{oldest: map[string]time.Time{"a:1": time.Now()}})
+	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:b"})
+	m.Route("/healthz", "GET", []int{200}).Observe(200, time.Millisecond)
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := map[string]bool{"namespace": true, "job": true, "instance": true, "pod": true, "service": true, "container": true, "endpoint": true, "node": true}
+	seen := false
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if target[l.GetName()] {
+					t.Errorf("%s has the label %q, which a scrape's target labels take over", mf.GetName(), l.GetName())
+				}
+				seen = seen || l.GetName() == metrics.NamespaceLabel
+			}
+		}
+	}
+	if !seen {
+		t.Errorf("no series has the label %q", metrics.NamespaceLabel)
 	}
 }
 

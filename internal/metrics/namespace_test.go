@@ -61,17 +61,17 @@ func TestIdleNamespacesGiveTheirSlotsBack(t *testing.T) {
 	scrape(t, m) // sees the junk touched: its idle time starts now
 	clk.Add(idle - time.Second)
 	cycle(m, "junk2:x") // still in use
-	if text := scrape(t, m); !strings.Contains(text, `namespace="junk3"`) {
+	if text := scrape(t, m); !strings.Contains(text, `lock_namespace="junk3"`) {
 		t.Fatalf("junk3 given up before it was idle for %s", idle)
 	}
 	clk.Add(time.Second)
 	text := scrape(t, m)
 	for _, ns := range []string{"junk3", "junk50"} {
-		if strings.Contains(text, `namespace="`+ns+`"`) {
+		if strings.Contains(text, `lock_namespace="`+ns+`"`) {
 			t.Errorf("idle namespace %s still exported:\n%s", ns, grep(text, ns+`"`))
 		}
 	}
-	for _, want := range []string{`mutexd_locks_held{namespace="junk1"} 1`, `namespace="junk2"`} {
+	for _, want := range []string{`mutexd_locks_held{lock_namespace="junk1"} 1`, `lock_namespace="junk2"`} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %s (a namespace in use was given up)", want)
 		}
@@ -80,7 +80,7 @@ func TestIdleNamespacesGiveTheirSlotsBack(t *testing.T) {
 	if got := m.Namespace("orders:1"); got != "orders" {
 		t.Fatalf("after the sweep, Namespace(orders:1) = %q, want orders", got)
 	}
-	if text := scrape(t, m); !strings.Contains(text, `mutexd_hold_duration_seconds_count{namespace="orders",outcome="released"} 1`) {
+	if text := scrape(t, m); !strings.Contains(text, `mutexd_hold_duration_seconds_count{lock_namespace="orders",outcome="released"} 1`) {
 		t.Errorf("orders not counted under its own label:\n%s", grep(text, "orders"))
 	}
 }
@@ -108,8 +108,8 @@ func TestNamespaceKeepsItsKeysWhileTheyLive(t *testing.T) {
 	m.OnEvent(engine.Event{Type: engine.EventEnded, Key: "late:2", Outcome: engine.OutcomeReleased})
 	text := scrape(t, m)
 	for _, want := range []string{
-		`mutexd_locks_held{namespace="_other"} 0`, `mutexd_queue_depth{namespace="_other"} 0`,
-		`mutexd_hold_duration_seconds_count{namespace="_other",outcome="released"} 3`,
+		`mutexd_locks_held{lock_namespace="_other"} 0`, `mutexd_queue_depth{lock_namespace="_other"} 0`,
+		`mutexd_hold_duration_seconds_count{lock_namespace="_other",outcome="released"} 3`,
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("exposition lacks %s:\n%s", want, grep(text, "_other"))
@@ -145,12 +145,12 @@ func TestNamespaceAllowList(t *testing.T) {
 	clk.Add(time.Hour)
 	text := scrape(t, m)
 	for _, ns := range []string{"orders", "billing", metrics.NoNamespace, metrics.OtherNamespace} {
-		if !strings.Contains(text, `mutexd_locks_held{namespace="`+ns+`"} 0`) {
+		if !strings.Contains(text, `mutexd_locks_held{lock_namespace="`+ns+`"} 0`) {
 			t.Errorf("allowed namespace %s not exported after an idle hour", ns)
 		}
 	}
 	for _, ns := range []string{"junk", "user"} {
-		if strings.Contains(text, `namespace="`+ns+`"`) {
+		if strings.Contains(text, `lock_namespace="`+ns+`"`) {
 			t.Errorf("namespace %s outside the allow-list is exported", ns)
 		}
 	}

@@ -430,4 +430,6 @@ func (h firstRequest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // routeMetrics adapts metrics.Metrics to api.Observer.
 type routeMetrics struct{ m *metrics.Metrics }
 
-func (r routeMetrics) Route(route, method string) api.RouteObserver { return r.m.Route(route, method) }
+func (r routeMetrics) Route(route, method string, codes []int) api.RouteObserver {
+	return r.m.Route(route, method, codes)
+}

@@ -112,13 +112,13 @@ func TestMetricsEndpoint(t *testing.T) {
 	resp.Body.Close()
 	text := string(raw)
 	for _, want := range []string{
-		`mutexd_locks_held{namespace="user"} 1`,
+		`mutexd_locks_held{lock_namespace="user"} 1`,
 		`mutexd_keys 1`,
-		`mutexd_wait_duration_seconds_count{namespace="user",outcome="acquired"} 2`,
-		`mutexd_hold_duration_seconds_count{namespace="user",outcome="released"} 1`,
+		`mutexd_wait_duration_seconds_count{lock_namespace="user",outcome="acquired"} 2`,
+		`mutexd_hold_duration_seconds_count{lock_namespace="user",outcome="released"} 1`,
 		`mutexd_http_requests_total{code="200",method="POST",route="/v1/locks/:key/acquire"} 2`,
 		`mutexd_build_info{goversion="go`,
-		`mutexd_oldest_waiter_age_seconds{namespace="user"} 0`,
+		`mutexd_oldest_waiter_age_seconds{lock_namespace="user"} 0`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,
 	} {
