@@ -263,7 +263,7 @@ func overlaps(t *testing.T, ps []panel) {
 func exportedFamilies(t *testing.T) map[string]bool {
 	t.Helper()
 	m := metrics.New(metrics.Options{NamespaceSeparator: ":", MaxNamespaces: 10, Version: "test"})
-	m.Watch(fakeSource{})
+	m.Watch(metrics.Sources{Engine: fakeSource{}})
 	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:1"})
 	m.Route("/v1/locks/:key/acquire", "POST", []int{200, 423}).Observe(200, time.Millisecond)
 	fams, err := m.Registry().Gather()

@@ -215,40 +215,26 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// EventSource is what the metrics read from the event hub at scrape time.
+// Sources are what the metrics read at scrape time; Watch registers them
+// all at once. A nil field exports nothing for its part.
+type Sources struct {
+	// Engine gives mutexd_keys and mutexd_oldest_waiter_age_seconds.
+	Engine Source
+	// Events gives mutexd_event_subscribers and mutexd_event_overflows_total.
+	Events EventSource
+	// Conns gives mutexd_connections_open and
+	// mutexd_connections_refused_total.
+	Conns Conns
+}
+
+// EventSource is what the metrics read from the event hub.
 type EventSource interface {
 	Subscribers() int
 	Overflows() uint64
 }
 
-// WatchEvents exports the /v1/events streams: how many are open, and how
-// many were cut off because their reader fell behind.
-func (m *Metrics) WatchEvents(src EventSource) {
-	m.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "mutexd_event_subscribers", Help: "Open /v1/events streams (the console holds one per tab).",
-		}, func() float64 { return float64(src.Subscribers()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "mutexd_event_overflows_total", Help: "Event streams cut off with an overflow event because their reader fell behind.",
-		}, func() float64 { return float64(src.Overflows()) }),
-	)
-}
-
-// Watch registers the gauges read from src at scrape time: mutexd_keys and
-// mutexd_oldest_waiter_age_seconds.
-func (m *Metrics) Watch(src Source) {
-	m.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "mutexd_keys", Help: "Keys with a holder or waiters.",
-		}, func() float64 { return float64(src.Stats().Keys) }),
-		&oldestCollector{m: m, src: src, desc: prometheus.NewDesc("mutexd_oldest_waiter_age_seconds",
-			"How long the longest-waiting waiter of the namespace has waited; 0 when none waits.",
-			[]string{NamespaceLabel}, nil)},
-	)
-}
-
-// Conns is what the connection metrics read at scrape time: the daemon's
-// connection cap (limits.max_connections).
+// Conns is what the connection metrics read: the daemon's connection cap
+// (limits.max_connections).
 type Conns interface {
 	// Open is the number of client connections open now.
 	Open() int
@@ -256,17 +242,41 @@ type Conns interface {
 	Refused() int64
 }
 
-// WatchConnections registers mutexd_connections_open and
-// mutexd_connections_refused_total, read from src at scrape time.
-func (m *Metrics) WatchConnections(src Conns) {
-	m.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "mutexd_connections_open", Help: "Client connections open now (limits.max_connections caps them).",
-		}, func() float64 { return float64(src.Open()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "mutexd_connections_refused_total", Help: "Connections refused because limits.max_connections were open.",
-		}, func() float64 { return float64(src.Refused()) }),
-	)
+// Watch registers the metrics read from src at scrape time. It is separate
+// from New because of a cycle: the engine reports its transitions to the
+// metrics (so they exist first) and the metrics read the engine's queues.
+// Call it once, when every source exists.
+func (m *Metrics) Watch(src Sources) {
+	if e := src.Engine; e != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mutexd_keys", Help: "Keys with a holder or waiters.",
+			}, func() float64 { return float64(e.Stats().Keys) }),
+			&oldestCollector{m: m, src: e, desc: prometheus.NewDesc("mutexd_oldest_waiter_age_seconds",
+				"How long the longest-waiting waiter of the namespace has waited; 0 when none waits.",
+				[]string{NamespaceLabel}, nil)},
+		)
+	}
+	if ev := src.Events; ev != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mutexd_event_subscribers", Help: "Open /v1/events streams (the console holds one per tab).",
+			}, func() float64 { return float64(ev.Subscribers()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "mutexd_event_overflows_total", Help: "Event streams cut off with an overflow event because their reader fell behind.",
+			}, func() float64 { return float64(ev.Overflows()) }),
+		)
+	}
+	if c := src.Conns; c != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mutexd_connections_open", Help: "Client connections open now (limits.max_connections caps them).",
+			}, func() float64 { return float64(c.Open()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "mutexd_connections_refused_total", Help: "Connections refused because limits.max_connections were open.",
+			}, func() float64 { return float64(c.Refused()) }),
+		)
+	}
 }
 
 // Namespace returns the namespace label of key, taking a free slot for

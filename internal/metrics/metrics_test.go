@@ -58,7 +58,7 @@ func TestEventsDriveGaugesAndHistograms(t *testing.T) {
 	} {
 		m.OnEvent(ev)
 	}
-	m.Watch(fakeSource{stats: engine.Stats{Keys: 7}, oldest: map[string]time.Time{"user:9": time.Now().Add(-time.Minute)}})
+	m.Watch(metrics.Sources{Engine: fakeSource{stats: engine.Stats{Keys: 7}, oldest: map[string]time.Time{"user:9": time.Now().Add(-time.Minute)}}})
 	want := `
 # HELP mutexd_keys Keys with a holder or waiters.
 # TYPE mutexd_keys gauge
@@ -121,7 +121,7 @@ func TestRouteObserver(t *testing.T) {
 
 func TestLint(t *testing.T) {
 	m := newMetrics(10)
-	m.Watch(fakeSource{})
+	m.Watch(metrics.Sources{Engine: fakeSource{}})
 	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:b"})
 	problems, err := testutil.GatherAndLint(m.Registry())
 	if err != nil {
@@ -139,7 +139,7 @@ func TestLint(t *testing.T) {
 // namespace was once "namespace", which Kubernetes discovery took over).
 func TestNoTargetLabels(t *testing.T) {
 	m := newMetrics(10)
-	m.Watch(fakeSource{oldest: map[string]time.Time{"a:1": time.Now()}})
+	m.Watch(metrics.Sources{Engine: fakeSource{oldest: map[string]time.Time{"a:1": time.Now()}}})
 	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:b"})
 	m.Route("/healthz", "GET", []int{200}).Observe(200, time.Millisecond)
 	mfs, err := m.Registry().Gather()
@@ -214,7 +214,7 @@ func (fakeEvents) Overflows() uint64 { return 2 }
 
 func TestWatchEvents(t *testing.T) {
 	m := newMetrics(10)
-	m.WatchEvents(fakeEvents{})
+	m.Watch(metrics.Sources{Events: fakeEvents{}})
 	want := `# HELP mutexd_event_overflows_total Event streams cut off with an overflow event because their reader fell behind.
 # TYPE mutexd_event_overflows_total counter
 mutexd_event_overflows_total 2

@@ -120,8 +120,6 @@ func (s *Server) buildEngine(version string) {
 		ReservedKeys:     l.Reserved(l.MaxKeys),
 		ReservedWaiters:  l.Reserved(l.MaxWaiters),
 	})
-	s.metrics.Watch(s.engine)
-	s.metrics.WatchEvents(s.hub)
 }
 
 // buildAPI makes the HTTP API over the engine and the http.Server that
@@ -198,7 +196,7 @@ func (s *Server) listen() error {
 		s.conns = newLimitListener(ln, l.MaxConnections, refusal503, l.ReadHeaderTimeout)
 		s.ln = s.conns
 	}
-	s.metrics.WatchConnections(s.conns)
+	s.metrics.Watch(metrics.Sources{Engine: s.engine, Events: s.hub, Conns: s.conns})
 	return nil
 }
 
