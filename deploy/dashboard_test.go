@@ -227,12 +227,12 @@ func TestDashboardFile(t *testing.T) {
 	}
 	wantRows := []string{"Overview", "Acquisitions", "Waiting", "Holding", "HTTP", "Process"}
 	if !slices.Equal(rows, wantRows) {
-		t.Errorf("rows = %q, want %q (README's Operating section describes these)", rows, wantRows)
+		t.Errorf("rows = %q, want %q (docs/operations.md describes these)", rows, wantRows)
 	}
-	readme, deployReadme := string(readFile(t, "README.md")), string(readFile(t, "deploy/README.md"))
+	readme, deployReadme := string(readFile(t, "docs/operations.md")), string(readFile(t, "deploy/README.md"))
 	for _, row := range rows {
 		if !strings.Contains(readme, "\n| "+row+" |") || !strings.Contains(deployReadme, "**"+row+"**") {
-			t.Errorf("row %s is not described in README.md's Operating section and deploy/README.md", row)
+			t.Errorf("row %s is not described in docs/operations.md and deploy/README.md", row)
 		}
 	}
 	overlaps(t, d.Panels)
@@ -299,7 +299,7 @@ func (fakeSource) EachOldestWaiter(func(key string, since time.Time)) {}
 // firing and not firing.
 func TestAlertRules(t *testing.T) {
 	runbook := string(readFile(t, "deploy/README.md"))
-	readme := string(readFile(t, "README.md"))
+	readme := string(readFile(t, "docs/operations.md"))
 	names := alertNames(t)
 	for _, want := range []string{"MutexdDown", "MutexdWaitTimeHigh", "MutexdLeaseExpirations", "MutexdQueueBacklog", "MutexdTimeoutsHigh"} {
 		if !slices.Contains(names, want) {
@@ -325,7 +325,7 @@ func TestAlertRules(t *testing.T) {
 			t.Errorf("%s: a runbook annotation besides runbook_url; keep one", r.Alert)
 		}
 		if !strings.Contains(readme, "| `"+r.Alert+"` |") {
-			t.Errorf("%s: not in README.md's table of alerts", r.Alert)
+			t.Errorf("%s: not in docs/operations.md's table of alerts", r.Alert)
 		}
 		if !strings.Contains(runbook, "\n### "+r.Alert+"\n") {
 			t.Errorf("%s: deploy/README.md has no section \"### %s\"", r.Alert, r.Alert)

@@ -14,7 +14,10 @@ import (
 // see every call succeed except the one try-lock that is meant to fail.
 func TestReadmeWalkthroughRunsVerbatim(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatal("the walk-through needs curl; .ci/setup.d installs it")
+		if os.Getenv("CI") != "" {
+			t.Fatal("the walk-through needs curl; .ci/setup.d/40-curl.sh installs it")
+		}
+		t.Skip("curl is not installed")
 	}
 	raw, err := os.ReadFile("../../README.md")
 	if err != nil {

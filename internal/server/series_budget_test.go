@@ -39,18 +39,18 @@ func mutexdSeries(t *testing.T, base string) (http_, lock int) {
 	return http_, lock
 }
 
-// readmeBudget reads the series budget table of the README's Metrics
+// readmeBudget reads the series budget table of docs/metrics.md's
 // section: the number in the row whose first cell starts with row.
 func readmeBudget(t *testing.T, row string) int {
 	t.Helper()
-	raw, err := os.ReadFile("../../README.md")
+	raw, err := os.ReadFile("../../docs/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(row) + `[^|]*\| ([0-9,]+) \|`)
 	m := re.FindStringSubmatch(string(raw))
 	if m == nil {
-		t.Fatalf("README.md has no series budget row %q (| %s … | <number> |)", row, row)
+		t.Fatalf("docs/metrics.md has no series budget row %q (| %s … | <number> |)", row, row)
 	}
 	n, err := strconv.Atoi(strings.ReplaceAll(m[1], ",", ""))
 	if err != nil {
@@ -72,7 +72,7 @@ func TestMetricsSeriesBudget(t *testing.T) {
 
 	http0, lock0 := mutexdSeries(t, base)
 	if want := readmeBudget(t, "at start"); http0+lock0 != want {
-		t.Errorf("at start: %d mutexd_ series (%d HTTP), README says %d", http0+lock0, http0, want)
+		t.Errorf("at start: %d mutexd_ series (%d HTTP), docs/metrics.md says %d", http0+lock0, http0, want)
 	}
 	acquire := func(ns int) {
 		t.Helper()
@@ -83,7 +83,7 @@ func TestMetricsSeriesBudget(t *testing.T) {
 	acquire(0)
 	http1, lock1 := mutexdSeries(t, base)
 	if got := lock1 - lock0; got != perNS {
-		t.Errorf("one lock namespace added %d series, README says %d", got, perNS)
+		t.Errorf("one lock namespace added %d series, docs/metrics.md says %d", got, perNS)
 	}
 	if http1 != http0 {
 		t.Errorf("HTTP series went from %d to %d on requests with pre-created codes", http0, http1)
@@ -103,7 +103,7 @@ func TestMetricsSeriesBudget(t *testing.T) {
 		t.Errorf("at the namespace cap: %d lock series, want %d + %d × %d = %d", lockCap, lock0, cfg.Metrics.MaxNamespaces, perNS, want)
 	}
 	if want := readmeBudget(t, "at the namespace cap"); httpCap+lockCap != want {
-		t.Errorf("at the namespace cap: %d mutexd_ series, README says %d", httpCap+lockCap, want)
+		t.Errorf("at the namespace cap: %d mutexd_ series, docs/metrics.md says %d", httpCap+lockCap, want)
 	}
 	t.Logf("mutexd_ series: %d at start (%d HTTP), %d per lock namespace, %d at the cap of %d namespaces",
 		http0+lock0, http0, perNS, httpCap+lockCap, cfg.Metrics.MaxNamespaces)
