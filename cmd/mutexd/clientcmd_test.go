@@ -94,6 +94,8 @@ func TestClientCommands(t *testing.T) {
 		{"bad ls output", []string{"ls", "-o", "yaml"}, 2, wantLine("ls: -o must be table or json")},
 		{"too many args", []string{"status", "a", "b"}, 2, wantLine("accepts 1 arg")},
 		{"lock without --", []string{"lock", "k", "true"}, 2, wantLine("usage: mutexd lock")},
+		{"lock command without --", []string{"lock", "k", "echo", "hi there"}, 2, wantLine("did you mean mutexd lock k -- echo 'hi there'?")},
+		{"lock without a command", []string{"lock", "k", "--"}, 2, wantLine("usage: mutexd lock")},
 		{"lock bad on-lost", []string{"lock", "--on-lost", "shrug", "k", "--", "true"}, 2, wantLine("--on-lost must be kill or warn")},
 		{"zero timeout", []string{"status", "--timeout", "0", "k"}, 2, wantLine("status: --timeout must be positive, got 0")},
 		{"negative timeout", []string{"acquire", "--timeout", "-1m", "k"}, 2, wantLine("acquire: --timeout must be positive")},

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +24,28 @@ import (
 const guardArg0 = "mutexd-lock-guard"
 
 const lockUsage = "usage: mutexd lock [flags] KEY -- COMMAND [ARGS...]"
+
+// lockArgs checks that the command line is KEY -- COMMAND [ARGS...]; dash
+// is where "--" stood (-1 when absent). The usual slip, a command without
+// the "--", gets the fixed command line to copy.
+func lockArgs(dash int, args []string) error {
+	switch {
+	case dash == 1 && len(args) >= 2:
+		return nil
+	case dash == -1 && len(args) >= 2:
+		return usageError{err: fmt.Errorf("lock: %s; did you mean mutexd lock %s -- %s?", lockUsage, shellQuote(args[0]), shellJoin(args[1:]))}
+	}
+	return usageError{err: errors.New("lock: " + lockUsage)}
+}
+
+// shellJoin quotes each argument for a POSIX shell and joins them.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
 
 func newLockCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
@@ -55,8 +78,8 @@ interrupted the wait.`,
   */5 * * * * mutexd lock --wait 0 --ttl 1m report:hourly -- /usr/local/bin/build-report`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.ArgsLenAtDash() != 1 || len(args) < 2 {
-				return usageError{err: errors.New("lock: " + lockUsage)}
+			if err := lockArgs(cmd.ArgsLenAtDash(), args); err != nil {
+				return err
 			}
 			r, err := newLockRun(cmd, args[0], args[1:], stdout, stderr)
 			if err != nil {
