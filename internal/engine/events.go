@@ -20,9 +20,23 @@ const (
 	EventCancelled
 	// EventRenewed: a live lease was renewed until ExpiresAt.
 	EventRenewed
+	// EventSuperseded: a waiter's place was taken over by a later acquire
+	// with the same RequestID (the queue's length does not change).
+	EventSuperseded
+	// EventDrained: an operator drained the queue; the waiter left with
+	// Reason.
+	EventDrained
+	// EventPaused: an operator paused the key; no grants until resumed.
+	EventPaused
+	// EventResumed: an operator resumed the key.
+	EventResumed
+	// EventDelayed: a lease with a lock-delay ended by expiry or
+	// force-release; nobody is granted the key before Until.
+	EventDelayed
 )
 
-var eventNames = [...]string{"", "queued", "granted", "ended", "timeout", "aborted", "cancelled", "renewed"}
+var eventNames = [...]string{"", "queued", "granted", "ended", "timeout", "aborted", "cancelled", "renewed",
+	"superseded", "drained", "paused", "resumed", "delayed"}
 
 // String returns the event type's name.
 func (t EventType) String() string { return eventNames[t] }
@@ -52,6 +66,10 @@ type Event struct {
 	FromQueue bool
 	// Previous is the lease that ended just before this grant.
 	Previous Previous
+	// Until is the end of the lock-delay, for EventDelayed.
+	Until time.Time
+	// Reason is the operator's reason, for EventDrained.
+	Reason string
 }
 
 // Observer receives every engine transition. OnEvent is called with the
