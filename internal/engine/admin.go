@@ -24,7 +24,7 @@ func (sh *shard) delayLocked(ks *keyState, until, now time.Time) {
 		heap.Push(&sh.delays, ks)
 	}
 	sh.armLocked(until, now)
-	sh.e.obs.OnEvent(Event{Type: EventDelayed, Key: ks.key, Time: now, Until: until})
+	sh.e.obs.OnEvent(Event{Type: EventDelayed, Key: ks.key, Time: now, ExpiresAt: until})
 }
 
 // endDelayLocked ends ks's lock-delay: its waiters are served, or the key

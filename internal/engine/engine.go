@@ -139,19 +139,23 @@ type leaseExt struct {
 type waiter struct {
 	prev, next *waiter
 	ks         *keyState
-	opts       AcquireOptions
-	since      time.Time
-	deadline   time.Time // since the latest attach: since + opts.Wait
-	timer      Timer
-	pos        int           // last position reported to opts.OnPosition
-	done       chan struct{} // closed once grant/err are set
-	resolved   bool          // guarded by the shard lock
-	detached   bool          // its caller has gone; it keeps its place until detachAt
-	detachAt   time.Time
-	grant      Grant
-	held       *lease // the lease it was granted
-	err        error
+	// opts.Wait is kept so that since + opts.Wait is when the waiter's stay
+	// ends: supersedeLocked and detachLocked adjust it (the waiter stays
+	// the size it was before they existed).
+	opts     AcquireOptions
+	since    time.Time
+	timer    Timer
+	pos      int           // last position reported to opts.OnPosition
+	done     chan struct{} // closed once grant/err are set
+	resolved bool          // guarded by the shard lock
+	detached bool          // its caller has gone; it keeps its place until until()
+	grant    Grant
+	err      error
 }
+
+// until is when w's stay in the queue ends: its wait, or, detached, its
+// detach grace.
+func (w *waiter) until() time.Time { return w.since.Add(w.opts.Wait) }
 
 // New returns an engine that reads time from clock and reports transitions
 // to obs (which may be nil).
@@ -297,7 +301,7 @@ func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, err
 		if ks.x != nil {
 			prev = ks.x.last
 		}
-		l := sh.grantLocked(ks, grantOf{opts: opts, since: now, fence: fence, prev: prev}, now)
+		l := sh.grantLocked(ks, &grantOf{opts: opts, since: now, fence: fence, prev: prev}, now)
 		return l.grant(ks.key, 0, prev), nil, nil
 	}
 	if opts.Wait <= 0 {
@@ -397,7 +401,7 @@ func (ks *keyState) eachLease(fn func(*lease)) {
 // enqueueLocked puts a new waiter at the tail of ks's queue and starts its
 // wait timer. The caller has counted it in e.waiters.
 func (sh *shard) enqueueLocked(ks *keyState, opts AcquireOptions, now time.Time) *waiter {
-	w := &waiter{ks: ks, opts: opts, since: now, deadline: now.Add(opts.Wait), done: make(chan struct{})}
+	w := &waiter{ks: ks, opts: opts, since: now, done: make(chan struct{})}
 	ks.push(w)
 	if ks.n == 1 {
 		sh.waiting[ks] = struct{}{}
@@ -439,9 +443,10 @@ func (sh *shard) await(ctx context.Context, w *waiter) (Grant, error) {
 	if w.err == nil && w.opts.RequestID != "" && sh.e.grace > 0 && !sh.stopped {
 		// Granted just as the caller gave up: keep the lease for the
 		// caller's re-sent acquire, released if nobody claims it.
-		now := sh.e.clock.Now()
-		if l := w.held; l.ks != nil && l.fence == w.grant.Fence && l.ks.key == w.grant.Key && l.live(now) {
-			sh.awaitClaimLocked(l, sh.e.grace)
+		if ks := sh.keys[w.grant.Key]; ks != nil {
+			if l := ks.leaseByFence(w.grant.Fence); l != nil && l.live(sh.e.clock.Now()) {
+				sh.awaitClaimLocked(l, sh.e.grace)
+			}
 		}
 		sh.mu.Unlock()
 		return Grant{}, cancelled
@@ -468,7 +473,7 @@ type grantOf struct {
 
 // grantLocked gives the caller a free holder slot of ks: the inline lease
 // when free, else a new lease among x.more.
-func (sh *shard) grantLocked(ks *keyState, g grantOf, now time.Time) *lease {
+func (sh *shard) grantLocked(ks *keyState, g *grantOf, now time.Time) *lease {
 	e := sh.e
 	opts, fence := &g.opts, g.fence
 	var l *lease
@@ -568,7 +573,9 @@ func (sh *shard) endLocked(l *lease, outcome Outcome, now time.Time) Ended {
 		// The common case, a mutex released with nobody waiting: the key
 		// goes idle at once and only a memo (if any) remembers it.
 		if ks.x == nil {
-			sh.rememberLocked(memoKey{key: ks.key}, prev, now)
+			if e.limits.RememberOutcome > 0 {
+				sh.rememberLocked(memoKey{key: ks.key}, prev, now)
+			}
 		} else {
 			ks.x.last = prev // deleteIfIdleLocked remembers it
 		}
@@ -604,14 +611,13 @@ func (sh *shard) pumpLocked(ks *keyState, now time.Time) {
 		if ks.x != nil {
 			prev = ks.x.last
 		}
-		l := sh.grantLocked(ks, grantOf{opts: w.opts, since: w.since, fromQueue: true, prev: prev, fence: fence}, now)
+		l := sh.grantLocked(ks, &grantOf{opts: w.opts, since: w.since, fromQueue: true, prev: prev, fence: fence}, now)
 		w.grant = l.grant(ks.key, now.Sub(w.since), prev)
-		w.held = l
 		w.resolved = true
 		if w.detached {
 			// Its caller has gone: keep the lease for the caller's re-sent
 			// acquire until its detach grace ends.
-			sh.awaitClaimLocked(l, w.detachAt.Sub(now))
+			sh.awaitClaimLocked(l, w.until().Sub(now))
 		}
 		close(w.done)
 		granted = true

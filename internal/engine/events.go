@@ -31,7 +31,7 @@ const (
 	// EventResumed: an operator resumed the key.
 	EventResumed
 	// EventDelayed: a lease with a lock-delay ended by expiry or
-	// force-release; nobody is granted the key before Until.
+	// force-release; nobody is granted the key before ExpiresAt.
 	EventDelayed
 )
 
@@ -52,7 +52,8 @@ type Event struct {
 	Time  time.Time
 	// Waited is the time since arrival for grants and ended waits.
 	Waited time.Duration
-	// ExpiresAt is the lease's deadline for EventGranted and EventRenewed.
+	// ExpiresAt is the lease's deadline for EventGranted and EventRenewed,
+	// and the end of the lock-delay for EventDelayed.
 	ExpiresAt time.Time
 	// Held is the lease's hold time for EventEnded.
 	Held time.Duration
@@ -66,8 +67,6 @@ type Event struct {
 	FromQueue bool
 	// Previous is the lease that ended just before this grant.
 	Previous Previous
-	// Until is the end of the lock-delay, for EventDelayed.
-	Until time.Time
 	// Reason is the operator's reason, for EventDrained.
 	Reason string
 }

@@ -145,7 +145,9 @@ func (sh *shard) resendLocked(ks *keyState, key string, opts *AcquireOptions, no
 // waiter count do not change.
 func (sh *shard) supersedeLocked(old *waiter, opts AcquireOptions, now time.Time) *waiter {
 	ks := old.ks
-	w := &waiter{ks: ks, opts: opts, since: old.since, deadline: now.Add(opts.Wait), done: make(chan struct{})}
+	wait := opts.Wait
+	opts.Wait += now.Sub(old.since) // until() = now + the new wait
+	w := &waiter{ks: ks, opts: opts, since: old.since, done: make(chan struct{})}
 	w.prev, w.next = old.prev, old.next
 	if old.prev != nil {
 		old.prev.next = w
@@ -176,7 +178,7 @@ func (sh *shard) supersedeLocked(old *waiter, opts AcquireOptions, now time.Time
 		w.pos = pos
 		opts.OnPosition(pos)
 	}
-	w.timer = sh.e.clock.AfterFunc(opts.Wait, func() { sh.timeout(w) })
+	w.timer = sh.e.clock.AfterFunc(wait, func() { sh.timeout(w) })
 	return w
 }
 
@@ -189,13 +191,13 @@ func (sh *shard) detachLocked(w *waiter, now time.Time) bool {
 	if w.opts.RequestID == "" || sh.e.grace <= 0 || sh.stopped {
 		return false
 	}
-	g := min(sh.e.grace, w.deadline.Sub(now))
+	g := min(sh.e.grace, w.until().Sub(now))
 	if g <= 0 {
 		return false
 	}
 	w.timer.Stop()
 	w.detached = true
-	w.detachAt = now.Add(g)
+	w.opts.Wait = now.Add(g).Sub(w.since) // until() = the end of the grace
 	if w.opts.OnPosition != nil {
 		// The callback belongs to the caller that has gone.
 		w.opts.OnPosition = nil
