@@ -117,6 +117,16 @@ func BenchmarkContendedHandoff(b *testing.B) {
 // BenchmarkHeldLeaseMemory holds b.N leases on 16-byte keys and reports the
 // heap they take per lease (keys included).
 func BenchmarkHeldLeaseMemory(b *testing.B) {
+	heldLeaseMemory(b, func(int) string { return "" })
+}
+
+// BenchmarkHeldLeaseMemoryWithRequestID is the same with a 16-byte request
+// id on every acquire (the ids' own bytes included).
+func BenchmarkHeldLeaseMemoryWithRequestID(b *testing.B) {
+	heldLeaseMemory(b, func(i int) string { return fmt.Sprintf("req-%012d", i) })
+}
+
+func heldLeaseMemory(b *testing.B, id func(int) string) {
 	n := max(b.N, 10_000) // small N would measure noise, not leases
 	keys := benchKeys(n)
 	e := engine.New(engine.SystemClock{}, nil, engine.Limits{})
@@ -126,7 +136,8 @@ func BenchmarkHeldLeaseMemory(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	b.ResetTimer()
-	for _, k := range keys {
+	for i, k := range keys {
+		o.RequestID = id(i)
 		if _, err := e.Acquire(ctx, k, o); err != nil {
 			b.Fatal(err)
 		}

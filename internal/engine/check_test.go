@@ -86,11 +86,11 @@ func TestCheckFindsCorruption(t *testing.T) {
 		{"position watchers", func(_ *Engine, ks *keyState) { ks.watchers++ }},
 		{"idle key kept", func(e *Engine, ks *keyState) {
 			sh := e.shardFor("idle")
-			sh.keys["idle"] = &keyState{key: "idle", heapIdx: -1}
+			sh.keys["idle"] = &keyState{key: "idle", lease: lease{heapIdx: -1}, limit: 1}
 			e.keys.Add(1)
 		}},
 		{"held key missing from the heap", func(e *Engine, ks *keyState) {
-			e.shardFor(ks.key).expiries.remove(ks)
+			e.shardFor(ks.key).expiries.remove(&ks.lease)
 		}},
 	}
 	for _, tt := range tests {

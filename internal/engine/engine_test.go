@@ -181,7 +181,7 @@ func TestExpiryHandsOver(t *testing.T) {
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
-		if r.g.Previous != (engine.Previous{Fence: holder.Fence, Outcome: engine.OutcomeExpired}) {
+		if r.g.Previous != (engine.Previous{Fence: holder.Fence, Outcome: engine.OutcomeExpired, EndedAt: t0.Add(10 * time.Second)}) {
 			t.Fatalf("previous = %+v, want expired fence %d", r.g.Previous, holder.Fence)
 		}
 		if r.g.Waited != 10*time.Second {
@@ -374,7 +374,7 @@ func TestCancelGrantRaceNeverStrandsALease(t *testing.T) {
 		}
 		// The racer's lease was released at once and handed on.
 		n := <-next
-		want := engine.Previous{Fence: racerFence, Outcome: engine.OutcomeReleased}
+		want := engine.Previous{Fence: racerFence, Outcome: engine.OutcomeReleased, EndedAt: t0}
 		if n.err != nil || racerFence == 0 || n.g.Previous != want {
 			t.Fatalf("next waiter: %+v, want a grant after the racer's lease %+v", n, want)
 		}

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Errors returned by the engine. Callers compare them with errors.Is; the API
@@ -31,7 +32,83 @@ var (
 	// ErrUnavailable means the engine is closed (the daemon is shutting
 	// down) and grants nothing more.
 	ErrUnavailable = errors.New("lock engine is shutting down")
+	// ErrSuperseded means a later acquire with the same RequestID took
+	// this waiter's place in the queue.
+	ErrSuperseded = errors.New("superseded by a later acquire with the same request id")
+	// ErrLeaseEnded means the lease granted to this RequestID has ended.
+	// The returned error is a *LeaseEndedError saying how.
+	ErrLeaseEnded = errors.New("the lease of this request id has ended")
+	// ErrLimitMismatch means the acquire's limit differs from the one the
+	// key's holders and waiters agreed on. The error is a *LimitMismatchError.
+	ErrLimitMismatch = errors.New("limit differs from the key's")
+	// ErrMaxHoldReached means a renewal hit the lease's MaxHold: the lease
+	// now ends at the cap. The error is a *MaxHoldError.
+	ErrMaxHoldReached = errors.New("the lease reached its max hold")
+	// ErrDrained means an operator emptied the key's queue. The error is a
+	// *DrainedError carrying the operator's reason.
+	ErrDrained = errors.New("queue drained by an operator")
 )
+
+// LeaseEndedError is the answer to a re-sent acquire whose lease has
+// ended. It unwraps to ErrLeaseEnded.
+type LeaseEndedError struct {
+	Fence   uint64
+	Outcome Outcome
+	EndedAt time.Time
+}
+
+// Error says which lease ended and how.
+func (e *LeaseEndedError) Error() string {
+	return fmt.Sprintf("%s (fence %d, %s)", ErrLeaseEnded, e.Fence, e.Outcome)
+}
+
+// Unwrap returns ErrLeaseEnded.
+func (e *LeaseEndedError) Unwrap() error { return ErrLeaseEnded }
+
+// LimitMismatchError names the key's current limit. It unwraps to
+// ErrLimitMismatch.
+type LimitMismatchError struct {
+	Limit int
+}
+
+// Error names the key's limit.
+func (e *LimitMismatchError) Error() string {
+	return fmt.Sprintf("%s (the key's limit is %d)", ErrLimitMismatch, e.Limit)
+}
+
+// Unwrap returns ErrLimitMismatch.
+func (e *LimitMismatchError) Unwrap() error { return ErrLimitMismatch }
+
+// MaxHoldError carries the lease's final deadline. It unwraps to
+// ErrMaxHoldReached.
+type MaxHoldError struct {
+	ExpiresAt time.Time
+}
+
+// Error says when the lease ends.
+func (e *MaxHoldError) Error() string {
+	return fmt.Sprintf("%s (it ends at %s)", ErrMaxHoldReached, e.ExpiresAt.UTC().Format(time.RFC3339Nano))
+}
+
+// Unwrap returns ErrMaxHoldReached.
+func (e *MaxHoldError) Unwrap() error { return ErrMaxHoldReached }
+
+// DrainedError carries the reason an operator gave for draining the
+// queue. It unwraps to ErrDrained.
+type DrainedError struct {
+	Reason string
+}
+
+// Error includes the reason.
+func (e *DrainedError) Error() string {
+	if e.Reason == "" {
+		return ErrDrained.Error()
+	}
+	return fmt.Sprintf("%s: %s", ErrDrained, e.Reason)
+}
+
+// Unwrap returns ErrDrained.
+func (e *DrainedError) Unwrap() error { return ErrDrained }
 
 // TimeoutError is the error of an acquire that was not granted within its
 // wait. It unwraps to ErrTimeout.

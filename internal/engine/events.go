@@ -20,9 +20,23 @@ const (
 	EventCancelled
 	// EventRenewed: a live lease was renewed until ExpiresAt.
 	EventRenewed
+	// EventSuperseded: a waiter's place was taken over by a later acquire
+	// with the same RequestID (the queue's length does not change).
+	EventSuperseded
+	// EventDrained: an operator drained the queue; the waiter left with
+	// Reason.
+	EventDrained
+	// EventPaused: an operator paused the key; no grants until resumed.
+	EventPaused
+	// EventResumed: an operator resumed the key.
+	EventResumed
+	// EventDelayed: a lease with a lock-delay ended by expiry or
+	// force-release; nobody is granted the key before ExpiresAt.
+	EventDelayed
 )
 
-var eventNames = [...]string{"", "queued", "granted", "ended", "timeout", "aborted", "cancelled", "renewed"}
+var eventNames = [...]string{"", "queued", "granted", "ended", "timeout", "aborted", "cancelled", "renewed",
+	"superseded", "drained", "paused", "resumed", "delayed"}
 
 // String returns the event type's name.
 func (t EventType) String() string { return eventNames[t] }
@@ -38,7 +52,8 @@ type Event struct {
 	Time  time.Time
 	// Waited is the time since arrival for grants and ended waits.
 	Waited time.Duration
-	// ExpiresAt is the lease's deadline for EventGranted and EventRenewed.
+	// ExpiresAt is the lease's deadline for EventGranted and EventRenewed,
+	// and the end of the lock-delay for EventDelayed.
 	ExpiresAt time.Time
 	// Held is the lease's hold time for EventEnded.
 	Held time.Duration
@@ -52,6 +67,8 @@ type Event struct {
 	FromQueue bool
 	// Previous is the lease that ended just before this grant.
 	Previous Previous
+	// Reason is the operator's reason, for EventDrained.
+	Reason string
 }
 
 // Observer receives every engine transition. OnEvent is called with the

@@ -14,10 +14,11 @@ import (
 )
 
 // invariants checks, from the engine's own transitions, that a key never has
-// two live leases and that its fences only grow.
+// more live leases than its limit and that its fences only grow.
 type invariants struct {
 	mu         sync.Mutex
-	holder     map[string]uint64 // key -> fence of the live lease
+	limit      map[string]int             // key -> its limit (1 when absent)
+	holders    map[string]map[uint64]bool // key -> fences of its live leases
 	lastFence  map[string]uint64
 	forced     map[uint64]bool // fences ended by a force-release
 	violations []string
@@ -28,33 +29,41 @@ func (v *invariants) OnEvent(ev engine.Event) {
 	defer v.mu.Unlock()
 	switch ev.Type {
 	case engine.EventGranted:
-		if f, ok := v.holder[ev.Key]; ok {
-			v.violations = append(v.violations, fmt.Sprintf("%s granted fence %d while fence %d lives", ev.Key, ev.Fence, f))
+		limit := max(1, v.limit[ev.Key])
+		if hs := v.holders[ev.Key]; len(hs) >= limit {
+			v.violations = append(v.violations, fmt.Sprintf("%s granted fence %d while %d of %d leases live", ev.Key, ev.Fence, len(hs), limit))
 		}
 		if ev.Fence <= v.lastFence[ev.Key] {
 			v.violations = append(v.violations, fmt.Sprintf("%s fence %d after %d", ev.Key, ev.Fence, v.lastFence[ev.Key]))
 		}
-		v.holder[ev.Key], v.lastFence[ev.Key] = ev.Fence, ev.Fence
+		if v.holders[ev.Key] == nil {
+			v.holders[ev.Key] = map[uint64]bool{}
+		}
+		v.holders[ev.Key][ev.Fence], v.lastFence[ev.Key] = true, ev.Fence
 	case engine.EventEnded:
-		if f, ok := v.holder[ev.Key]; !ok || f != ev.Fence {
-			v.violations = append(v.violations, fmt.Sprintf("%s ended fence %d, live was %d (%v)", ev.Key, ev.Fence, f, ok))
+		if !v.holders[ev.Key][ev.Fence] {
+			v.violations = append(v.violations, fmt.Sprintf("%s ended fence %d, which was not live", ev.Key, ev.Fence))
 		}
 		if ev.Outcome == engine.OutcomeForced {
 			v.forced[ev.Fence] = true
 		}
-		delete(v.holder, ev.Key)
+		delete(v.holders[ev.Key], ev.Fence)
 	}
 }
 
-// TestStressRandomized runs 64 goroutines doing random acquires, releases,
-// renewals, force-releases and give-ups over a few keys on the real clock,
-// and checks mutual exclusion both from the engine's events and from the
-// callers' side: nobody enters a key's critical section while another
-// caller's live lease is inside it.
+// TestStressRandomized runs 64 goroutines doing random acquires (some with
+// request ids they re-send, some with a max hold or a lock-delay, on
+// mutexes and on a semaphore), releases, renewals, force-releases,
+// give-ups, pauses, resumes and drains over a few keys on the real clock,
+// and checks mutual exclusion both from the engine's events (no more live
+// leases than the key's limit) and from the callers' side: nobody enters a
+// mutex's critical section while another caller's live lease is inside
+// it.
 func TestStressRandomized(t *testing.T) {
-	inv := &invariants{holder: map[string]uint64{}, lastFence: map[string]uint64{}, forced: map[uint64]bool{}}
-	e := engine.New(engine.SystemClock{}, inv, engine.Limits{})
-	keys := []string{"a", "b", "c", "d"}
+	limits := map[string]int{"s": 3}
+	inv := &invariants{limit: limits, holders: map[string]map[uint64]bool{}, lastFence: map[string]uint64{}, forced: map[uint64]bool{}}
+	e := engine.New(engine.SystemClock{}, inv, engine.Limits{DetachGrace: 5 * time.Millisecond, RememberOutcome: time.Second, MaxRemembered: 128})
+	keys := []string{"a", "b", "c", "s"}
 	// cs[k] is key k's critical section: who is inside (by fence) and until
 	// when their lease lasts. Entering while a live lease is inside is a
 	// violation; a lease ended by a force-release no longer counts as live
@@ -84,18 +93,48 @@ func TestStressRandomized(t *testing.T) {
 				key := keys[ki]
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(20))*time.Millisecond)
 				ttl := time.Duration(5+rng.IntN(50)) * time.Millisecond
-				g, err := e.Acquire(ctx, key, engine.AcquireOptions{
+				o := engine.AcquireOptions{
 					Owner: fmt.Sprint(w), TTL: ttl, Wait: time.Duration(rng.IntN(30)) * time.Millisecond,
-					OnError: engine.OnError(rng.IntN(2)),
-				})
+					OnError: engine.OnError(rng.IntN(2)), Limit: limits[key],
+				}
+				if rng.IntN(3) == 0 {
+					o.RequestID = fmt.Sprint(w, "-", rng.IntN(1000))
+				}
+				if rng.IntN(5) == 0 {
+					o.MaxHold = time.Duration(1+rng.IntN(30)) * time.Millisecond
+				}
+				if rng.IntN(5) == 0 {
+					o.LockDelay = time.Duration(rng.IntN(5)) * time.Millisecond
+				}
+				g, err := e.Acquire(ctx, key, o)
 				cancel()
+				if err != nil && o.RequestID != "" && errors.Is(err, engine.ErrCancelled) {
+					// The reply was lost: send again with the same id,
+					// as a client would.
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+					g, err = e.Acquire(ctx, key, o)
+					cancel()
+				}
+				switch rng.IntN(40) {
+				case 0:
+					e.Pause(key)
+					e.Resume(key)
+				case 1:
+					e.Drain(key, "stress")
+				}
 				if err != nil {
-					if !errors.Is(err, engine.ErrTimeout) && !errors.Is(err, engine.ErrCancelled) && !errors.Is(err, engine.ErrAborted) {
+					if !errors.Is(err, engine.ErrTimeout) && !errors.Is(err, engine.ErrCancelled) && !errors.Is(err, engine.ErrAborted) &&
+						!errors.Is(err, engine.ErrLeaseEnded) && !errors.Is(err, engine.ErrDrained) && !errors.Is(err, engine.ErrSuperseded) {
 						t.Errorf("acquire: unexpected error %v", err)
 					}
 					continue
 				}
 				grants.Add(1)
+				if limits[key] > 1 {
+					time.Sleep(time.Duration(rng.IntN(500)) * time.Microsecond)
+					_, _ = e.Release(key, g.Token, rng.IntN(3) == 0)
+					continue
+				}
 				c := &cs[ki]
 				c.Lock()
 				// Both leases must be live for an overlap to count: the
@@ -128,10 +167,10 @@ func TestStressRandomized(t *testing.T) {
 	}
 	wg.Wait()
 	// Let the vanished holders' leases run out.
-	for end := time.Now().Add(5 * time.Second); e.Stats() != (engine.Stats{}) && time.Now().Before(end); {
+	for end := time.Now().Add(5 * time.Second); e.Stats().Keys != 0 && time.Now().Before(end); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if s := e.Stats(); s != (engine.Stats{}) {
+	if s := e.Stats(); s != (engine.Stats{Remembered: s.Remembered}) {
 		t.Errorf("after the run: %+v, want all zero", s)
 	}
 	if err := e.Check(); err != nil {

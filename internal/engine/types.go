@@ -124,13 +124,44 @@ type AcquireOptions struct {
 	// decides who may: the API lets admin tokens, so that clients that
 	// take every key they can still leave operators room.
 	Reserve bool
+	// RequestID, when set, makes the acquire idempotent per key: an
+	// acquire of the same key with the same RequestID takes over the first
+	// one's place in the queue (the first call gets ErrSuperseded), returns
+	// the same Grant while that lease lives, and a *LeaseEndedError after
+	// it ended (for as long as Limits.RememberOutcome keeps the record). A
+	// waiter with a RequestID whose context ends keeps its place for
+	// Limits.DetachGrace, so that a caller whose reply was lost can send
+	// again. The API validates it (1-64 printable ASCII bytes); the engine
+	// compares bytes.
+	RequestID string
+	// Limit is how many holders the key admits at once: 0 or 1 make it a
+	// mutex, up to MaxLimit a counting semaphore. Every live holder and
+	// waiter of a key must ask for the same limit (*LimitMismatchError).
+	Limit int
+	// MaxHold, when positive, caps the lease's life: no renewal takes it
+	// past acquisition + MaxHold (*MaxHoldError), so a holder that renews
+	// forever cannot keep the key forever.
+	MaxHold time.Duration
+	// LockDelay, when positive, keeps the key from being granted to anyone
+	// for that long after this lease ends by expiry or force-release (not
+	// by a release): its holder may still be acting without knowing it
+	// lost the lease. Waiters keep their places meanwhile.
+	LockDelay time.Duration
 }
 
-// Previous describes the lease that ended just before a grant on the same
-// key. Outcome is OutcomeNone when the key was free.
+// MaxLimit is the largest AcquireOptions.Limit: a semaphore's holders are
+// scanned when a token is looked up, so the bound keeps that cheap.
+const MaxLimit = 10_000
+
+// Previous describes how the key's last lease ended, as the engine
+// remembers it: the lease that ended just before a grant from the queue,
+// or, with Limits.RememberOutcome, the last lease of a key that had gone
+// idle. Outcome is OutcomeNone when the engine knows of none.
 type Previous struct {
 	Fence   uint64
 	Outcome Outcome
+	// EndedAt is when that lease ended (zero with OutcomeNone).
+	EndedAt time.Time
 }
 
 // Grant is a granted lease as the acquirer sees it.
@@ -166,6 +197,9 @@ type Holder struct {
 	AcquiredAt time.Time
 	ExpiresAt  time.Time
 	OnError    OnError
+	// MaxHold and LockDelay are the lease's options (0 when unset).
+	MaxHold   time.Duration
+	LockDelay time.Duration
 }
 
 // WaiterInfo describes one queued waiter.
@@ -176,21 +210,38 @@ type WaiterInfo struct {
 
 // KeyInfo is a snapshot of one key. An idle key has Held false, no waiters.
 type KeyInfo struct {
-	Key     string
+	Key string
+	// Held and Holder describe the oldest live lease (lowest fence); Holders
+	// lists every live lease, oldest first.
 	Held    bool
 	Holder  Holder
+	Holders []Holder
+	// Limit is the number of holders the key admits (1 for a mutex; 0 for
+	// a key with neither holders nor waiters, whose limit is not fixed).
+	Limit   int
 	Waiters int
 	// Queue lists the first waiters in arrival order, at most the limit
 	// passed to Inspect.
 	Queue []WaiterInfo
+	// Paused is true while Pause or PausePrefix keeps the key from
+	// granting.
+	Paused bool
+	// DelayUntil is the end of a lock-delay in force (zero when none).
+	DelayUntil time.Time
+	// Last is how the key's last lease ended, when the engine remembers.
+	Last Previous
 }
 
 // KeySummary is one row of List.
 type KeySummary struct {
-	Key     string
+	Key string
+	// Held and Owner describe the oldest live lease; Holders counts them all.
 	Held    bool
 	Owner   string
+	Holders int
+	Limit   int
 	Waiters int
+	Paused  bool
 }
 
 // Stats are engine-wide counts.
@@ -198,9 +249,25 @@ type Stats struct {
 	Keys    int
 	Held    int
 	Waiters int
+	// Paused counts keys that are paused.
+	Paused int
+	// Remembered counts records kept after their lease ended (a key's last
+	// outcome or a request id's lease), bounded by Limits.MaxRemembered.
+	Remembered int
 }
 
-// Limits bound the engine's memory. Zero means unlimited.
+// FenceStatus is the answer of CheckFence.
+type FenceStatus struct {
+	// Live is true when the fence is a live lease of the key.
+	Live bool
+	// ExpiresAt is that lease's deadline (zero when not live).
+	ExpiresAt time.Time
+	// Current lists the fences of the key's live leases, ascending.
+	Current []uint64
+}
+
+// Limits bound the engine's memory and say how long it remembers. Zero
+// means unlimited, except where a field says otherwise.
 type Limits struct {
 	MaxKeys          int
 	MaxWaitersPerKey int
@@ -210,4 +277,24 @@ type Limits struct {
 	// take. Zero reserves nothing.
 	ReservedKeys    int
 	ReservedWaiters int
+	// DetachGrace is how long a waiter with a RequestID keeps its place
+	// after its caller's context ended (capped by what is left of its
+	// wait), and how long a lease granted to such a waiter is kept for a
+	// re-sent acquire to claim before it is released. Zero means
+	// DefaultDetachGrace; negative turns detaching off.
+	DetachGrace time.Duration
+	// RememberOutcome is how long the engine remembers, after a lease
+	// ended, its key's last outcome (returned as Grant.Previous and in
+	// KeyInfo.Last when the key had gone idle) and its RequestID (so that
+	// a re-sent acquire learns the lease ended). Zero remembers nothing.
+	RememberOutcome time.Duration
+	// MaxRemembered caps those records, oldest evicted first. Zero means
+	// DefaultMaxRemembered.
+	MaxRemembered int
 }
+
+// Defaults for the Limits fields whose zero value is not "none".
+const (
+	DefaultDetachGrace   = 30 * time.Second
+	DefaultMaxRemembered = 100_000
+)
