@@ -238,7 +238,7 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 	}
 	sh := e.shardFor(key)
 	sh.mu.Lock()
-	g, w, err := sh.tryLocked(key, opts)
+	g, w, err := sh.tryLocked(key, &opts)
 	sh.mu.Unlock()
 	if w == nil {
 		return g, err
@@ -257,7 +257,7 @@ func limitOf(opts *AcquireOptions) uint16 {
 // tryLocked grants key at once when a slot is free and nobody waits for
 // it, answers a re-sent RequestID, refuses the caller, or queues it and
 // returns its waiter.
-func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, error) {
+func (sh *shard) tryLocked(key string, opts *AcquireOptions) (Grant, *waiter, error) {
 	e := sh.e
 	if sh.stopped {
 		// Close ran between Acquire's check and this lock: it has already
@@ -273,11 +273,11 @@ func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, err
 		ks = sh.settleLocked(ks, now)
 	}
 	if opts.RequestID != "" {
-		if g, w, err, done := sh.resendLocked(ks, key, &opts, now); done {
+		if g, w, err, done := sh.resendLocked(ks, key, opts, now); done {
 			return g, w, err
 		}
 	}
-	limit := limitOf(&opts)
+	limit := limitOf(opts)
 	if ks == nil {
 		if n := e.keys.Add(1); e.limits.MaxKeys > 0 && n > e.limits.cap(e.limits.MaxKeys, e.limits.ReservedKeys, opts.Reserve) {
 			e.keys.Add(-1)
@@ -301,7 +301,7 @@ func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, err
 		if ks.x != nil {
 			prev = ks.x.last
 		}
-		l := sh.grantLocked(ks, &grantOf{opts: opts, since: now, fence: fence, prev: prev}, now)
+		l := sh.grantLocked(ks, opts, &grantOf{since: now, fence: fence, prev: prev}, now)
 		return l.grant(ks.key, 0, prev), nil, nil
 	}
 	if opts.Wait <= 0 {
@@ -314,7 +314,7 @@ func (sh *shard) tryLocked(key string, opts AcquireOptions) (Grant, *waiter, err
 		e.waiters.Add(-1)
 		return Grant{}, nil, ErrTooManyWaiters
 	}
-	return Grant{}, sh.enqueueLocked(ks, opts, now), nil
+	return Grant{}, sh.enqueueLocked(ks, *opts, now), nil
 }
 
 // settleLocked ends every lease of ks whose deadline has passed, earliest
@@ -462,9 +462,9 @@ func (sh *shard) await(ctx context.Context, w *waiter) (Grant, error) {
 	return Grant{}, w.err
 }
 
-// grantOf is what a grant needs to know besides the key and the time.
+// grantOf is what a grant needs to know besides the key, the acquire's
+// options and the time.
 type grantOf struct {
-	opts      AcquireOptions
 	since     time.Time // arrival
 	fromQueue bool      // the caller had been queued
 	prev      Previous  // the lease that ended just before
@@ -473,9 +473,9 @@ type grantOf struct {
 
 // grantLocked gives the caller a free holder slot of ks: the inline lease
 // when free, else a new lease among x.more.
-func (sh *shard) grantLocked(ks *keyState, g *grantOf, now time.Time) *lease {
+func (sh *shard) grantLocked(ks *keyState, opts *AcquireOptions, g *grantOf, now time.Time) *lease {
 	e := sh.e
-	opts, fence := &g.opts, g.fence
+	fence := g.fence
 	var l *lease
 	if !ks.held {
 		ks.held = true
@@ -611,7 +611,7 @@ func (sh *shard) pumpLocked(ks *keyState, now time.Time) {
 		if ks.x != nil {
 			prev = ks.x.last
 		}
-		l := sh.grantLocked(ks, &grantOf{opts: w.opts, since: w.since, fromQueue: true, prev: prev, fence: fence}, now)
+		l := sh.grantLocked(ks, &w.opts, &grantOf{since: w.since, fromQueue: true, prev: prev, fence: fence}, now)
 		w.grant = l.grant(ks.key, now.Sub(w.since), prev)
 		w.resolved = true
 		if w.detached {
