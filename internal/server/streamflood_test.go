@@ -40,7 +40,10 @@ func TestStreamingWaitersFlood(t *testing.T) {
 	eng := d.srv.Engine()
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &protos}
+	// 100 streams a connection: 10,000 waits need 100 connections. Bounded,
+	// so that requests sent before a connection is up do not each dial one
+	// (the file-descriptor limit is not what is tested).
+	tr := &http.Transport{Protocols: &protos, MaxConnsPerHost: 128}
 	client := &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
 
