@@ -118,6 +118,13 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 // trusts the certificate: for TLS.CertFile, TLS.KeyFile and a client.
 func WriteCert(t testing.TB, dir string) (certFile, keyFile string, roots *x509.CertPool) {
 	t.Helper()
+	return WriteCertValid(t, dir, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+}
+
+// WriteCertValid is WriteCert for a certificate valid from notBefore to
+// notAfter (an expired or not yet valid one, for the tests of warnings).
+func WriteCertValid(t testing.TB, dir string, notBefore, notAfter time.Time) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +132,8 @@ func WriteCert(t testing.TB, dir string) (certFile, keyFile string, roots *x509.
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: "mutexd test"},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
