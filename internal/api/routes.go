@@ -69,7 +69,9 @@ func (s *Server) routeTable(o Options) []route {
 		{http.MethodGet, "/readyz", tierPublic, s.readyz},
 	}
 	if o.Events != nil {
-		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events})
+		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events},
+			// Counts only: no key, no owner.
+			route{http.MethodGet, "/v1/stats", tierClient, s.stats})
 	}
 	if o.UI != nil {
 		ui := consoleRoute(o.UI)
