@@ -115,7 +115,7 @@ func TestAuthRoutes(t *testing.T) {
 		{"GET", "/v1/locks?prefix=k", 401, 403, 200},
 		{"DELETE", "/v1/locks/k", 401, 403, 200},
 		{"GET", "/v1/stats", 401, 200, 200}, // counts only, like a metrics scrape
-		{"GET", "/v1/nope", 401, 404, 404}, // unknown /v1 routes cannot be probed without a token
+		{"GET", "/v1/nope", 401, 404, 404},  // unknown /v1 routes cannot be probed without a token
 		{"PUT", "/v1/locks/k", 401, 405, 405},
 		{"GET", "/healthz", 200, 200, 200},
 		{"GET", "/readyz", 200, 200, 200},
