@@ -525,30 +525,27 @@ func TestConsoleShowsWhatHappenedBeforeItOpened(t *testing.T) {
 
 	b.run(t, "open /ui/", chromedp.EmulateViewport(1280, 800), chromedp.Navigate(d.url()+"/ui/"))
 	b.waitFor(t, "live", live, slack)
-	b.waitFor(t, "the server's totals on the tiles",
-		`document.getElementById('t-grants-total').textContent === '41 since start' && document.getElementById('t-expired-total').textContent === '1 since start'`, slack)
-	var tiles [2]string
-	b.eval(t, `[document.getElementById('t-grants').textContent, document.getElementById('t-expired').textContent]`, &tiles)
-	for i, v := range tiles {
-		var rate float64
-		if _, err := fmt.Sscan(v, &rate); err != nil || rate <= 0 {
-			t.Errorf("tile %d says %q, want the server's rate (above 0: the grants and the expiry happened within the minute)", i, v)
+	t.Run("tiles", func(t *testing.T) {
+		b.waitFor(t, "the server's rates on the tiles, not 0",
+			`parseFloat(document.getElementById('t-grants').textContent) > 0 && parseFloat(document.getElementById('t-expired').textContent) > 0`, slack)
+		b.waitFor(t, "the server's totals on the tiles",
+			`document.getElementById('t-grants-total').textContent === '41 since start' && document.getElementById('t-expired-total').textContent === '1 since start'`, slack)
+		b.shot(t, "console-overview-after.png")
+	})
+	t.Run("key view", func(t *testing.T) {
+		b.run(t, "open the crashed key's view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(crashed)))
+		b.waitFor(t, "the expiry from the server's history, marked as history, in the warning colour",
+			`[...document.querySelectorAll('#events-list li.ev-expired.ev-history')].some(li => li.textContent.includes('worker-dead') && getComputedStyle(li).backgroundColor !== getComputedStyle(li.parentElement).backgroundColor)`, slack)
+		var kinds []string
+		b.eval(t, `[...document.querySelectorAll('#events-list li .ev-type')].map(s => s.textContent)`, &kinds)
+		if fmt.Sprint(kinds) != "[expired granted]" {
+			t.Fatalf("recent events of %s = %v, want [expired granted] (newest first, each once)", crashed, kinds)
 		}
-	}
-	b.shot(t, "console-overview-after.png")
-
-	b.run(t, "open the crashed key's view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(crashed)))
-	b.waitFor(t, "the expiry from the server's history, marked as history, in the warning colour",
-		`[...document.querySelectorAll('#events-list li.ev-expired.ev-history')].some(li => li.textContent.includes('worker-dead') && getComputedStyle(li).backgroundColor !== getComputedStyle(li.parentElement).backgroundColor)`, slack)
-	var kinds []string
-	b.eval(t, `[...document.querySelectorAll('#events-list li .ev-type')].map(s => s.textContent)`, &kinds)
-	if fmt.Sprint(kinds) != "[expired granted]" {
-		t.Fatalf("recent events of %s = %v, want [expired granted] (newest first, each once)", crashed, kinds)
-	}
-	// What happens now is live, not history.
-	d.mustAcquire(crashed, "worker-new")
-	b.waitFor(t, "a live grant, not marked as history",
-		`[...document.querySelectorAll('#events-list li.ev-granted')].some(li => li.textContent.includes('worker-new') && !li.classList.contains('ev-history'))`, 2*time.Second)
+		// What happens now is live, not history.
+		d.mustAcquire(crashed, "worker-new")
+		b.waitFor(t, "a live grant, not marked as history",
+			`[...document.querySelectorAll('#events-list li.ev-granted')].some(li => li.textContent.includes('worker-new') && !li.classList.contains('ev-history'))`, 2*time.Second)
+	})
 	b.checkPage(t)
 }
 
