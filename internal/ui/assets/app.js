@@ -321,19 +321,19 @@
         let line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         if (line.endsWith('\r')) line = line.slice(0, -1);
+        // handle() without arguments: a heartbeat.
+        const go = line === '' ? data.length === 0 || handle(name || 'message', data.join('\n')) !== false
+          : !line.startsWith(':') || handle() !== false;
+        if (!go) {
+          reader.cancel().catch(() => {});
+          return;
+        }
         if (line === '') {
-          if (data.length > 0 && handle(name || 'message', data.join('\n')) === false) {
-            reader.cancel().catch(() => {});
-            return;
-          }
           name = '';
           data = [];
           continue;
         }
-        if (line.startsWith(':')) { // a heartbeat
-          if (handle() === false) return;
-          continue;
-        }
+        if (line.startsWith(':')) continue;
         const c = line.indexOf(':');
         const field = c < 0 ? line : line.slice(0, c);
         let val = c < 0 ? '' : line.slice(c + 1);
