@@ -28,6 +28,8 @@ type Locker interface {
 	ForceRelease(key string) (engine.Ended, error)
 	Inspect(key string, maxQueue int) engine.KeyInfo
 	List(prefix, after string, limit int) ([]engine.KeySummary, string)
+	// Stats is the live counts of GET /v1/stats.
+	Stats() engine.Stats
 }
 
 var _ Locker = (*engine.Engine)(nil)
@@ -82,7 +84,8 @@ type Options struct {
 	// AllowedHosts are the host names (no port) a server without tokens
 	// answers to besides IP addresses and localhost; "*" allows any.
 	AllowedHosts []string
-	// Events serves GET /v1/events and streaming acquires when set.
+	// Events serves GET /v1/events, GET /v1/stats and streaming acquires
+	// when set.
 	Events EventSource
 	// Heartbeat is the idle interval of event streams; 0 is DefaultHeartbeat.
 	Heartbeat time.Duration

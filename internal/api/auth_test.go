@@ -15,6 +15,7 @@ import (
 	"github.com/mutexd/mutexd/internal/api"
 	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/events"
 )
 
 const (
@@ -64,6 +65,7 @@ func newAuthServer(t *testing.T, metricsNeedToken bool) *authFixture {
 		MetricsNeedToken: metricsNeedToken,
 		Observer:         checkCodes(t),
 		Auth:             f.guard,
+		Events:           events.New(10, 0, 16),
 		Logger:           slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	s.SetReady(true)
@@ -113,7 +115,8 @@ func TestAuthRoutes(t *testing.T) {
 		{"GET", "/v1/locks", 401, 403, 200},
 		{"GET", "/v1/locks?prefix=k", 401, 403, 200},
 		{"DELETE", "/v1/locks/k", 401, 403, 200},
-		{"GET", "/v1/nope", 401, 404, 404}, // unknown /v1 routes cannot be probed without a token
+		{"GET", "/v1/stats", 401, 200, 200}, // counts only, like a metrics scrape
+		{"GET", "/v1/nope", 401, 404, 404},  // unknown /v1 routes cannot be probed without a token
 		{"PUT", "/v1/locks/k", 401, 405, 405},
 		{"GET", "/healthz", 200, 200, 200},
 		{"GET", "/readyz", 200, 200, 200},

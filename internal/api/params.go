@@ -47,10 +47,11 @@ const (
 	pLimit
 	pAfter
 	pKey
+	pSince
 	numParams
 )
 
-var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after", "key"}
+var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after", "key", "since"}
 
 func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
 

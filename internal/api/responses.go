@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/events"
 )
 
 // The API's response bodies, each declared once as a struct. The hot ones
@@ -187,4 +188,48 @@ func appendRenewal(b []byte, key string, r engine.Renewal) []byte {
 	b = append(b, `,"expires_at":`...)
 	b = appendTime(b, r.ExpiresAt)
 	return append(b, "}\n"...)
+}
+
+// statsJSON is GET /v1/stats's body: the live counts, and the events
+// counted since the daemon started and in the last minute, from which a
+// console shows rates without having watched them happen.
+type statsJSON struct {
+	Time    string `json:"time"`
+	Since   string `json:"since"`
+	Keys    int    `json:"keys"`
+	Held    int    `json:"held"`
+	Waiters int    `json:"waiters"`
+	// LastID is the id of the latest event on GET /v1/events.
+	LastID uint64     `json:"last_id"`
+	Totals countsJSON `json:"totals"`
+	// LastMinute counts the events of the last WindowMs milliseconds: a
+	// minute, or less while the daemon is younger than that.
+	LastMinute countsJSON `json:"last_minute"`
+	WindowMs   int64      `json:"window_ms"`
+}
+
+// countsJSON counts events by their name on GET /v1/events (a release with
+// outcome failed counts as failed).
+type countsJSON struct {
+	Granted   uint64 `json:"granted"`
+	Released  uint64 `json:"released"`
+	Failed    uint64 `json:"failed"`
+	Expired   uint64 `json:"expired"`
+	Forced    uint64 `json:"forced"`
+	Timeout   uint64 `json:"timeout"`
+	Aborted   uint64 `json:"aborted"`
+	Cancelled uint64 `json:"cancelled"`
+	Queued    uint64 `json:"queued"`
+	Renewed   uint64 `json:"renewed"`
+}
+
+func newCountsJSON(c events.Counts) countsJSON {
+	return countsJSON{Granted: c.Granted, Released: c.Released, Failed: c.Failed, Expired: c.Expired, Forced: c.Forced,
+		Timeout: c.Timeout, Aborted: c.Aborted, Cancelled: c.Cancelled, Queued: c.Queued, Renewed: c.Renewed}
+}
+
+func newStatsJSON(now time.Time, live engine.Stats, ev events.Stats) statsJSON {
+	window := min(events.Window, max(now.Sub(ev.Since), time.Second))
+	return statsJSON{Time: formatTime(now), Since: formatTime(ev.Since), Keys: live.Keys, Held: live.Held, Waiters: live.Waiters,
+		LastID: ev.LastID, Totals: newCountsJSON(ev.Total), LastMinute: newCountsJSON(ev.LastMinute), WindowMs: window.Milliseconds()}
 }

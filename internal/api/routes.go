@@ -75,7 +75,9 @@ func (s *Server) routeTable(o Options) []route {
 		{http.MethodGet, "/readyz", tierPublic, s.readyz, answers(200, 503)},
 	}
 	if o.Events != nil {
-		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events, answers(200, 400, 413, 429, 503)})
+		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events, answers(200, 400, 413, 429, 503)},
+			// Counts only: no key, no owner.
+			route{http.MethodGet, "/v1/stats", tierClient, s.stats, answers(200, 400, 413)})
 	}
 	if o.UI != nil {
 		ui := consoleRoute(o.UI)

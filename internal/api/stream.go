@@ -20,6 +20,8 @@ type EventSource interface {
 	Subscribe(f events.Filter) (*events.Subscription, error)
 	// SubscribeReserved may.
 	SubscribeReserved(f events.Filter) (*events.Subscription, error)
+	// Stats counts the events seen, for GET /v1/stats.
+	Stats(now time.Time) events.Stats
 }
 
 var _ EventSource = (*events.Hub)(nil)
@@ -152,12 +154,44 @@ func appendWaited(b []byte, ev *engine.Event) []byte {
 	return appendTime(b, ev.Time.Add(-ev.Waited))
 }
 
+// appendReplayed encodes a replayed event: appendEvent's object with
+// "replay":true, so that a client tells history from what happens now.
+func appendReplayed(b []byte, id uint64, ev *engine.Event) []byte {
+	b = appendEvent(b, id, ev)
+	return append(b[:len(b)-1], `,"replay":true}`...)
+}
+
+// replayFrom is the event id after which a stream replays history: the
+// Last-Event-ID header (an EventSource reconnecting), else the since
+// parameter; ok is false when neither asks for history.
+func replayFrom(r *http.Request, p params) (after uint64, ok bool, err error) {
+	v, ok := p.get(pSince)
+	if h := r.Header.Get("Last-Event-ID"); h != "" {
+		v, ok = h, true
+	}
+	if !ok {
+		return 0, false, nil
+	}
+	after, err = strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, false, badRequest("invalid_since", "since (or Last-Event-ID) must be an event id: a whole number, 0 for all the history kept; got %q.", v)
+	}
+	return after, true, nil
+}
+
 // events serves GET /v1/events: every engine transition (optionally only
 // of one key or of keys with a prefix) as Server-Sent Events, a heartbeat
 // comment when idle, and a final "overflow" event before the stream is cut
-// off if this client reads too slowly.
+// off if this client reads too slowly. Asked with since (or Last-Event-ID),
+// it first replays the history the hub kept after that id (see
+// events.Subscription.Replay), each event marked "replay":true, then a
+// "replayed" event, then goes on live without a gap or a repeat.
 func (s *Server) events(c echo.Context) error {
-	p, err := parseParams(c, s.bodyTimeout, pKey, pPrefix)
+	p, err := parseParams(c, s.bodyTimeout, pKey, pPrefix, pSince)
+	if err != nil {
+		return err
+	}
+	after, replay, err := replayFrom(c.Request(), p)
 	if err != nil {
 		return err
 	}
@@ -185,6 +219,24 @@ func (s *Server) events(c echo.Context) error {
 	defer tick.Stop()
 	done := ctx.Done()
 	var data []byte
+	if replay {
+		if after > sub.Start() {
+			// An id this daemon has not issued yet: the client saw an
+			// earlier run (ids start again at 1), so all of this run's
+			// history is news to it.
+			after = 0
+		}
+		items := sub.Replay(after)
+		for i := range items {
+			data = appendReplayed(data[:0], items[i].ID, &items[i].Event)
+			w.event(eventName(&items[i].Event), items[i].ID, data)
+		}
+		data = append(data[:0], `{"type":"replayed","events":`...)
+		data = strconv.AppendInt(data, int64(len(items)), 10)
+		data = append(data, `,"last_id":`...)
+		data = strconv.AppendUint(data, sub.Start(), 10)
+		w.event("replayed", 0, append(data, '}'))
+	}
 	for {
 		select {
 		case it, ok := <-sub.Events():

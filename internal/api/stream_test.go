@@ -47,12 +47,21 @@ type sseEvent struct {
 
 func (s *testServer) stream(t *testing.T, method, path string) *sse {
 	t.Helper()
+	return s.streamWith(t, method, path, nil)
+}
+
+// streamWith is stream with extra request headers.
+func (s *testServer) streamWith(t *testing.T, method, path string, hdr map[string]string) *sse {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	req, err := http.NewRequestWithContext(ctx, method, s.url+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
@@ -254,10 +263,14 @@ func TestEventStreamErrors(t *testing.T) {
 		{"/v1/events?key=", "invalid_key", 400},
 		{"/v1/events?key=a%01", "invalid_key", 400},
 		{"/v1/events?prefix=" + strings.Repeat("p", 257), "invalid_prefix", 400},
-		{"/v1/events?since=1", "invalid_parameter", 400},
+		{"/v1/events?from=1", "invalid_parameter", 400},
+		{"/v1/events?since=x", "invalid_since", 400},
+		{"/v1/events?since=-1", "invalid_since", 400},
+		{"/v1/events?since=18446744073709551616", "invalid_since", 400},
 	} {
 		wantError(t, s.do(t, "GET", c.path, ""), c.status, c.code)
 	}
+	wantError(t, s.doCtx(t, t.Context(), "GET", "/v1/events?since=0", "", map[string]string{"Last-Event-ID": "1.5"}), 400, "invalid_since")
 	st := s.stream(t, "GET", "/v1/events")
 	r := s.do(t, "GET", "/v1/events", "")
 	wantError(t, r, 429, "too_many_subscribers")

@@ -1,8 +1,11 @@
 // Package events fans the lock engine's transitions out to live
-// subscribers (the /v1/events stream and the console). It is an
-// engine.Observer that costs the engine one atomic load per transition while
-// nobody subscribes, and never makes the engine wait for a subscriber: each
-// has a bounded buffer, and one that falls behind is cut off.
+// subscribers (the /v1/events stream and the console), counts them (the
+// totals and last minute of GET /v1/stats), and remembers a bounded history
+// of them that a new subscriber can replay (a console opened after an
+// incident). It is an engine.Observer that costs the engine one short
+// critical section per transition, and never makes the engine wait for a
+// subscriber: each has a bounded buffer, and one that falls behind is cut
+// off.
 package events
 
 import (
@@ -10,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mutexd/mutexd/internal/engine"
 )
@@ -25,9 +29,9 @@ var (
 
 // Item is one event as a subscriber receives it.
 type Item struct {
-	// ID increases strictly with every event the hub publishes; a
-	// subscriber sees its events in increasing ID order (with gaps where
-	// its filter skips events).
+	// ID increases strictly with every event the hub publishes, whether
+	// anyone subscribes or not; a subscriber sees its events in increasing
+	// ID order (with gaps where its filter skips events).
 	ID    uint64
 	Event engine.Event
 }
@@ -49,13 +53,16 @@ type Hub struct {
 	max      int
 	reserved int // the last of max that only SubscribeReserved takes
 	buffer   int
-	n        atomic.Int32  // len(subs): the engine's lock-free check
+	n        atomic.Int32  // len(subs), read without the lock
 	cut      atomic.Uint64 // subscribers cut off for falling behind
 
-	mu     sync.Mutex // guards the following; serialises publishing, so IDs are in channel order
-	seq    uint64
-	subs   map[*Subscription]struct{}
-	closed bool
+	since   time.Time
+	mu      sync.Mutex // guards the following; serialises publishing, so IDs are in channel order
+	seq     uint64     // the ID of the latest event
+	subs    map[*Subscription]struct{}
+	closed  bool
+	counts  counters
+	history history
 }
 
 var _ engine.Observer = (*Hub)(nil)
@@ -64,7 +71,9 @@ var _ engine.Observer = (*Hub)(nil)
 // of buffer events. The last reserved of the max places go only to
 // SubscribeReserved.
 func New(max, reserved, buffer int) *Hub {
-	return &Hub{max: max, reserved: reserved, buffer: buffer, subs: make(map[*Subscription]struct{})}
+	h := &Hub{max: max, reserved: reserved, buffer: buffer, since: time.Now(), subs: make(map[*Subscription]struct{})}
+	h.history.init()
+	return h
 }
 
 // Subscription is one subscriber's feed. Read Events until it is closed,
@@ -72,6 +81,7 @@ func New(max, reserved, buffer int) *Hub {
 type Subscription struct {
 	hub    *Hub
 	filter Filter
+	start  uint64 // the ID of the latest event before it began
 	ch     chan Item
 	// overflowed is written under hub.mu before ch is closed, so a reader
 	// that saw ch closed reads it safely.
@@ -101,7 +111,7 @@ func (h *Hub) subscribe(f Filter, max int) (*Subscription, error) {
 	if len(h.subs) >= max {
 		return nil, ErrTooManySubscribers
 	}
-	s := &Subscription{hub: h, filter: f, ch: make(chan Item, h.buffer)}
+	s := &Subscription{hub: h, filter: f, start: h.seq, ch: make(chan Item, h.buffer)}
 	h.subs[s] = struct{}{}
 	h.n.Store(int32(len(h.subs)))
 	return s, nil
@@ -145,18 +155,23 @@ func (h *Hub) dropLocked(s *Subscription) {
 	h.n.Store(int32(len(h.subs)))
 }
 
-// OnEvent publishes ev to every subscriber whose filter selects it. The
-// engine calls it with a shard locked: it never blocks. A subscriber whose
-// buffer is full is cut off (its Events channel closes after what it has
-// buffered) instead of delaying the engine or anyone else.
+// OnEvent counts ev, remembers it (see historic) and publishes it to every
+// subscriber whose filter selects it. The engine calls it with a shard
+// locked: it never blocks. A subscriber whose buffer is full is cut off
+// (its Events channel closes after what it has buffered) instead of
+// delaying the engine or anyone else.
 func (h *Hub) OnEvent(ev engine.Event) {
-	if h.n.Load() == 0 {
-		return
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.seq++
 	it := Item{ID: h.seq, Event: ev}
+	h.counts.add(&it.Event)
+	if historic(&it.Event) {
+		h.history.add(it)
+	}
+	if len(h.subs) == 0 {
+		return
+	}
 	for s := range h.subs {
 		if !s.filter.match(ev.Key) {
 			continue

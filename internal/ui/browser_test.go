@@ -494,6 +494,61 @@ func TestConsoleInBrowser(t *testing.T) {
 	t.Logf("screenshots in %s", b.shots)
 }
 
+// TestConsoleShowsWhatHappenedBeforeItOpened: a console opened after the
+// fact shows the server's rates and totals (not 0 for the 41 grants it did
+// not watch) and, in a key's view, the expiry the server kept in its
+// history, marked as history.
+func TestConsoleShowsWhatHappenedBeforeItOpened(t *testing.T) {
+	b := newBrowser(t)
+	d := startDaemon(t, "127.0.0.1:0")
+	defer d.shutdown()
+	for i := range 40 {
+		g := d.mustAcquire("warm:1", fmt.Sprintf("worker-%d", i))
+		req, _ := http.NewRequest("POST", d.url()+"/v1/locks/warm:1/release?token="+g.Token, nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("release %d: %v %v", i, res, err)
+		}
+		res.Body.Close()
+	}
+	const crashed = "job:crashed"
+	if _, code, err := d.acquire(crashed, "worker-dead", "1s", "0"); code != http.StatusOK {
+		t.Fatalf("acquire %s: %d %v", crashed, code, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for d.srv.Engine().Inspect(crashed, 0).Held {
+		if time.Now().After(deadline) {
+			t.Fatal("the 1s lease never expired")
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+
+	b.run(t, "open /ui/", chromedp.EmulateViewport(1280, 800), chromedp.Navigate(d.url()+"/ui/"))
+	b.waitFor(t, "live", live, slack)
+	t.Run("tiles", func(t *testing.T) {
+		b.waitFor(t, "the server's rates on the tiles, not 0",
+			`parseFloat(document.getElementById('t-grants').textContent) > 0 && parseFloat(document.getElementById('t-expired').textContent) > 0`, slack)
+		b.waitFor(t, "the server's totals on the tiles",
+			`document.getElementById('t-grants-total').textContent === '41 since start' && document.getElementById('t-expired-total').textContent === '1 since start'`, slack)
+		b.shot(t, "console-overview-after.png")
+	})
+	t.Run("key view", func(t *testing.T) {
+		b.run(t, "open the crashed key's view", chromedp.Navigate(d.url()+"/ui/#/key/"+url.PathEscape(crashed)))
+		b.waitFor(t, "the expiry from the server's history, marked as history, in the warning colour",
+			`[...document.querySelectorAll('#events-list li.ev-expired.ev-history')].some(li => li.textContent.includes('worker-dead') && getComputedStyle(li).backgroundColor !== getComputedStyle(li.parentElement).backgroundColor)`, slack)
+		var kinds []string
+		b.eval(t, `[...document.querySelectorAll('#events-list li .ev-type')].map(s => s.textContent)`, &kinds)
+		if fmt.Sprint(kinds) != "[expired granted]" {
+			t.Fatalf("recent events of %s = %v, want [expired granted] (newest first, each once)", crashed, kinds)
+		}
+		// What happens now is live, not history.
+		d.mustAcquire(crashed, "worker-new")
+		b.waitFor(t, "a live grant, not marked as history",
+			`[...document.querySelectorAll('#events-list li.ev-granted')].some(li => li.textContent.includes('worker-new') && !li.classList.contains('ev-history'))`, 2*time.Second)
+	})
+	b.checkPage(t)
+}
+
 // TestConsoleWithAuth: with tokens configured the console asks for one,
 // keeps it in the tab, and shows the overview and force release only to an
 // admin token; a client token can follow one key.
@@ -522,6 +577,7 @@ func TestConsoleWithAuth(t *testing.T) {
 	b.waitFor(t, "client token: the overview needs an admin", `document.getElementById('conn').dataset.state === 'auth' && document.getElementById('notice').textContent.includes('admin token')`, slack)
 	b.run(t, "open the key by name", chromedp.Focus("#goto-key"), chromedp.KeyEvent("tenant:9\r"))
 	b.waitFor(t, "one key live with a client token", live+` && document.querySelector('#holder dd.owner') && document.querySelector('#holder dd.owner').textContent === 'svc-a'`, slack)
+	b.waitFor(t, "the grant before the page opened, from the key's history", `[...document.querySelectorAll('#events-list li.ev-granted.ev-history')].some(li => li.textContent.includes('svc-a'))`, slack)
 	var hidden bool
 	b.eval(t, `document.getElementById('force').hidden`, &hidden)
 	if !hidden {

@@ -4,8 +4,12 @@
 // per key) taken after the event stream (GET /v1/events) is open; every
 // event is applied to the state idempotently, and the events received
 // while a snapshot was in flight are applied again on top of it, so the
-// two always converge. Keys and owners are user data: they only ever reach
-// the page through textContent, never as HTML.
+// two always converge. The stream opens with since=, so the server first
+// replays the history it kept (marked "replay": shown in a key's recent
+// events, never applied to the state). The tiles' rates and totals come
+// from GET /v1/stats, polled while the overview shows: the server counted
+// what happened before this page opened. Keys and owners are user data:
+// they only ever reach the page through textContent, never as HTML.
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -37,7 +41,8 @@
   const MAX_RECENT = 50;
   const MAX_RECENT_KEYS = 2000;
   const MAX_ROWS = 500;
-  const buckets = []; // one {s, granted, expired} per second, the last minute
+  let stats = null; // the last GET /v1/stats body, or null
+  let lastId = 0; // the id of the latest event received: a reconnect replays what came after
   const log = []; // the last events received, for re-applying over a snapshot
   const MAX_LOG = 10000;
   let received = 0; // events received on this page
@@ -90,21 +95,66 @@
   }
 
   function onEvent(ev) {
+    if (ev.id > lastId) lastId = ev.id;
+    if (ev.replay) { // history: what happened before this stream opened
+      remember(ev);
+      scheduleRender();
+      return;
+    }
     received++;
     log.push({ n: received, ev });
     if (log.length > MAX_LOG + 1000) log.splice(0, log.length - MAX_LOG); // trim in chunks
     apply(ev);
-    if (ev.type === 'granted' || ev.type === 'expired') count(ev.type);
+    remember(ev);
+    scheduleRender();
+  }
+
+  // remember adds ev to its key's recent events, newest first, once: a
+  // replay may repeat what a live stream or an earlier replay brought.
+  const newer = (a, b) => Date.parse(b.time) - Date.parse(a.time) || b.id - a.id;
+  function remember(ev) {
     let r = recent.get(ev.key);
     if (!r) {
       if (recent.size >= MAX_RECENT_KEYS) recent.delete(recent.keys().next().value);
       r = [];
       recent.set(ev.key, r);
     }
+    if (r.some((e) => e.id === ev.id && e.time === ev.time && e.type === ev.type)) return;
     r.unshift(ev);
+    if (r.length > 1 && newer(r[0], r[1]) > 0) r.sort(newer); // a replayed event older than what is there
     if (r.length > MAX_RECENT) r.length = MAX_RECENT;
+  }
+
+  // loadHistory fetches the history the server kept of key k (a stream of
+  // its events with since=0, read until "replayed"), for a key view opened
+  // on the overview's stream of every key, whose replay covers only the
+  // latest events of all keys together.
+  async function loadHistory(k) {
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 10000);
+    try {
+      const res = await fetch('/v1/events?key=' + enc(k) + '&since=0', { headers: headers({ Accept: 'text/event-stream' }), signal: ac.signal, cache: 'no-store' });
+      if (!res.ok || !res.body) return;
+      await readSSE(res.body, (name, data) => {
+        if (name === 'replayed') return false;
+        dispatch(name, data);
+        return true;
+      });
+    } catch (_) { /* history is a nicety: the live view does without */ } finally {
+      clearTimeout(timer);
+      ac.abort();
+    }
+  }
+
+  // ---- rates and totals from the server ----
+  async function pollStats() {
+    if (currentKey !== null || document.hidden) return;
+    let r;
+    try { r = await call('GET', '/v1/stats'); } catch (_) { r = null; }
+    stats = r && r.status === 200 && r.body ? r.body : null;
     scheduleRender();
   }
+  setInterval(pollStats, 2000);
 
   // replay applies again the events received after mark (optionally only
   // those of one key), over a snapshot taken after mark.
@@ -193,7 +243,9 @@
       notice('The overview lists every key, which needs an admin token. With this token, open one key by name.');
       return;
     }
-    const path = oneKey ? '/v1/events?key=' + enc(currentKey) : '/v1/events';
+    // since=0 at first, then the last id seen: the server replays the
+    // history it kept after it (all of it if the daemon restarted since).
+    const path = (oneKey ? '/v1/events?key=' + enc(currentKey) + '&' : '/v1/events?') + 'since=' + (oneKey ? 0 : lastId);
     let res;
     try {
       res = await fetch(path, { headers: headers({ Accept: 'text/event-stream' }), signal: ctl.signal, cache: 'no-store' });
@@ -225,12 +277,20 @@
     lastData = Date.now();
     backoff = 500;
     if (!oneKey) canAdmin = true;
+    if (!oneKey && currentKey !== null) loadHistory(currentKey).then(scheduleRender);
     setConn('live', oneKey ? 'live (this key only)' : 'live');
     notice('');
     if (oneKey) loadKey(currentKey).then(scheduleRender);
     else loadSnapshot(gen);
+    pollStats();
     try {
-      await readStream(res.body, gen);
+      lastData = Date.now();
+      await readSSE(res.body, (name, data) => {
+        if (gen !== connGen) return false;
+        lastData = Date.now();
+        dispatch(name, data);
+        return true;
+      });
     } catch (_) { /* aborted or broken: reconnect below */ }
     if (gen === connGen) retry(gen);
   }
@@ -244,28 +304,36 @@
     setTimeout(() => { if (gen === connGen) connect(); }, wait);
   }
 
-  async function readStream(body, gen) {
+  // readSSE reads Server-Sent Events from body, calling handle(name, data)
+  // for each (and with no arguments for a heartbeat) until it returns false
+  // or the stream ends.
+  async function readSSE(body, handle) {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = '';
     let name = '';
     let data = [];
     for (;;) {
       const { value, done } = await reader.read();
-      if (done || gen !== connGen) return;
-      lastData = Date.now();
+      if (done) return;
       buf += value;
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
         let line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         if (line.endsWith('\r')) line = line.slice(0, -1);
+        // handle() without arguments: a heartbeat.
+        const go = line === '' ? data.length === 0 || handle(name || 'message', data.join('\n')) !== false
+          : !line.startsWith(':') || handle() !== false;
+        if (!go) {
+          reader.cancel().catch(() => {});
+          return;
+        }
         if (line === '') {
-          if (data.length > 0) dispatch(name || 'message', data.join('\n'));
           name = '';
           data = [];
           continue;
         }
-        if (line.startsWith(':')) continue; // a heartbeat
+        if (line.startsWith(':')) continue;
         const c = line.indexOf(':');
         const field = c < 0 ? line : line.slice(0, c);
         let val = c < 0 ? '' : line.slice(c + 1);
@@ -277,6 +345,7 @@
   }
 
   function dispatch(name, data) {
+    if (name === undefined || name === 'replayed') return; // a heartbeat; the end of the history
     if (name === 'overflow') {
       notice('The console fell behind the event stream; reconnecting and reloading.');
       return; // the server closes the stream; connect() reconnects
@@ -361,23 +430,13 @@
     return s.queue.length > 0 ? Date.parse(s.queue[0].since) : Infinity;
   }
 
-  function count(kind) {
-    const s = Math.floor(Date.now() / 1000);
-    let b = buckets[buckets.length - 1];
-    if (!b || b.s !== s) {
-      b = { s, granted: 0, expired: 0 };
-      buckets.push(b);
-      while (buckets[0].s <= s - 60) buckets.shift();
-    }
-    b[kind]++;
-  }
-
+  // perSecond is the server's rate of an event over the last minute (or
+  // its life, if shorter); '–' until GET /v1/stats has answered.
   function perSecond(kind) {
-    const cut = Math.floor(Date.now() / 1000) - 60;
-    let n = 0;
-    for (const b of buckets) if (b.s > cut) n += b[kind];
-    return (n / 60).toFixed(2);
+    if (!stats) return '–';
+    return (stats.last_minute[kind] / (stats.window_ms / 1000)).toFixed(2);
   }
+  const sinceStart = (kind) => (stats ? stats.totals[kind] + ' since start' : '');
 
   // Rendering follows events at most every 200 ms, so a burst of
   // thousands of transitions costs a few repaints, not thousands.
@@ -407,7 +466,9 @@
     $('t-held').textContent = held;
     $('t-waiting').textContent = waiting;
     $('t-grants').textContent = perSecond('granted');
+    $('t-grants-total').textContent = sinceStart('granted');
     $('t-expired').textContent = perSecond('expired');
+    $('t-expired-total').textContent = sinceStart('expired');
 
     const prefix = $('filter').value;
     const sort = $('sort').value;
@@ -496,9 +557,10 @@
 
     const evs = recent.get(k) || [];
     $('events-list').replaceChildren(...evs.map((ev) => {
-      const li = el('li', null, 'ev-' + ev.type);
+      const li = el('li', null, 'ev-' + ev.type + (ev.replay ? ' ev-history' : ''));
       const t = el('time', clockTime(ev.time));
       t.dateTime = ev.time;
+      if (ev.replay) li.title = 'From the history the server kept: it happened before this page connected.';
       li.append(t, el('span', ev.type, 'ev-type'), el('span', detail(ev), 'ev-detail'));
       return li;
     }));
@@ -570,6 +632,8 @@
       closeConfirm();
       document.title = k === null ? 'mutexd console' : k + ' · mutexd console';
       if (k !== null) loadKey(k).then(scheduleRender);
+      if (k !== null && canAdmin === true) loadHistory(k).then(scheduleRender);
+      if (k === null) pollStats();
       $('main').focus({ preventScroll: true });
     }
     render();
