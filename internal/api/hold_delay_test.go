@@ -53,7 +53,9 @@ func TestLockDelay(t *testing.T) {
 	}{
 		{"expiry", func(t *testing.T, key, token string) { s.clock.Advance(10 * time.Second) }, true},
 		{"force-release", func(t *testing.T, key, token string) { s.admin(t, "DELETE", "/v1/locks/"+key, "") }, true},
-		{"release", func(t *testing.T, key, token string) { s.client(t, "POST", "/v1/locks/"+key+"/release?token="+token, "") }, false},
+		{"release", func(t *testing.T, key, token string) {
+			s.client(t, "POST", "/v1/locks/"+key+"/release?token="+token, "")
+		}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			key := "delay-" + tt.name
