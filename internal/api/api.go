@@ -30,6 +30,13 @@ type Locker interface {
 	List(prefix, after string, limit int) ([]engine.KeySummary, string)
 	// Stats is the live counts of GET /v1/stats.
 	Stats() engine.Stats
+	CheckFence(key string, fence uint64) engine.FenceStatus
+	Pause(key string) bool
+	Resume(key string) bool
+	PausePrefix(prefix string) int
+	ResumePrefix(prefix string) int
+	Drain(key, reason string) int
+	DrainPrefix(prefix, reason string) int
 }
 
 var _ Locker = (*engine.Engine)(nil)
@@ -55,6 +62,11 @@ type Bounds struct {
 	MaxTTL      time.Duration
 	DefaultWait time.Duration
 	MaxWait     time.Duration
+	// MaxHold bounds an acquire's max_hold; 0 is no bound.
+	MaxHold time.Duration
+	// DefaultLockDelay is the lock_delay of an acquire that names none
+	// (at most MaxLockDelay).
+	DefaultLockDelay time.Duration
 }
 
 // Options configure a Server.
