@@ -2,11 +2,13 @@
 
 FUZZTIME ?= 1m
 CHAOS ?= 5m
+STRESS ?= 2m
+SEED ?= $(shell date +%s)
 # The revision bench-base measures against: origin/main when there is one,
 # else the commit before HEAD. BASE=HEAD measures uncommitted changes.
 BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null && echo origin/main || echo HEAD~1)
 
-.PHONY: test test-python test-js ci fuzz chaos flood bench-base
+.PHONY: test test-python test-js ci fuzz chaos stress flood bench-base
 
 # The README's test command, with the race detector as CI runs it.
 test:
@@ -34,9 +36,18 @@ fuzz:
 	  done; \
 	done
 
-# The chaos test for CHAOS (default 5m) instead of CI's 20s.
+# The chaos test for CHAOS (default 5m) instead of CI's 20s, with a fresh
+# SEED (printed; pass SEED=n to narrow a failure down).
 chaos:
-	go test -race -count=1 -timeout 0 -run '^TestChaos$$' ./internal/server -chaos.duration=$(CHAOS) -v
+	@echo "chaos seed $(SEED)"
+	go test -race -count=1 -timeout 0 -run '^TestChaos$$' ./internal/server -chaos.duration=$(CHAOS) -chaos.seed=$(SEED) -v
+
+# The engine's stress test for STRESS (default 2m) instead of CI's 2s, and
+# its random-operations test over 2,000 seeds, with a fresh SEED.
+stress:
+	@echo "stress seed $(SEED)"
+	go test -race -count=1 -timeout 0 -run '^TestStress' ./internal/engine -stress.duration=$(STRESS) -stress.seed=$(SEED) -v
+	go test -race -count=1 -timeout 0 -run '^TestRandomOpsOnOneShard$$' ./internal/engine -random.seeds=2000 -random.base=$(SEED)
 
 # The full 20,000-waiter flood (scaled down under -race).
 flood:

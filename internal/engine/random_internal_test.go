@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -25,14 +26,22 @@ import (
 // grant must get the same lease. Time is synctest's, so each seed replays
 // exactly.
 func TestRandomOpsOnOneShard(t *testing.T) {
-	seeds := 200
+	seeds := *randomSeeds
 	if testing.Short() {
 		seeds = 20
 	}
-	for seed := range seeds {
-		synctest.Test(t, func(t *testing.T) { randomOps(t, uint64(seed)) })
+	for i := range seeds {
+		seed := *randomBase + uint64(i)
+		synctest.Test(t, func(t *testing.T) { randomOps(t, seed) })
 	}
 }
+
+// More or other seeds than CI's: -random.seeds 2000 -random.base 1234
+// (make stress). Each seed replays exactly.
+var (
+	randomSeeds = flag.Int("random.seeds", 200, "seeds TestRandomOpsOnOneShard runs")
+	randomBase  = flag.Uint64("random.base", 0, "first seed of TestRandomOpsOnOneShard")
+)
 
 // watcher is one acquire's view of itself.
 type watcher struct {

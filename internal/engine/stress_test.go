@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -11,6 +12,14 @@ import (
 	"time"
 
 	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// Longer or differently seeded runs than CI's: go test -run Stress
+// ./internal/engine -stress.duration 2m -stress.seed 7 (the schedule is
+// the machine's, so a seed narrows a failure down rather than replays it).
+var (
+	stressDuration = flag.Duration("stress.duration", 2*time.Second, "how long the stress test runs its workers")
+	stressSeed     = flag.Uint64("stress.seed", 1, "seed of the stress test's random choices")
 )
 
 // invariants checks, from the engine's own transitions, that a key never has
@@ -80,14 +89,14 @@ func TestStressRandomized(t *testing.T) {
 		return inv.forced[fence]
 	}
 	var grants, overlaps atomic.Int64
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(*stressDuration)
 	if testing.Short() {
 		deadline = time.Now().Add(300 * time.Millisecond)
 	}
 	var wg sync.WaitGroup
 	for w := range 64 {
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			rng := rand.New(rand.NewPCG(uint64(w), *stressSeed))
 			for time.Now().Before(deadline) {
 				ki := rng.IntN(len(keys))
 				key := keys[ki]

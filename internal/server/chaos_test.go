@@ -20,6 +20,7 @@ import (
 var (
 	chaosDuration = flag.Duration("chaos.duration", 20*time.Second, "how long TestChaos runs its clients")
 	chaosClients  = flag.Int("chaos.clients", 200, "concurrent HTTP clients in TestChaos")
+	chaosSeed     = flag.Uint64("chaos.seed", 42, "seed of TestChaos's clients' random choices")
 )
 
 // chaosKeys are the contended keys.
@@ -96,7 +97,7 @@ type chaosClient struct {
 }
 
 func newChaosClient(c *chaos, id int) *chaosClient {
-	cl := &chaosClient{c: c, id: id, rng: rand.New(rand.NewPCG(uint64(id), 42))}
+	cl := &chaosClient{c: c, id: id, rng: rand.New(rand.NewPCG(uint64(id), *chaosSeed))}
 	var d net.Dialer
 	cl.tr = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := d.DialContext(ctx, network, addr)
