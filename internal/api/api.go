@@ -28,6 +28,13 @@ type Locker interface {
 	ForceRelease(key string) (engine.Ended, error)
 	Inspect(key string, maxQueue int) engine.KeyInfo
 	List(prefix, after string, limit int) ([]engine.KeySummary, string)
+	CheckFence(key string, fence uint64) engine.FenceStatus
+	Pause(key string) bool
+	Resume(key string) bool
+	PausePrefix(prefix string) int
+	ResumePrefix(prefix string) int
+	Drain(key, reason string) int
+	DrainPrefix(prefix, reason string) int
 }
 
 var _ Locker = (*engine.Engine)(nil)
@@ -53,6 +60,11 @@ type Bounds struct {
 	MaxTTL      time.Duration
 	DefaultWait time.Duration
 	MaxWait     time.Duration
+	// MaxHold bounds an acquire's max_hold; 0 is no bound.
+	MaxHold time.Duration
+	// DefaultLockDelay is the lock_delay of an acquire that names none
+	// (at most MaxLockDelay).
+	DefaultLockDelay time.Duration
 }
 
 // Options configure a Server.

@@ -378,7 +378,7 @@ func TestListAndForceRelease(t *testing.T) {
 		s.acquire(t, k, "owner=o-"+k)
 	}
 	r := s.do(t, "GET", "/v1/locks?prefix=user:&limit=2", "")
-	want := `{"locks":[{"key":"user:1","held":true,"owner":"o-user:1","waiters":0},{"key":"user:2","held":true,"owner":"o-user:2","waiters":0}],"next":"user:2"}`
+	want := `{"locks":[{"key":"user:1","held":true,"owner":"o-user:1","waiters":0,"holders":1,"limit":1,"paused":false},{"key":"user:2","held":true,"owner":"o-user:2","waiters":0,"holders":1,"limit":1,"paused":false}],"next":"user:2"}`
 	if r.status != 200 || strings.TrimSpace(r.raw) != want {
 		t.Fatalf("list page 1:\n got %s\nwant %s", r.raw, want)
 	}

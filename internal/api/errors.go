@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -21,6 +22,20 @@ type Error struct {
 	Message string
 	// Waiters, when set, is added to the body (423 timeout).
 	Waiters *int
+	// Limit, when set, is the key's limit (409 limit_mismatch).
+	Limit *int
+	// Fence, Outcome and EndedAt say how a request_id's lease ended (409
+	// lease_ended).
+	Fence   *uint64
+	Outcome string
+	EndedAt time.Time
+	// ExpiresAt, when set, is when a lease capped by its max_hold ends
+	// (409 max_hold_reached).
+	ExpiresAt time.Time
+	// Reason, when set, is an operator's reason (409 drained).
+	Reason string
+	// CurrentFences, when set, are the key's live fences (409 stale_fence).
+	CurrentFences *[]uint64
 	// RetryAfter, when positive, is sent as a Retry-After header in seconds.
 	RetryAfter int
 	// Challenge, when set, is sent as the WWW-Authenticate header (401).
@@ -34,6 +49,12 @@ func badRequest(code, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// staleFenceError answers a fence check whose fence is not a live lease of
+// the key; current are the key's live fences.
+type staleFenceError struct{ current []uint64 }
+
+func (e staleFenceError) Error() string { return "fence is not a live lease of this key" }
+
 // statusClientClosed is recorded (never seen by anyone) when the client
 // went away before its answer; nginx uses the same number.
 const statusClientClosed = 499
@@ -44,9 +65,37 @@ func toError(err error) *Error {
 	var ae *Error
 	var te *engine.TimeoutError
 	var he *echo.HTTPError
+	var le *engine.LeaseEndedError
+	var lm *engine.LimitMismatchError
+	var mh *engine.MaxHoldError
+	var de *engine.DrainedError
+	var sf staleFenceError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &le):
+		f := le.Fence
+		return &Error{Status: http.StatusConflict, Code: "lease_ended", Fence: &f, Outcome: le.Outcome.String(), EndedAt: le.EndedAt,
+			Message: "The lease granted to this request_id has ended (" + le.Outcome.String() + "); acquire again with a new request_id."}
+	case errors.As(err, &lm):
+		n := lm.Limit
+		return &Error{Status: http.StatusConflict, Code: "limit_mismatch", Limit: &n,
+			Message: "limit must match the one the key's holders and waiters use: " + strconv.Itoa(n) + "."}
+	case errors.As(err, &mh):
+		return &Error{Status: http.StatusConflict, Code: "max_hold_reached", ExpiresAt: mh.ExpiresAt,
+			Message: "The lease reached its max_hold: it was renewed only up to expires_at, when it ends."}
+	case errors.As(err, &de):
+		return &Error{Status: http.StatusConflict, Code: "drained", Reason: de.Reason,
+			Message: "An operator drained the key's queue: " + de.Reason}
+	case errors.Is(err, engine.ErrSuperseded):
+		return &Error{Status: http.StatusConflict, Code: "superseded", Message: "A later acquire with the same request_id took this one's place in the queue."}
+	case errors.As(err, &sf):
+		cur := sf.current
+		if cur == nil {
+			cur = []uint64{}
+		}
+		return &Error{Status: http.StatusConflict, Code: "stale_fence", CurrentFences: &cur,
+			Message: "The fence is not a live lease of this key; current_fences lists those that are."}
 	case errors.As(err, &te):
 		n := te.Waiters
 		return &Error{Status: http.StatusLocked, Code: "timeout", Message: "The lock was not granted within the wait.", Waiters: &n}
@@ -148,6 +197,40 @@ func appendErrorBody(b []byte, ae *Error) []byte {
 	if ae.Waiters != nil {
 		b = append(b, `,"waiters":`...)
 		b = strconv.AppendInt(b, int64(*ae.Waiters), 10)
+	}
+	if ae.Limit != nil {
+		b = append(b, `,"limit":`...)
+		b = strconv.AppendInt(b, int64(*ae.Limit), 10)
+	}
+	if ae.Fence != nil {
+		b = append(b, `,"fence":`...)
+		b = strconv.AppendUint(b, *ae.Fence, 10)
+	}
+	if ae.Outcome != "" {
+		b = append(b, `,"outcome":`...)
+		b = appendString(b, ae.Outcome)
+	}
+	if !ae.EndedAt.IsZero() {
+		b = append(b, `,"ended_at":`...)
+		b = appendTime(b, ae.EndedAt)
+	}
+	if !ae.ExpiresAt.IsZero() {
+		b = append(b, `,"expires_at":`...)
+		b = appendTime(b, ae.ExpiresAt)
+	}
+	if ae.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, ae.Reason)
+	}
+	if ae.CurrentFences != nil {
+		b = append(b, `,"current_fences":[`...)
+		for i, f := range *ae.CurrentFences {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendUint(b, f, 10)
+		}
+		b = append(b, ']')
 	}
 	return append(b, "}\n"...)
 }

@@ -49,7 +49,8 @@ func FuzzHTTPStack(f *testing.F) {
 }
 
 func runStack(t *testing.T, data []byte) {
-	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{MaxKeys: 16, MaxWaitersPerKey: 4, MaxWaiters: 8})
+	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{MaxKeys: 16, MaxWaitersPerKey: 4, MaxWaiters: 8,
+		RememberOutcome: 10 * time.Minute, MaxRemembered: 64, DetachGrace: 10 * time.Second})
 	defer eng.Close()
 	toks, err := auth.NewTokens([]string{fuzzClientToken}, []string{fuzzAdminToken})
 	if err != nil {
@@ -58,8 +59,9 @@ func runStack(t *testing.T, data []byte) {
 	var guard auth.Guard
 	guard.Set(toks)
 	s := api.New(api.Options{
-		Locker:   eng,
-		Bounds:   api.Bounds{DefaultTTL: 30 * time.Second, MinTTL: time.Second, MaxTTL: time.Hour, DefaultWait: 0, MaxWait: 10 * time.Minute},
+		Locker: eng,
+		Bounds: api.Bounds{DefaultTTL: 30 * time.Second, MinTTL: time.Second, MaxTTL: time.Hour, DefaultWait: 0, MaxWait: 10 * time.Minute,
+			MaxHold: time.Hour},
 		Auth:     &guard,
 		Observer: checkCodes(t),
 	})

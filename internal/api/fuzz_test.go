@@ -14,8 +14,9 @@ import (
 	"github.com/mutexd/mutexd/internal/engine"
 )
 
-// FuzzParams sends acquire, release, renew, inspect and list requests built
-// from fuzzed keys, query strings and bodies through the API handler. None
+// FuzzParams sends acquire, release, renew, inspect, list, fence-check,
+// pause, resume and drain requests (per key and per prefix) built from
+// fuzzed keys, query strings and bodies through the API handler. None
 // may answer 500 or panic; every error is the JSON envelope; the engine's
 // counters stay consistent; a granted key and owner hold no control or
 // format character.
@@ -30,20 +31,44 @@ func FuzzParams(f *testing.F) {
 	f.Add(uint8(0), "k", "ttl=9223372036854775807", `{"ttl":1e400}`)
 	f.Add(uint8(0), "invoice\u202egnp.exe", "owner=a%E2%80%8Bb", "")
 	f.Add(uint8(0), "k", "", `{"owner":"\ufeffme"}`)
-	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{MaxKeys: 100, MaxWaitersPerKey: 2, MaxWaiters: 10})
+	f.Add(uint8(0), "k", "request_id=job-1&limit=3&max_hold=1m&lock_delay=2s&ttl=1s", "")
+	f.Add(uint8(0), "k", "", `{"request_id":"r\u00e9","limit":0,"max_hold":"500ms","lock_delay":"61s"}`)
+	f.Add(uint8(0), "k", "limit=10001&request_id=%20", `{"limit":1e3}`)
+	f.Add(uint8(5), "k", "", "")
+	f.Add(uint8(6), "k", "", "")
+	f.Add(uint8(7), "k", "reason=maintenance", "")
+	f.Add(uint8(7), "k", "", `{"reason":"\u202e"}`)
+	f.Add(uint8(8), "k", "", "9007199254740991")
+	f.Add(uint8(8), "k", "", "-1")
+	f.Add(uint8(9), "", "prefix=k", "")
+	f.Add(uint8(10), "", "", `{"prefix":""}`)
+	f.Add(uint8(11), "", "prefix=a&reason=r", "")
+	eng := engine.New(engine.SystemClock{}, nil, engine.Limits{MaxKeys: 100, MaxWaitersPerKey: 2, MaxWaiters: 10, RememberOutcome: time.Minute})
 	h := api.New(api.Options{Locker: eng, Bounds: api.Bounds{
 		DefaultTTL: time.Second, MinTTL: time.Second, MaxTTL: time.Hour, DefaultWait: 0, MaxWait: 10 * time.Millisecond,
+		MaxHold: time.Hour,
 	}})
 	h.SetReady(true)
-	routes := []string{"/acquire", "/release", "/renew", "", ""}
+	routes := []string{"/acquire", "/release", "/renew", "", "", "/pause", "/resume", "/waiters", "/fences/", "", "", ""}
 	f.Fuzz(func(t *testing.T, op uint8, key, query, body string) {
 		op %= uint8(len(routes))
 		target := "/v1/locks/" + url.PathEscape(key) + routes[op]
 		method := http.MethodPost
-		if op == 3 {
+		switch op {
+		case 3:
 			method = http.MethodGet
-		} else if op == 4 {
+		case 4:
 			method, target = http.MethodGet, "/v1/locks"
+		case 7:
+			method = http.MethodDelete
+		case 8: // the body is the fence
+			method, target, body = http.MethodGet, target+url.PathEscape(body), ""
+		case 9:
+			target = "/v1/locks/pause"
+		case 10:
+			target = "/v1/locks/resume"
+		case 11:
+			method, target = http.MethodDelete, "/v1/locks/waiters"
 		}
 		u, err := url.Parse(target)
 		if err != nil {

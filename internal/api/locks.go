@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/mutexd/mutexd/internal/auth"
+	"github.com/mutexd/mutexd/internal/duration"
 	"github.com/mutexd/mutexd/internal/engine"
 )
 
@@ -22,7 +24,7 @@ func (s *Server) acquire(c echo.Context) error {
 		return err
 	}
 	r := c.Request()
-	p, err := parseParams(c, s.bodyTimeout, pTTL, pWait, pOwner, pOnError)
+	p, err := parseParams(c, s.bodyTimeout, pTTL, pWait, pOwner, pOnError, pRequestID, pLimit, pMaxHold, pLockDelay)
 	if err != nil {
 		return err
 	}
@@ -44,12 +46,12 @@ func (s *Server) acquire(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.dropIfGone(ctx, g); err != nil {
+	if err := s.dropIfGone(ctx, g, o.RequestID); err != nil {
 		return err
 	}
 	buf := getBuf()
 	defer putBuf(buf)
-	*buf = appendGrant(*buf, g)
+	*buf = appendGrant(*buf, g, o.Limit, o.RequestID)
 	return writeJSON(c, http.StatusOK, *buf)
 }
 
@@ -99,7 +101,42 @@ func (s *Server) acquireOptions(p *params, remote string) (engine.AcquireOptions
 	default:
 		return o, badRequest("invalid_on_error", "on_error must be continue or stop; got %q.", clip(v))
 	}
+	// The newer parameters: each costs a flag test when absent.
+	if id, ok := p.get(pRequestID); ok {
+		if err := validRequestID(id); err != nil {
+			return o, err
+		}
+		o.RequestID = id
+	}
+	o.Limit = 1
+	if v, ok := p.get(pLimit); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > engine.MaxLimit {
+			return o, badRequest("invalid_limit", "limit must be a whole number from 1 to %d; got %q.", engine.MaxLimit, clip(v))
+		}
+		o.Limit = n
+	}
+	if v, ok := p.get(pMaxHold); ok {
+		d, err := duration.Parse(v)
+		if err != nil || d < 0 || (d > 0 && (d < o.TTL || b.MaxHold > 0 && d > b.MaxHold)) {
+			return o, maxHoldError(v, o.TTL, b.MaxHold)
+		}
+		o.MaxHold = d
+	}
+	if o.LockDelay, err = durationParam(p, pLockDelay, b.DefaultLockDelay, 0, MaxLockDelay, "invalid_lock_delay"); err != nil {
+		return o, err
+	}
 	return o, nil
+}
+
+// maxHoldError is the 400 of a max_hold out of its bounds, which depend
+// on the acquire's ttl and on lock.max_hold.
+func maxHoldError(v string, ttl, bound time.Duration) error {
+	if bound > 0 {
+		return badRequest("invalid_max_hold", "max_hold must be 0 (none) or a duration from the ttl (%s) to %s; got %q.",
+			duration.Format(ttl), duration.Format(bound), clip(v))
+	}
+	return badRequest("invalid_max_hold", "max_hold must be 0 (none) or a duration of at least the ttl (%s); got %q.", duration.Format(ttl), clip(v))
 }
 
 // dropIfGone releases g, and returns the cancellation, when the request's
@@ -107,11 +144,16 @@ func (s *Server) acquireOptions(p *params, remote string) (engine.AcquireOptions
 // the key's queue would stall until the lease's TTL ran out. The engine
 // resolves the race when the cancellation is seen first; this covers a
 // grant that woke the waiter a moment before the client left.
-func (s *Server) dropIfGone(ctx context.Context, g engine.Grant) error {
+//
+// A grant to an acquire with a request_id is kept instead: its client
+// will send the acquire again with the same id and get the same lease.
+func (s *Server) dropIfGone(ctx context.Context, g engine.Grant, requestID string) error {
 	if ctx.Err() == nil {
 		return nil
 	}
-	_, _ = s.locker.Release(g.Key, g.Token, false)
+	if requestID == "" {
+		_, _ = s.locker.Release(g.Key, g.Token, false)
+	}
 	return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 }
 
@@ -233,4 +275,117 @@ func (s *Server) forceRelease(c echo.Context) error {
 	defer putBuf(buf)
 	*buf = appendReleased(*buf, key, ended) // the same shape as a release's
 	return writeJSON(c, http.StatusOK, *buf)
+}
+
+// checkFence answers whether a fence is a live lease of the key, for a
+// store that cannot keep the highest fence itself and asks right before
+// it acts.
+func (s *Server) checkFence(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	fence, err := pathFence(c)
+	if err != nil {
+		return err
+	}
+	if _, err := parseParams(c, s.bodyTimeout); err != nil {
+		return err
+	}
+	st := s.locker.CheckFence(key, fence)
+	if !st.Live {
+		return staleFenceError{current: st.Current}
+	}
+	return c.JSON(http.StatusOK, fenceJSON{Key: key, Fence: fence, Live: true, ExpiresAt: formatTime(st.ExpiresAt)})
+}
+
+// pathFence returns the route's {fence} segment: a whole number from 1 to
+// 2^53-1, the fences the server issues.
+func pathFence(c echo.Context) (uint64, error) {
+	v := c.Param("fence")
+	f, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || f < 1 || f > engine.MaxFence {
+		return 0, badRequest("invalid_fence", "fence must be a whole number from 1 to %d; got %q.", uint64(engine.MaxFence), clip(v))
+	}
+	return f, nil
+}
+
+// pause and resume serve POST /v1/locks/{key}/pause and /resume.
+func (s *Server) pause(c echo.Context) error  { return s.setPaused(c, true) }
+func (s *Server) resume(c echo.Context) error { return s.setPaused(c, false) }
+
+func (s *Server) setPaused(c echo.Context, paused bool) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	if _, err := parseParams(c, s.bodyTimeout); err != nil {
+		return err
+	}
+	var changed bool
+	if paused {
+		changed = s.locker.Pause(key)
+	} else {
+		changed = s.locker.Resume(key)
+	}
+	return c.JSON(http.StatusOK, pausedJSON{Key: key, Paused: paused, Changed: changed})
+}
+
+// drain serves DELETE /v1/locks/{key}/waiters.
+func (s *Server) drain(c echo.Context) error {
+	key, err := pathKey(c)
+	if err != nil {
+		return err
+	}
+	p, err := parseParams(c, s.bodyTimeout, pReason)
+	if err != nil {
+		return err
+	}
+	reason, err := drainReason(&p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, drainedJSON{Key: key, Drained: s.locker.Drain(key, reason)})
+}
+
+// pausePrefix, resumePrefix and drainPrefix serve the prefix forms, for
+// maintenance windows.
+func (s *Server) pausePrefix(c echo.Context) error {
+	p, err := parseParams(c, s.bodyTimeout, pPrefix)
+	if err != nil {
+		return err
+	}
+	prefix, err := validPrefix(&p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, prefixPausedJSON{Prefix: prefix, Paused: s.locker.PausePrefix(prefix)})
+}
+
+func (s *Server) resumePrefix(c echo.Context) error {
+	p, err := parseParams(c, s.bodyTimeout, pPrefix)
+	if err != nil {
+		return err
+	}
+	prefix, err := validPrefix(&p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, prefixResumedJSON{Prefix: prefix, Resumed: s.locker.ResumePrefix(prefix)})
+}
+
+func (s *Server) drainPrefix(c echo.Context) error {
+	p, err := parseParams(c, s.bodyTimeout, pPrefix, pReason)
+	if err != nil {
+		return err
+	}
+	prefix, err := validPrefix(&p)
+	if err != nil {
+		return err
+	}
+	reason, err := drainReason(&p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, prefixDrainedJSON{Prefix: prefix, Drained: s.locker.DrainPrefix(prefix, reason)})
 }

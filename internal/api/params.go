@@ -24,7 +24,17 @@ const (
 	MaxQueueShown = 100
 	DefaultLimit  = 100
 	MaxLimit      = 1000
+	// MaxRequestIDBytes bounds an acquire's request_id.
+	MaxRequestIDBytes = 64
+	// MaxReasonBytes bounds a drain's reason.
+	MaxReasonBytes = 256
+	// MaxLockDelay is the longest lock_delay an acquire may ask for.
+	MaxLockDelay = time.Minute
 )
+
+// DefaultDrainReason is the reason drained waiters are given when the
+// operator names none.
+const DefaultDrainReason = "drained by an operator"
 
 // params are a request's parameters, from the query string and from a JSON
 // body (which wins where both name one). Only the names in the route's
@@ -47,10 +57,15 @@ const (
 	pLimit
 	pAfter
 	pKey
+	pRequestID
+	pMaxHold
+	pLockDelay
+	pReason
 	numParams
 )
 
-var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after", "key"}
+var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after", "key",
+	"request_id", "max_hold", "lock_delay", "reason"}
 
 func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
 
@@ -304,4 +319,48 @@ func clip(s string) string {
 		return s[:64] + "..."
 	}
 	return s
+}
+
+// validRequestID checks a request_id: 1 to 64 printable ASCII bytes
+// (0x21 to 0x7e), so that it is the same bytes in a query string, a JSON
+// body, a log line and a header, whatever a client's encoder does.
+func validRequestID(id string) error {
+	if len(id) == 0 || len(id) > MaxRequestIDBytes {
+		return badRequest("invalid_request_id", "request_id must be 1 to %d printable ASCII characters; got %d bytes.", MaxRequestIDBytes, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x21 || c > 0x7e {
+			return badRequest("invalid_request_id", "request_id must be 1 to %d printable ASCII characters; got %q.", MaxRequestIDBytes, clip(id))
+		}
+	}
+	return nil
+}
+
+// validPrefix checks a required prefix of the operators' prefix calls:
+// 1 to 256 bytes of UTF-8 without control characters. An empty prefix
+// would act on every key, which nobody should do by leaving a parameter
+// out.
+func validPrefix(p *params) (string, error) {
+	prefix, _ := p.get(pPrefix)
+	if prefix == "" || len(prefix) > MaxKeyBytes || !printable(prefix) {
+		return "", badRequest("invalid_prefix", "prefix is required: 1 to %d bytes of UTF-8 without control characters (it would act on every key under it).", MaxKeyBytes)
+	}
+	return prefix, nil
+}
+
+// drainReason reads a drain's optional reason: at most 256 bytes of UTF-8
+// without control or format characters, as it is shown to the drained
+// waiters, in events and in the console.
+func drainReason(p *params) (string, error) {
+	reason, _ := p.get(pReason)
+	if reason == "" {
+		return DefaultDrainReason, nil
+	}
+	if len(reason) > MaxReasonBytes || !printable(reason) {
+		return "", badRequest("invalid_reason", "reason is at most %d bytes of UTF-8 without control characters; got %d bytes.", MaxReasonBytes, len(reason))
+	}
+	if r, ok := formatChar(reason); ok {
+		return "", badRequest("invalid_reason", "reason must not contain invisible format characters (bidi controls, zero-width characters); it contains %U.", r)
+	}
+	return reason, nil
 }

@@ -22,22 +22,31 @@ type grantJSON struct {
 	ExpiresAt string        `json:"expires_at"`
 	WaitedMs  int64         `json:"waited_ms"`
 	Previous  *previousJSON `json:"previous"`
+	// Limit is the key's number of holders (1 for a mutex).
+	Limit int `json:"limit"`
+	// RequestID repeats the acquire's request_id, when it sent one.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // previousJSON is how the lease before a grant ended; null when the key
-// was free.
+// was free and the server remembers no earlier lease.
 type previousJSON struct {
 	Fence   uint64 `json:"fence"`
 	Outcome string `json:"outcome"`
+	EndedAt string `json:"ended_at"`
 }
 
-func newGrantJSON(g engine.Grant) grantJSON {
-	out := grantJSON{Key: g.Key, Token: g.Token.String(), Fence: g.Fence, Owner: g.Owner, TTLMillis: g.TTL.Milliseconds(),
-		ExpiresAt: formatTime(g.ExpiresAt), WaitedMs: g.Waited.Milliseconds()}
-	if g.Previous.Outcome != engine.OutcomeNone {
-		out.Previous = &previousJSON{Fence: g.Previous.Fence, Outcome: g.Previous.Outcome.String()}
+func newPreviousJSON(p engine.Previous) *previousJSON {
+	if p.Outcome == engine.OutcomeNone {
+		return nil
 	}
-	return out
+	return &previousJSON{Fence: p.Fence, Outcome: p.Outcome.String(), EndedAt: formatTime(p.EndedAt)}
+}
+
+func newGrantJSON(g engine.Grant, limit int, requestID string) grantJSON {
+	return grantJSON{Key: g.Key, Token: g.Token.String(), Fence: g.Fence, Owner: g.Owner, TTLMillis: g.TTL.Milliseconds(),
+		ExpiresAt: formatTime(g.ExpiresAt), WaitedMs: g.Waited.Milliseconds(), Previous: newPreviousJSON(g.Previous),
+		Limit: max(1, limit), RequestID: requestID}
 }
 
 // releasedJSON is the 200 body of a release and of a force-release.
@@ -64,12 +73,71 @@ func newRenewalJSON(key string, r engine.Renewal) renewalJSON {
 	return renewalJSON{Key: key, Fence: r.Fence, TTLMillis: r.TTL.Milliseconds(), ExpiresAt: formatTime(r.ExpiresAt)}
 }
 
-// errorJSON is every error's body.
+// errorJSON is every error's body: error and message, and the fields of
+// the errors that carry data (see Error).
 type errorJSON struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
-	Waiters *int   `json:"waiters,omitempty"`
+	Error         string    `json:"error"`
+	Message       string    `json:"message"`
+	Waiters       *int      `json:"waiters,omitempty"`
+	Limit         *int      `json:"limit,omitempty"`
+	Fence         *uint64   `json:"fence,omitempty"`
+	Outcome       string    `json:"outcome,omitempty"`
+	EndedAt       string    `json:"ended_at,omitempty"`
+	ExpiresAt     string    `json:"expires_at,omitempty"`
+	Reason        string    `json:"reason,omitempty"`
+	CurrentFences *[]uint64 `json:"current_fences,omitempty"`
 }
+
+func newErrorJSON(ae *Error) errorJSON {
+	out := errorJSON{Error: ae.Code, Message: ae.Message, Waiters: ae.Waiters, Limit: ae.Limit, Fence: ae.Fence, Outcome: ae.Outcome,
+		Reason: ae.Reason, CurrentFences: ae.CurrentFences}
+	if !ae.EndedAt.IsZero() {
+		out.EndedAt = formatTime(ae.EndedAt)
+	}
+	if !ae.ExpiresAt.IsZero() {
+		out.ExpiresAt = formatTime(ae.ExpiresAt)
+	}
+	return out
+}
+
+// fenceJSON is a fence check's 200 body.
+type fenceJSON struct {
+	Key       string `json:"key"`
+	Fence     uint64 `json:"fence"`
+	Live      bool   `json:"live"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+// pausedJSON is the 200 body of a key's pause or resume: whether it is
+// paused now, and whether the call changed that.
+type pausedJSON struct {
+	Key     string `json:"key"`
+	Paused  bool   `json:"paused"`
+	Changed bool   `json:"changed"`
+}
+
+// drainedJSON is the 200 body of a key's drain.
+type drainedJSON struct {
+	Key     string `json:"key"`
+	Drained int    `json:"drained"`
+}
+
+// The 200 bodies of the prefix forms: the prefix and how many keys (or
+// waiters, for a drain) the call acted on.
+type (
+	prefixPausedJSON struct {
+		Prefix string `json:"prefix"`
+		Paused int    `json:"paused"`
+	}
+	prefixResumedJSON struct {
+		Prefix  string `json:"prefix"`
+		Resumed int    `json:"resumed"`
+	}
+	prefixDrainedJSON struct {
+		Prefix  string `json:"prefix"`
+		Drained int    `json:"drained"`
+	}
+)
 
 // statusJSON is the body of /healthz and /readyz.
 type statusJSON struct {
@@ -83,6 +151,17 @@ type holderJSON struct {
 	AcquiredAt string `json:"acquired_at"`
 	ExpiresAt  string `json:"expires_at"`
 	OnError    string `json:"on_error"`
+	// MaxHoldUntil is the latest the lease can be renewed to, when it
+	// was acquired with a max_hold.
+	MaxHoldUntil string `json:"max_hold_until,omitempty"`
+}
+
+func newHolderJSON(h engine.Holder) holderJSON {
+	out := holderJSON{Owner: h.Owner, Fence: h.Fence, AcquiredAt: formatTime(h.AcquiredAt), ExpiresAt: formatTime(h.ExpiresAt), OnError: h.OnError.String()}
+	if h.MaxHold > 0 {
+		out.MaxHoldUntil = formatTime(h.AcquiredAt.Add(h.MaxHold))
+	}
+	return out
 }
 
 type waiterJSON struct {
@@ -91,11 +170,21 @@ type waiterJSON struct {
 }
 
 type keyJSON struct {
-	Key     string       `json:"key"`
-	Held    bool         `json:"held"`
+	Key  string `json:"key"`
+	Held bool   `json:"held"`
+	// Holder is the oldest of Holders (kept from when a key had one).
 	Holder  *holderJSON  `json:"holder"`
 	Waiters int          `json:"waiters"`
 	Queue   []waiterJSON `json:"queue"`
+	// Limit is the number of holders the key admits (1 for a mutex and
+	// for an idle key, whose limit is not fixed).
+	Limit   int          `json:"limit"`
+	Holders []holderJSON `json:"holders"`
+	Paused  bool         `json:"paused"`
+	// DelayUntil is the end of a lock-delay in force; null when none.
+	DelayUntil *string `json:"delay_until"`
+	// Last is how the key's last lease ended, while remembered.
+	Last *previousJSON `json:"last"`
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
@@ -105,6 +194,9 @@ type summaryJSON struct {
 	Held    bool   `json:"held"`
 	Owner   string `json:"owner"`
 	Waiters int    `json:"waiters"`
+	Holders int    `json:"holders"`
+	Limit   int    `json:"limit"`
+	Paused  bool   `json:"paused"`
 }
 
 type listJSON struct {
@@ -113,10 +205,18 @@ type listJSON struct {
 }
 
 func newKeyJSON(key string, info engine.KeyInfo) keyJSON {
-	out := keyJSON{Key: key, Held: info.Held, Waiters: info.Waiters, Queue: make([]waiterJSON, len(info.Queue))}
+	out := keyJSON{Key: key, Held: info.Held, Waiters: info.Waiters, Queue: make([]waiterJSON, len(info.Queue)),
+		Limit: max(1, info.Limit), Holders: make([]holderJSON, len(info.Holders)), Paused: info.Paused, Last: newPreviousJSON(info.Last)}
 	if info.Held {
-		h := info.Holder
-		out.Holder = &holderJSON{Owner: h.Owner, Fence: h.Fence, AcquiredAt: formatTime(h.AcquiredAt), ExpiresAt: formatTime(h.ExpiresAt), OnError: h.OnError.String()}
+		h := newHolderJSON(info.Holder)
+		out.Holder = &h
+	}
+	for i, h := range info.Holders {
+		out.Holders[i] = newHolderJSON(h)
+	}
+	if !info.DelayUntil.IsZero() {
+		d := formatTime(info.DelayUntil)
+		out.DelayUntil = &d
 	}
 	for i, w := range info.Queue {
 		out.Queue[i] = waiterJSON{Owner: w.Owner, WaitingSince: formatTime(w.WaitingSince)}
@@ -127,13 +227,14 @@ func newKeyJSON(key string, info engine.KeyInfo) keyJSON {
 func newListJSON(rows []engine.KeySummary, next string) listJSON {
 	out := listJSON{Locks: make([]summaryJSON, len(rows)), Next: next}
 	for i, r := range rows {
-		out.Locks[i] = summaryJSON{Key: r.Key, Held: r.Held, Owner: r.Owner, Waiters: r.Waiters}
+		out.Locks[i] = summaryJSON{Key: r.Key, Held: r.Held, Owner: r.Owner, Waiters: r.Waiters, Holders: r.Holders, Limit: max(1, r.Limit), Paused: r.Paused}
 	}
 	return out
 }
 
-// appendGrant encodes an acquire's 200 body.
-func appendGrant(b []byte, g engine.Grant) []byte {
+// appendGrant encodes an acquire's 200 body: the grant, the key's limit
+// and the acquire's request_id (left out when empty).
+func appendGrant(b []byte, g engine.Grant, limit int, requestID string) []byte {
 	b = append(b, `{"key":`...)
 	b = appendString(b, g.Key)
 	b = append(b, `,"token":"`...)
@@ -150,10 +251,17 @@ func appendGrant(b []byte, g engine.Grant) []byte {
 	b = appendMillis(b, g.Waited)
 	b = append(b, `,"previous":`...)
 	b = appendPrevious(b, g.Previous)
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, int64(max(1, limit)), 10)
+	if requestID != "" {
+		b = append(b, `,"request_id":`...)
+		b = appendString(b, requestID)
+	}
 	return append(b, "}\n"...)
 }
 
-// appendPrevious encodes a grant's previous lease: null when the key was free.
+// appendPrevious encodes a grant's previous lease: null when the key was
+// free and no earlier lease is remembered.
 func appendPrevious(b []byte, p engine.Previous) []byte {
 	if p.Outcome == engine.OutcomeNone {
 		return append(b, "null"...)
@@ -162,7 +270,9 @@ func appendPrevious(b []byte, p engine.Previous) []byte {
 	b = strconv.AppendUint(b, p.Fence, 10)
 	b = append(b, `,"outcome":"`...)
 	b = append(b, p.Outcome.String()...)
-	return append(b, `"}`...)
+	b = append(b, `","ended_at":`...)
+	b = appendTime(b, p.EndedAt)
+	return append(b, '}')
 }
 
 // appendReleased encodes a release's 200 body.

@@ -71,6 +71,16 @@ func (s *Server) routeTable(o Options) []route {
 		{http.MethodGet, "/v1/locks/:key", tierClient, s.inspect, answers(200, 400, 413)},
 		{http.MethodDelete, "/v1/locks/:key", tierAdmin, s.forceRelease, answers(200, 400, 404, 413)},
 		{http.MethodGet, "/v1/locks", tierAdmin, s.list, answers(200, 400, 413)},
+		{http.MethodGet, "/v1/locks/:key/fences/:fence", tierClient, s.checkFence, answers(200, 400, 409, 413)},
+		// The operators' tools. The static /v1/locks/pause, /resume and
+		// /waiters win over /v1/locks/:key for their own methods only, so
+		// a key named "pause" is inspected as before.
+		{http.MethodPost, "/v1/locks/:key/pause", tierAdmin, s.pause, answers(200, 400, 413)},
+		{http.MethodPost, "/v1/locks/:key/resume", tierAdmin, s.resume, answers(200, 400, 413)},
+		{http.MethodDelete, "/v1/locks/:key/waiters", tierAdmin, s.drain, answers(200, 400, 413)},
+		{http.MethodPost, "/v1/locks/pause", tierAdmin, s.pausePrefix, answers(200, 400, 413)},
+		{http.MethodPost, "/v1/locks/resume", tierAdmin, s.resumePrefix, answers(200, 400, 413)},
+		{http.MethodDelete, "/v1/locks/waiters", tierAdmin, s.drainPrefix, answers(200, 400, 413)},
 		{http.MethodGet, "/healthz", tierPublic, s.healthz, answers(200)},
 		{http.MethodGet, "/readyz", tierPublic, s.readyz, answers(200, 503)},
 	}

@@ -134,6 +134,18 @@ func appendEvent(b []byte, id uint64, ev *engine.Event) []byte {
 		b = appendTime(b, ev.ExpiresAt)
 	case engine.EventTimeout, engine.EventAborted, engine.EventCancelled:
 		b = appendWaited(b, ev)
+	case engine.EventSuperseded:
+		// The place taken over; the queue's length is unchanged.
+		b = appendWaited(b, ev)
+		b = append(b, `,"position":`...)
+		b = strconv.AppendInt(b, int64(ev.Position), 10)
+	case engine.EventDrained:
+		b = appendWaited(b, ev)
+		b = append(b, `,"reason":`...)
+		b = appendString(b, ev.Reason)
+	case engine.EventDelayed:
+		b = append(b, `,"until":`...)
+		b = appendTime(b, ev.ExpiresAt)
 	}
 	return append(b, '}')
 }
@@ -225,9 +237,10 @@ func (s *Server) subscribe(r *http.Request, f events.Filter) (*events.Subscripti
 // acquireStream serves an acquire sent with Accept: text/event-stream: a
 // "queued" event with the caller's place in line whenever it moves, then
 // exactly one final event: "granted" with the 200 body of a plain acquire,
-// or the error's code ("timeout", "aborted", "unavailable", ...) with its
-// error body. A client that disconnects leaves the queue as a long poll's
-// would.
+// or the error's code ("timeout", "aborted", "superseded", "drained",
+// "unavailable", ...) with its error body. A client that disconnects
+// leaves the queue as a long poll's would (one with a request_id keeps its
+// place, or its grant, for lock.detach_grace).
 func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptions) error {
 	// OnPosition runs under the engine's shard lock: it keeps only the
 	// latest position and never blocks. Calls for one waiter are serialised
@@ -298,8 +311,8 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 			default:
 			}
 			if r.err == nil {
-				if r.err = s.dropIfGone(ctx, r.g); r.err == nil {
-					w.event("granted", 0, appendGrant(buf[:0], r.g))
+				if r.err = s.dropIfGone(ctx, r.g, o.RequestID); r.err == nil {
+					w.event("granted", 0, appendGrant(buf[:0], r.g, o.Limit, o.RequestID))
 					return nil
 				}
 			}

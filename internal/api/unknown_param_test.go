@@ -16,7 +16,9 @@ func TestUnknownParameterMessage(t *testing.T) {
 	}{
 		{"GET", "/v1/locks/k?x=1", `Unknown parameter "x"; this call takes no parameters.`},
 		{"DELETE", "/v1/locks/k?force=1", `Unknown parameter "force"; this call takes no parameters.`},
-		{"POST", "/v1/locks/k/acquire?tll=5s", `Unknown parameter "tll"; this call takes ttl, wait, owner, on_error.`},
+		{"POST", "/v1/locks/k/acquire?tll=5s", `Unknown parameter "tll"; this call takes ttl, wait, owner, on_error, request_id, limit, max_hold, lock_delay.`},
+		{"DELETE", "/v1/locks/k/waiters?prefix=a", `Unknown parameter "prefix"; this call takes reason.`},
+		{"POST", "/v1/locks/k/pause?reason=x", `Unknown parameter "reason"; this call takes no parameters.`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {

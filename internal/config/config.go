@@ -85,7 +85,29 @@ type Lock struct {
 	// lease granted before a restart has expired before a new one is
 	// granted. Set it to at least the longest TTL clients use.
 	RestartGrace time.Duration `mapstructure:"restart_grace"`
+	// MaxHold bounds an acquire's max_hold (0: no bound, and an acquire
+	// may still ask for one). It does not cap leases that ask for none.
+	MaxHold time.Duration `mapstructure:"max_hold"`
+	// DefaultLockDelay is the lock_delay of an acquire that names none:
+	// how long nobody is granted a key after its lease ended by expiry
+	// or force-release.
+	DefaultLockDelay time.Duration `mapstructure:"default_lock_delay"`
+	// RememberOutcome is how long a key's last outcome and a request id's
+	// lease are remembered after the lease ended (previous on the next
+	// grant, last in inspection, lease_ended for a re-sent request_id);
+	// 0 remembers nothing.
+	RememberOutcome time.Duration `mapstructure:"remember_outcome"`
+	// MaxRemembered caps those records, oldest forgotten first.
+	MaxRemembered int `mapstructure:"max_remembered"`
+	// DetachGrace is how long an acquire with a request_id whose client
+	// went away keeps its place in the queue, or the lease it was granted,
+	// for the client's re-sent acquire; 0 turns it off.
+	DetachGrace time.Duration `mapstructure:"detach_grace"`
 }
+
+// MaxLockDelay is the longest lock_delay an acquire or
+// lock.default_lock_delay may ask for.
+const MaxLockDelay = api.MaxLockDelay
 
 // Limits bound the engine's memory.
 type Limits struct {
@@ -187,6 +209,12 @@ func Default() Config {
 			MaxTTL:      time.Hour,
 			DefaultWait: 30 * time.Second,
 			MaxWait:     10 * time.Minute,
+			// Ten minutes covers a cron job's next run asking how the
+			// last one ended; the cap bounds the memory (about 200 bytes
+			// and the key's a record).
+			RememberOutcome: 10 * time.Minute,
+			MaxRemembered:   100_000,
+			DetachGrace:     30 * time.Second,
 		},
 		Limits: Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000,
 			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
@@ -251,6 +279,21 @@ func (c Config) Validate() error {
 	}
 	if l.RestartGrace < 0 {
 		bad("lock.restart_grace", "must not be negative, got %s", l.RestartGrace)
+	}
+	if l.MaxHold < 0 || (l.MaxHold > 0 && l.MaxHold < MinTTL) {
+		bad("lock.max_hold", "must be 0 (no bound) or at least %s, got %s", MinTTL, l.MaxHold)
+	}
+	if l.DefaultLockDelay < 0 || l.DefaultLockDelay > MaxLockDelay {
+		bad("lock.default_lock_delay", "must be between 0 and %s, got %s", MaxLockDelay, l.DefaultLockDelay)
+	}
+	if l.RememberOutcome < 0 {
+		bad("lock.remember_outcome", "must not be negative (0 remembers nothing), got %s", l.RememberOutcome)
+	}
+	if l.MaxRemembered < 1 {
+		bad("lock.max_remembered", "must be at least 1, got %d", l.MaxRemembered)
+	}
+	if l.DetachGrace < 0 {
+		bad("lock.detach_grace", "must not be negative (0 turns it off), got %s", l.DetachGrace)
 	}
 	if c.Limits.ReadHeaderTimeout <= 0 {
 		bad("limits.read_header_timeout", "must be positive, got %s", c.Limits.ReadHeaderTimeout)

@@ -252,6 +252,9 @@ func (m *Metrics) Watch(src Sources) {
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "mutexd_keys", Help: "Keys with a holder or waiters.",
 			}, func() float64 { return float64(e.Stats().Keys) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "mutexd_paused_keys", Help: "Keys an operator paused (no grants until resumed).",
+			}, func() float64 { return float64(e.Stats().Paused) }),
 			&oldestCollector{m: m, src: e, desc: prometheus.NewDesc("mutexd_oldest_waiter_age_seconds",
 				"How long the longest-waiting waiter of the namespace has waited; 0 when none waits.",
 				[]string{NamespaceLabel}, nil)},
@@ -468,6 +471,13 @@ func (m *Metrics) OnEvent(ev engine.Event) {
 	case engine.EventTimeout, engine.EventAborted, engine.EventCancelled:
 		n, other := m.present(ev.Key)
 		n.wait[ev.Type].Observe(ev.Waited.Seconds())
+		m.depart(ev.Key, n, other, liveQueued)
+	case engine.EventDrained:
+		// An operator sent the waiter away: for its wait, a give-up like
+		// a cancelled one (an outcome label of its own would add a series
+		// per namespace for a rare act).
+		n, other := m.present(ev.Key)
+		n.wait[engine.EventCancelled].Observe(ev.Waited.Seconds())
 		m.depart(ev.Key, n, other, liveQueued)
 	case engine.EventEnded:
 		n, other := m.present(ev.Key)

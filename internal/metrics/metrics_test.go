@@ -233,3 +233,75 @@ mutexd_event_subscribers 3
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+// TestDrainedWaitersLeaveTheQueue: a waiter an operator drained leaves the
+// queue gauge (counted, for its wait, as cancelled); a superseded one is
+// replaced in place, so the gauge does not move.
+func TestDrainedWaitersLeaveTheQueue(t *testing.T) {
+	m := newMetrics(10)
+	for _, ev := range []engine.Event{
+		{Type: engine.EventGranted, Key: "job:1"},
+		{Type: engine.EventQueued, Key: "job:1"},
+		{Type: engine.EventQueued, Key: "job:1"},
+		{Type: engine.EventSuperseded, Key: "job:1", Position: 2},
+		{Type: engine.EventPaused, Key: "job:1"},
+		{Type: engine.EventDrained, Key: "job:1", Waited: time.Second, Reason: "deploy"},
+		{Type: engine.EventDrained, Key: "job:1", Waited: time.Second, Reason: "deploy"},
+		{Type: engine.EventResumed, Key: "job:1"},
+		{Type: engine.EventDelayed, Key: "job:1"},
+	} {
+		m.OnEvent(ev)
+	}
+	want := `
+# HELP mutexd_queue_depth Waiters queued now.
+# TYPE mutexd_queue_depth gauge
+mutexd_queue_depth{lock_namespace="_other"} 0
+mutexd_queue_depth{lock_namespace="job"} 0
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "mutexd_queue_depth"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m.Registry(), "mutexd_wait_duration_seconds"); n == 0 {
+		t.Fatal("no wait histogram")
+	}
+	if got := histCount(t, m, "job", "cancelled"); got != 2 {
+		t.Fatalf("cancelled waits %d, want the 2 drained", got)
+	}
+}
+
+// TestPausedKeysGauge: mutexd_paused_keys reads the engine's count.
+func TestPausedKeysGauge(t *testing.T) {
+	m := newMetrics(10)
+	m.Watch(metrics.Sources{Engine: fakeSource{stats: engine.Stats{Keys: 4, Paused: 3}}})
+	want := `
+# HELP mutexd_paused_keys Keys an operator paused (no grants until resumed).
+# TYPE mutexd_paused_keys gauge
+mutexd_paused_keys 3
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "mutexd_paused_keys"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func histCount(t *testing.T, m *metrics.Metrics, ns, outcome string) uint64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "mutexd_wait_duration_seconds" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range mt.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["lock_namespace"] == ns && labels["outcome"] == outcome {
+				return mt.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return 0
+}

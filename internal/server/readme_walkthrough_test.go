@@ -44,14 +44,14 @@ func TestReadmeWalkthroughRunsVerbatim(t *testing.T) {
 	// One line per curl that prints, in order.
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	want := []string{
-		`^\{"key":"invoice:42","token":"[0-9a-f]{32}","fence":\d+,"owner":"worker-1","ttl_ms":30000,.*"previous":null\}$`, // acquire
-		`^\{"key":"invoice:42","held":true,.*"owner":"worker-1"`,                                                          // inspect
-		`^\{"error":"timeout",.*"waiters":0\}$`,                                                                           // try-lock
-		`^\{"key":"invoice:42","fence":\d+,"ttl_ms":60000,`,                                                               // renew
-		`^\{"key":"invoice:42","fence":\d+,"released":true,"held_ms":\d+\}$`,                                              // release
-		`^\{"key":"invoice:42","token":"[0-9a-f]{32}",.*"ttl_ms":10000,`,                                                  // body acquire
-		`^\{"locks":\[\{"key":"invoice:42","held":true,`,                                                                  // list
-		`^\{"key":"invoice:42","fence":\d+,"released":true,"held_ms":\d+\}$`,                                              // force-release
+		`^\{"key":"invoice:42","token":"[0-9a-f]{32}","fence":\d+,"owner":"worker-1","ttl_ms":30000,.*"previous":null,"limit":1\}$`, // acquire
+		`^\{"key":"invoice:42","held":true,.*"owner":"worker-1"`,                                                                    // inspect
+		`^\{"error":"timeout",.*"waiters":0\}$`,                                                                                     // try-lock
+		`^\{"key":"invoice:42","fence":\d+,"ttl_ms":60000,`,                                                                         // renew
+		`^\{"key":"invoice:42","fence":\d+,"released":true,"held_ms":\d+\}$`,                                                        // release
+		`^\{"key":"invoice:42","token":"[0-9a-f]{32}",.*"ttl_ms":10000,`,                                                            // body acquire
+		`^\{"locks":\[\{"key":"invoice:42","held":true,`,                                                                            // list
+		`^\{"key":"invoice:42","fence":\d+,"released":true,"held_ms":\d+\}$`,                                                        // force-release
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("walk-through printed %d lines, want %d:\n%s", len(lines), len(want), out)

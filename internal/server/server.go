@@ -119,7 +119,19 @@ func (s *Server) buildEngine(version string) {
 		MaxWaiters:       l.MaxWaiters,
 		ReservedKeys:     l.Reserved(l.MaxKeys),
 		ReservedWaiters:  l.Reserved(l.MaxWaiters),
+		DetachGrace:      detachGrace(cfg.Lock.DetachGrace),
+		RememberOutcome:  cfg.Lock.RememberOutcome,
+		MaxRemembered:    cfg.Lock.MaxRemembered,
 	})
+}
+
+// detachGrace is lock.detach_grace as the engine takes it: there 0 means
+// the default and a negative value off; in the configuration 0 is off.
+func detachGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // buildAPI makes the HTTP API over the engine and the http.Server that
@@ -133,11 +145,13 @@ func (s *Server) buildAPI() {
 	s.api = api.New(api.Options{
 		Locker: s.engine,
 		Bounds: api.Bounds{
-			DefaultTTL:  cfg.Lock.DefaultTTL,
-			MinTTL:      config.MinTTL,
-			MaxTTL:      cfg.Lock.MaxTTL,
-			DefaultWait: cfg.Lock.DefaultWait,
-			MaxWait:     cfg.Lock.MaxWait,
+			DefaultTTL:       cfg.Lock.DefaultTTL,
+			MinTTL:           config.MinTTL,
+			MaxTTL:           cfg.Lock.MaxTTL,
+			DefaultWait:      cfg.Lock.DefaultWait,
+			MaxWait:          cfg.Lock.MaxWait,
+			MaxHold:          cfg.Lock.MaxHold,
+			DefaultLockDelay: cfg.Lock.DefaultLockDelay,
 		},
 		Observer:         routeMetrics{s.metrics},
 		Metrics:          s.metrics.Handler(),
@@ -277,7 +291,9 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("mutexd started", "addr", s.ln.Addr().String(), "version", s.metrics.Version(),
 		"default_ttl", c.Lock.DefaultTTL.String(), "max_ttl", c.Lock.MaxTTL.String(),
 		"default_wait", c.Lock.DefaultWait.String(), "max_wait", c.Lock.MaxWait.String(),
-		"restart_grace", c.Lock.RestartGrace.String(),
+		"restart_grace", c.Lock.RestartGrace.String(), "max_hold", c.Lock.MaxHold.String(),
+		"default_lock_delay", c.Lock.DefaultLockDelay.String(), "remember_outcome", c.Lock.RememberOutcome.String(),
+		"max_remembered", c.Lock.MaxRemembered, "detach_grace", c.Lock.DetachGrace.String(),
 		"max_keys", c.Limits.MaxKeys, "max_waiters_per_key", c.Limits.MaxWaitersPerKey,
 		"max_waiters", c.Limits.MaxWaiters, "max_connections", c.Limits.MaxConnections,
 		"max_requests", c.Limits.MaxRequests, "write_timeout", c.Limits.WriteTimeout.String(),
