@@ -513,6 +513,8 @@ func TestNeverRetriesAnAcquireThatMayHaveBeenGranted(t *testing.T) {
 	if n.Load() != 1 {
 		t.Errorf("%d attempts, want exactly 1", n.Load())
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(bodies) == 1 && strings.Contains(bodies[0], "request_id") {
 		t.Errorf("WithoutRequestIDs sent %s", bodies[0])
 	}
