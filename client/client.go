@@ -22,9 +22,13 @@
 // Retries: a call that certainly did not reach the server (connection
 // refused, any dial error) and a 503 unavailable answer are retried with
 // capped, jittered exponential backoff, within the caller's context and the
-// client's RetryPolicy. Nothing else is retried: an acquire whose request
-// may have been granted is never sent twice, so a retry cannot leave behind
-// a lease nobody knows about.
+// client's RetryPolicy. An acquire carries a request id (a fresh random one
+// unless RequestID names it), so one whose answer was lost (the connection
+// was cut, an attempt timed out) is sent again with the same id: the server
+// answers it with the lease it already granted, or puts it in the first
+// attempt's place in the queue, so a retry never leaves behind a lease
+// nobody knows about. Other calls are retried only when they certainly did
+// not reach the server.
 package client
 
 import (
@@ -38,8 +42,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -57,6 +63,7 @@ type Client struct {
 	token      string
 	owner      string
 	retry      RetryPolicy
+	noIDs      bool // WithoutRequestIDs
 }
 
 // RetryPolicy bounds the retries of calls that certainly did not reach the
@@ -158,6 +165,14 @@ func WithOwner(owner string) Option {
 	return func(c *Client) error { c.owner = owner; return nil }
 }
 
+// WithoutRequestIDs makes acquires send no request id unless RequestID
+// gives one, for servers older than request ids (they reject the
+// parameter as invalid). Such acquires are never sent twice once they may
+// have reached the server, since a second one would queue a second waiter.
+func WithoutRequestIDs() Option {
+	return func(c *Client) error { c.noIDs = true; return nil }
+}
+
 // WithRetry replaces DefaultRetryPolicy.
 func WithRetry(p RetryPolicy) Option {
 	return func(c *Client) error {
@@ -214,42 +229,80 @@ type request struct {
 	// longPoll marks a request that may wait on the server (see
 	// longpoll.go).
 	longPoll bool
+	// resend marks a request the server deduplicates (an acquire with a
+	// request id): an attempt cut before its answer may be sent again.
+	// bodyFor, when set, gives the body of each attempt from the time
+	// since the first was sent (an acquire's shrinking wait).
+	resend  bool
+	bodyFor func(elapsed time.Duration) any
+	// written, when set, is set once an attempt has been written out in
+	// full: from then on the server may have acted on it.
+	written *atomic.Bool
 }
 
 // response is a 2xx answer.
 type response struct {
-	sentAt time.Time // just before the attempt that got this answer was sent
+	// sentAt is just before the earliest attempt the answer can stem
+	// from: the first one that was cut (the server may have queued it, and
+	// a re-send takes its place), else the one that got the answer.
+	sentAt time.Time
 	body   []byte
 }
 
 // maxBody bounds a success body (a listing of 1000 keys fits easily).
 const maxBody = 8 << 20
 
-// do sends r, retrying only what certainly did not reach the server or was
-// refused with 503, and returns the 2xx answer or the error.
+// do sends r, retrying what certainly did not reach the server or was
+// refused with 503 (and, for a request marked resend, what was cut before
+// its answer), and returns the 2xx answer or the error.
 func (c *Client) do(ctx context.Context, r request) (response, error) {
-	var body []byte
-	if r.body != nil {
-		var err error
-		if body, err = json.Marshal(r.body); err != nil {
-			return response{}, err
+	marshal := func(v any) ([]byte, error) {
+		if v == nil {
+			return nil, nil
 		}
+		return json.Marshal(v)
+	}
+	body, err := marshal(r.body)
+	if err != nil {
+		return response{}, err
 	}
 	target := c.base + r.path
 	if len(r.query) > 0 {
 		target += "?" + r.query.Encode()
 	}
-	var last error // the previous attempt's, when it was retried
+	var (
+		last     error     // the previous attempt's, when it was retried
+		first    time.Time // when the first attempt was sent
+		firstCut time.Time // when the first attempt that was cut was sent
+	)
 	for attempt := 1; ; attempt++ {
-		resp, retryAfter, err := c.send(ctx, r.method, target, body, r.longPoll)
+		now := time.Now()
+		if attempt == 1 {
+			first = now
+		} else if r.bodyFor != nil {
+			if body, err = marshal(r.bodyFor(now.Sub(first))); err != nil {
+				return response{}, err
+			}
+		}
+		resp, retryAfter, err := c.send(ctx, r.method, target, body, r.longPoll, r.written)
 		if err == nil {
+			if !firstCut.IsZero() {
+				resp.sentAt = firstCut
+			}
 			return resp, nil
 		}
 		if ae := (*APIError)(nil); ctx.Err() != nil && last != nil && !errors.As(err, &ae) {
 			// Say why it was retried, not only that time ran out.
 			return response{}, fmt.Errorf("%w (gave up retrying: %w)", last, context.Cause(ctx))
 		}
-		if !retryable(err) || attempt >= c.retry.MaxAttempts || ctx.Err() != nil {
+		again := retryable(err)
+		if !again && r.resend && ctx.Err() == nil && cut(err) {
+			again = true
+			if firstCut.IsZero() {
+				firstCut = now
+			}
+		}
+		if !again || attempt >= c.retry.MaxAttempts || ctx.Err() != nil {
 			return response{}, err
 		}
 		last = err
@@ -270,15 +323,24 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 // send makes one attempt. The error is an *APIError for a non-2xx answer,
 // an unreachableError when the request certainly was not sent, else the
 // transport's error.
-func (c *Client) send(ctx context.Context, method, target string, body []byte, long bool) (response, time.Duration, error) {
+func (c *Client) send(ctx context.Context, method, target string, body []byte, long bool, written *atomic.Bool) (response, time.Duration, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	reqCtx := ctx
+	if written != nil {
+		reqCtx = httptrace.WithClientTrace(reqCtx, &httptrace.ClientTrace{
+			WroteRequest: func(i httptrace.WroteRequestInfo) {
+				if i.Err == nil {
+					written.Store(true)
+				}
+			},
+		})
+	}
 	if long {
 		var finish func()
-		reqCtx, finish = longPoll(ctx)
+		reqCtx, finish = longPoll(reqCtx)
 		defer finish()
 	}
 	req, err := http.NewRequestWithContext(reqCtx, method, target, rd)
@@ -333,6 +395,18 @@ func retryable(err error) bool {
 	var ue unreachableError
 	var ae *APIError
 	return errors.As(err, &ue) || (errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable)
+}
+
+// cut reports whether a failed attempt ended without an answer, so that
+// its fate on the server is unknown: the connection broke or timed out
+// after the request may have been sent. Errors that would only repeat (a
+// certificate the client does not trust, a request it could not build)
+// are not cuts.
+func cut(err error) bool {
+	var ae *APIError
+	var cv *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	return !errors.As(err, &ae) && !errors.As(err, &cv) && !errors.As(err, &rh) && !errors.Is(err, ErrInvalid)
 }
 
 // notSent reports transport errors that prove the server never processed

@@ -3,11 +3,14 @@ package client_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -482,15 +485,25 @@ func TestRetriesUnavailable(t *testing.T) {
 	}
 }
 
+// TestNeverRetriesAnAcquireThatMayHaveBeenGranted: without a request id
+// (WithoutRequestIDs, for servers older than them), an acquire that reached
+// the server is never sent again, since a second one would queue a second
+// waiter.
 func TestNeverRetriesAnAcquireThatMayHaveBeenGranted(t *testing.T) {
+	var bodies []string
+	var mu sync.Mutex
 	srv, n := fakeServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
 		// The request arrived; the connection dies before an answer.
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {
 			conn.Close()
 		}
 	})
-	c, err := client.New(srv.URL, fastRetry)
+	c, err := client.New(srv.URL, fastRetry, client.WithoutRequestIDs())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,6 +512,122 @@ func TestNeverRetriesAnAcquireThatMayHaveBeenGranted(t *testing.T) {
 	}
 	if n.Load() != 1 {
 		t.Errorf("%d attempts, want exactly 1", n.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) == 1 && strings.Contains(bodies[0], "request_id") {
+		t.Errorf("WithoutRequestIDs sent %s", bodies[0])
+	}
+}
+
+// acquireBody is what the fakes read of an acquire.
+type acquireBody struct {
+	RequestID string `json:"request_id"`
+	Wait      string `json:"wait"`
+	Limit     int    `json:"limit"`
+	MaxHold   string `json:"max_hold"`
+	LockDelay string `json:"lock_delay"`
+}
+
+// TestRetriesACutAcquireWithTheSameRequestID: an acquire whose connection
+// dies after it was sent is sent again with the same request id (the
+// server deduplicates it), with the wait shortened by the time spent, and
+// the lease is the one the retry is answered with.
+func TestRetriesACutAcquireWithTheSameRequestID(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		bodies []acquireBody
+	)
+	srv, n := fakeServer(t, func(n int64, w http.ResponseWriter, r *http.Request) {
+		var b acquireBody
+		if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
+			t.Errorf("attempt %d: %v", n, err)
+		}
+		mu.Lock()
+		bodies = append(bodies, b)
+		mu.Unlock()
+		if n <= 2 {
+			time.Sleep(20 * time.Millisecond) // time that counts against the wait
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		fmt.Fprint(w, strings.Replace(grantBody, `"previous":null`, `"previous":null,"limit":1,"request_id":"`+b.RequestID+`"`, 1))
+	})
+	c, err := client.New(srv.URL, fastRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Acquire(t.Context(), "k", client.Wait(10*time.Second))
+	if err != nil {
+		t.Fatalf("Acquire over two cut connections = %v, want the grant of the third attempt", err)
+	}
+	if n.Load() != 3 {
+		t.Errorf("%d attempts, want 3", n.Load())
+	}
+	mu.Lock()
+	seen := slices.Clone(bodies)
+	mu.Unlock()
+	id := seen[0].RequestID
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		t.Errorf("request_id %q, want 32 hex digits", id)
+	}
+	for i, b := range seen {
+		if b.RequestID != id {
+			t.Errorf("attempt %d sent request_id %q, want the first's %q", i+1, b.RequestID, id)
+		}
+	}
+	if seen[0].Wait != "10000ms" {
+		t.Errorf("first wait %s, want 10000ms", seen[0].Wait)
+	}
+	if w, err := time.ParseDuration(seen[2].Wait); err != nil || w > 9960*time.Millisecond || w < time.Second {
+		t.Errorf("third attempt's wait %s, want 10s less the 40ms and more already spent", seen[2].Wait)
+	}
+	if l.RequestID != id || l.Limit != 1 || l.Fence != 7 {
+		t.Errorf("lease %+v, want fence 7, limit 1, request id %s", l, id)
+	}
+	// Each acquire gets its own id.
+	if _, err := c.Acquire(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := bodies[len(bodies)-1].RequestID; got == id || len(got) != 32 {
+		t.Errorf("the next acquire sent request_id %q, want a fresh one", got)
+	}
+}
+
+// TestAcquireSendsItsOptions: RequestID, Limit, MaxHold and LockDelay
+// reach the server as the API names them; bad ones are refused unsent.
+func TestAcquireSendsItsOptions(t *testing.T) {
+	got := make(chan acquireBody, 1)
+	srv, n := fakeServer(t, func(_ int64, w http.ResponseWriter, r *http.Request) {
+		var b acquireBody
+		json.NewDecoder(r.Body).Decode(&b)
+		got <- b
+		fmt.Fprint(w, grantBody)
+	})
+	c, err := client.New(srv.URL, fastRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire(t.Context(), "k", client.RequestID("job-7"), client.Limit(3), client.MaxHold(time.Minute), client.LockDelay(1500*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	want := acquireBody{RequestID: "job-7", Limit: 3, MaxHold: "60000ms", LockDelay: "1500ms"}
+	if b := <-got; b != want {
+		t.Errorf("sent %+v, want %+v", b, want)
+	}
+	for _, bad := range []client.AcquireOption{client.RequestID(""), client.RequestID(strings.Repeat("x", 65)), client.RequestID("a b"), client.RequestID("é"),
+		client.Limit(-1), client.MaxHold(-time.Second), client.LockDelay(-time.Second)} {
+		if _, err := c.Acquire(t.Context(), "k", bad); !errors.Is(err, client.ErrInvalid) {
+			t.Errorf("Acquire with a bad option = %v, want ErrInvalid", err)
+		}
+	}
+	if n.Load() != 1 {
+		t.Errorf("%d requests, want only the good one sent", n.Load())
 	}
 }
 

@@ -45,6 +45,29 @@ var (
 	// refused, or no renew succeeded before its deadline. Lease.Err and Do
 	// return errors that wrap it.
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrSuperseded: a later acquire with the same request id took this
+	// one's place in the queue (409 superseded). Only a caller that sends
+	// one RequestID from two places sees it.
+	ErrSuperseded = errors.New("superseded by a later acquire with the same request id")
+	// ErrLeaseEnded: the acquire was sent again with its request id (a
+	// retry after a lost answer) and the lease it had been granted has
+	// already ended (409 lease_ended). APIError.Fence, Outcome and EndedAt
+	// say which lease and how it ended.
+	ErrLeaseEnded = errors.New("the lease granted to this request id has ended")
+	// ErrLimitMismatch: the acquire's Limit differs from the one the key's
+	// holders and waiters use (409 limit_mismatch); APIError.Limit is the
+	// key's.
+	ErrLimitMismatch = errors.New("limit differs from the key's")
+	// ErrMaxHoldReached: a renewal would push the lease past its MaxHold
+	// (409 max_hold_reached). The lease stays live until APIError.ExpiresAt
+	// and is not renewed any more.
+	ErrMaxHoldReached = errors.New("the lease reached its max hold")
+	// ErrDrained: an operator emptied the key's queue (409 drained);
+	// APIError.Reason is theirs.
+	ErrDrained = errors.New("queue drained by an operator")
+	// ErrStaleFence: the fence is not a live lease of the key (409
+	// stale_fence); APIError.CurrentFences lists the live ones.
+	ErrStaleFence = errors.New("stale fence: not a live lease of the key")
 )
 
 // APIError is an error answer from the server: the HTTP status and the
@@ -64,6 +87,22 @@ type APIError struct {
 	RetryAfter time.Duration
 	// RequestID is the X-Request-Id the server answered with, for its logs.
 	RequestID string
+
+	// Fence, Outcome and EndedAt describe the ended lease of a 409
+	// lease_ended.
+	Fence   uint64
+	Outcome string
+	EndedAt time.Time
+	// Limit is the key's limit in a 409 limit_mismatch.
+	Limit int
+	// ExpiresAt is a lease's final expiry in a 409 max_hold_reached (the
+	// server's clock).
+	ExpiresAt time.Time
+	// Reason is the operator's reason in a 409 drained.
+	Reason string
+	// CurrentFences are the key's live fences in a 409 stale_fence, oldest
+	// first (empty when nobody holds the key).
+	CurrentFences []uint64
 }
 
 // Error returns the server's message with status and code.
@@ -91,6 +130,18 @@ func (e *APIError) sentinel() error {
 		return ErrTooManyWaiters
 	case "too_many_keys":
 		return ErrTooManyKeys
+	case "superseded":
+		return ErrSuperseded
+	case "lease_ended":
+		return ErrLeaseEnded
+	case "limit_mismatch":
+		return ErrLimitMismatch
+	case "max_hold_reached":
+		return ErrMaxHoldReached
+	case "drained":
+		return ErrDrained
+	case "stale_fence":
+		return ErrStaleFence
 	}
 	switch e.Status {
 	case http.StatusServiceUnavailable:
@@ -119,6 +170,20 @@ func decodeAPIError(status int, h http.Header, body []byte) *APIError {
 	}
 	if json.Unmarshal(body, &b) == nil && b.Error != "" {
 		e.Code, e.Message, e.Waiters = b.Error, b.Message, b.Waiters
+		// The details of the codes that carry some, decoded apart so that
+		// a malformed one spoils neither the code nor the message.
+		var d struct {
+			Fence         uint64    `json:"fence"`
+			Outcome       string    `json:"outcome"`
+			EndedAt       time.Time `json:"ended_at"`
+			Limit         int       `json:"limit"`
+			ExpiresAt     time.Time `json:"expires_at"`
+			Reason        string    `json:"reason"`
+			CurrentFences []uint64  `json:"current_fences"`
+		}
+		_ = json.Unmarshal(body, &d)
+		e.Fence, e.Outcome, e.EndedAt, e.Limit = d.Fence, d.Outcome, d.EndedAt, d.Limit
+		e.ExpiresAt, e.Reason, e.CurrentFences = d.ExpiresAt, d.Reason, d.CurrentFences
 	} else {
 		e.Code = "http_" + strconv.Itoa(status)
 	}

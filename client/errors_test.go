@@ -30,10 +30,18 @@ func TestDecodeAPIError(t *testing.T) {
 		{400, nil, `{"error":"invalid_ttl","message":"m"}`, "invalid_ttl", ErrInvalid, 0, 0},
 		{401, nil, `{"error":"unauthorized","message":"m"}`, "unauthorized", ErrUnauthorized, 0, 0},
 		{403, nil, `{"error":"forbidden","message":"m"}`, "forbidden", ErrForbidden, 0, 0},
+		{409, nil, `{"error":"superseded","message":"m"}`, "superseded", ErrSuperseded, 0, 0},
+		{409, nil, `{"error":"lease_ended","message":"m","fence":5,"outcome":"expired","ended_at":"2030-01-01T00:00:00.000Z"}`, "lease_ended", ErrLeaseEnded, 0, 0},
+		{409, nil, `{"error":"limit_mismatch","message":"m","limit":3}`, "limit_mismatch", ErrLimitMismatch, 0, 0},
+		{409, nil, `{"error":"max_hold_reached","message":"m","expires_at":"2030-01-01T00:00:00.000Z"}`, "max_hold_reached", ErrMaxHoldReached, 0, 0},
+		{409, nil, `{"error":"drained","message":"m","reason":"maintenance"}`, "drained", ErrDrained, 0, 0},
+		{409, nil, `{"error":"stale_fence","message":"m","current_fences":[8,9]}`, "stale_fence", ErrStaleFence, 0, 0},
+		{409, nil, `{"error":"stale_fence","message":"m","current_fences":"bad"}`, "stale_fence", ErrStaleFence, 0, 0},
 		{500, nil, `{"error":"internal","message":"m"}`, "internal", nil, 0, 0},
 		{502, nil, ``, "http_502", nil, 0, 0},
 	}
-	sentinels := []error{ErrTimeout, ErrAborted, ErrNotHolder, ErrTooManyWaiters, ErrTooManyKeys, ErrUnavailable, ErrInvalid, ErrUnauthorized, ErrForbidden, ErrLeaseLost}
+	sentinels := []error{ErrTimeout, ErrAborted, ErrNotHolder, ErrTooManyWaiters, ErrTooManyKeys, ErrUnavailable, ErrInvalid, ErrUnauthorized, ErrForbidden, ErrLeaseLost,
+		ErrSuperseded, ErrLeaseEnded, ErrLimitMismatch, ErrMaxHoldReached, ErrDrained, ErrStaleFence}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
 			h := tt.header
@@ -51,6 +59,31 @@ func TestDecodeAPIError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecodeAPIErrorDetails: the codes that carry data hand it over.
+func TestDecodeAPIErrorDetails(t *testing.T) {
+	h := http.Header{}
+	e := decodeAPIError(409, h, []byte(`{"error":"lease_ended","message":"m","fence":5,"outcome":"expired","ended_at":"2030-01-01T00:00:00.000Z"}`))
+	if e.Fence != 5 || e.Outcome != "expired" || !e.EndedAt.Equal(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("lease_ended decoded as %+v", e)
+	}
+	if e := decodeAPIError(409, h, []byte(`{"error":"limit_mismatch","message":"m","limit":3}`)); e.Limit != 3 {
+		t.Errorf("limit_mismatch decoded as %+v, want Limit 3", e)
+	}
+	if e := decodeAPIError(409, h, []byte(`{"error":"max_hold_reached","message":"m","expires_at":"2030-01-01T00:00:00.000Z"}`)); e.ExpiresAt.IsZero() {
+		t.Errorf("max_hold_reached decoded as %+v, want ExpiresAt", e)
+	}
+	if e := decodeAPIError(409, h, []byte(`{"error":"drained","message":"m","reason":"maintenance"}`)); e.Reason != "maintenance" {
+		t.Errorf("drained decoded as %+v, want Reason maintenance", e)
+	}
+	if e := decodeAPIError(409, h, []byte(`{"error":"stale_fence","message":"m","current_fences":[8,9]}`)); len(e.CurrentFences) != 2 || e.CurrentFences[1] != 9 {
+		t.Errorf("stale_fence decoded as %+v, want CurrentFences [8 9]", e)
+	}
+	// A malformed detail spoils neither the code nor the message.
+	if e := decodeAPIError(409, h, []byte(`{"error":"stale_fence","message":"m","current_fences":"x"}`)); e.Code != "stale_fence" || e.Message != "m" {
+		t.Errorf("bad detail decoded as %+v", e)
 	}
 }
 

@@ -15,11 +15,25 @@ import (
 type KeyStatus struct {
 	Key  string `json:"key"`
 	Held bool   `json:"held"`
-	// Holder is nil when the key is free.
+	// Holder is nil when the key is free; with several holders (Limit >
+	// 1) it is the oldest.
 	Holder *Holder `json:"holder"`
+	// Limit is the key's number of slots (1 for a mutex; 0 from a server
+	// that does not say).
+	Limit int `json:"limit"`
+	// Holders lists every live lease, oldest first.
+	Holders []Holder `json:"holders"`
 	// Waiters is the queue's length; Queue lists at most its first 100.
 	Waiters int      `json:"waiters"`
 	Queue   []Waiter `json:"queue"`
+	// Paused: an operator paused the key (see Pause): nothing is granted
+	// until it is resumed.
+	Paused bool `json:"paused"`
+	// DelayUntil is when a lock-delay ends (see LockDelay); nil when none.
+	DelayUntil *time.Time `json:"delay_until"`
+	// Last is how the key's most recent lease ended, while the server
+	// remembers it; nil otherwise.
+	Last *Previous `json:"last"`
 	// Raw is the server's answer as it was sent, for a caller that passes
 	// it on (mutexd status -o json) with every field and the API's time
 	// format intact.
@@ -34,6 +48,8 @@ type Holder struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 	// OnError is "continue" or "stop".
 	OnError string `json:"on_error"`
+	// MaxHoldUntil is when the lease's MaxHold ends it; nil without one.
+	MaxHoldUntil *time.Time `json:"max_hold_until,omitempty"`
 }
 
 // Waiter is one queued acquire, in arrival order.
@@ -63,10 +79,15 @@ func (c *Client) Inspect(ctx context.Context, key string) (*KeyStatus, error) {
 
 // KeySummary is one row of a listing.
 type KeySummary struct {
-	Key     string `json:"key"`
-	Held    bool   `json:"held"`
+	Key  string `json:"key"`
+	Held bool   `json:"held"`
+	// Owner is the oldest holder's.
 	Owner   string `json:"owner"`
 	Waiters int    `json:"waiters"`
+	// Holders is the number of live leases; Limit the key's slots.
+	Holders int  `json:"holders"`
+	Limit   int  `json:"limit"`
+	Paused  bool `json:"paused"`
 }
 
 // ListOptions select a page of active keys.

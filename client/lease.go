@@ -30,9 +30,17 @@ type Lease struct {
 	Owner string
 	// Waited is how long the acquire waited in the queue.
 	Waited time.Duration
-	// Previous describes how the lease before this one ended; nil when the
-	// key was free.
+	// Previous describes how the key's last lease before this one ended:
+	// the one this grant followed, or, on a key that had gone idle, the
+	// one the server still remembers (lock.remember_outcome); nil when
+	// there is none. An "expired" or "failed" outcome means the last
+	// holder did not finish cleanly.
 	Previous *Previous
+	// Limit is the key's number of slots (1 for a mutex; see the Limit
+	// option).
+	Limit int
+	// RequestID is the acquire's request id ("" when it sent none).
+	RequestID string
 
 	c    *Client
 	lost chan struct{}
@@ -61,6 +69,9 @@ type Previous struct {
 	Fence uint64 `json:"fence"`
 	// Outcome is "released", "failed", "expired" or "forced".
 	Outcome string `json:"outcome"`
+	// EndedAt is when it ended, on the server's clock (zero from a server
+	// that does not say).
+	EndedAt time.Time `json:"ended_at"`
 }
 
 // newLease starts tracking a grant requested at sentAt (local time) that
@@ -70,6 +81,7 @@ func newLease(c *Client, g grantJSON, sentAt time.Time) *Lease {
 	l := &Lease{
 		Key: g.Key, Token: g.Token, Fence: g.Fence, Owner: g.Owner,
 		Waited: time.Duration(g.WaitedMS) * time.Millisecond, Previous: g.Previous,
+		Limit: max(g.Limit, 1), RequestID: g.RequestID,
 		c: c, lost: make(chan struct{}), renewing: make(chan struct{}, 1),
 		ttl: time.Duration(g.TTLMS) * time.Millisecond, expiresAt: g.ExpiresAt,
 	}
@@ -196,8 +208,11 @@ type renewalJSON struct {
 
 // Renew extends the lease to ttl from now; ttl 0 renews it for its own
 // TTL. A shorter ttl brings the expiry, and so Lost, closer. A refusal
-// (ErrNotHolder) means the lease is gone and closes Lost. Renewals of one
-// Lease run one at a time.
+// (ErrNotHolder) means the lease is gone and closes Lost. ErrMaxHoldReached
+// means the lease reached its MaxHold: it stays live until the cap (the
+// error's APIError.ExpiresAt) and Lost closes a safety margin before the
+// last successful renewal's deadline; KeepAlive stops renewing. Renewals
+// of one Lease run one at a time.
 func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 	if ttl < 0 {
 		return fmt.Errorf("%w: negative TTL %s", ErrInvalid, ttl)
@@ -309,6 +324,10 @@ func (l *Lease) keepAlive(ctx context.Context, done chan struct{}) {
 		rctx, cancel := context.WithDeadline(ctx, deadline.Add(-SafetyMargin(ttl)))
 		err := l.Renew(rctx, 0)
 		cancel()
+		if errors.Is(err, ErrMaxHoldReached) {
+			// No renewal can succeed any more; the deadline stands.
+			return
+		}
 		failing = err != nil
 	}
 }

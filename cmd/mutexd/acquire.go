@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +24,8 @@ it expires after --ttl unless renewed with "mutexd renew". For a command
 that runs while the lock is held, "mutexd lock" is simpler and safer.
 
   -o json   the lease as JSON (the fields of the API's acquire answer)
-  -o env    export lines for eval: MUTEXD_KEY, MUTEXD_FENCE, MUTEXD_LEASE_TOKEN
+  -o env    export lines for eval: MUTEXD_KEY, MUTEXD_FENCE, MUTEXD_LEASE_TOKEN,
+            MUTEXD_PREVIOUS_OUTCOME, MUTEXD_PREVIOUS_FENCE (see mutexd lock)
   -o token  the token alone
 
 Exit codes: 0 acquired, 75 not acquired within --wait, 1 other failures,
@@ -76,14 +78,34 @@ const releaseTimeout = 10 * time.Second
 
 // leaseJSON is the lease as acquire -o json prints it: the API's grant.
 type leaseJSON struct {
-	Key       string           `json:"key"`
-	Token     string           `json:"token"`
-	Fence     uint64           `json:"fence"`
-	Owner     string           `json:"owner"`
-	TTLMS     int64            `json:"ttl_ms"`
-	ExpiresAt string           `json:"expires_at"`
-	WaitedMS  int64            `json:"waited_ms"`
-	Previous  *client.Previous `json:"previous"`
+	Key       string        `json:"key"`
+	Token     string        `json:"token"`
+	Fence     uint64        `json:"fence"`
+	Owner     string        `json:"owner"`
+	TTLMS     int64         `json:"ttl_ms"`
+	ExpiresAt string        `json:"expires_at"`
+	WaitedMS  int64         `json:"waited_ms"`
+	Previous  *previousJSON `json:"previous"`
+	Limit     int           `json:"limit"`
+	RequestID string        `json:"request_id,omitempty"`
+}
+
+// previousJSON is a grant's previous as the API writes it.
+type previousJSON struct {
+	Fence   uint64 `json:"fence"`
+	Outcome string `json:"outcome"`
+	EndedAt string `json:"ended_at,omitempty"`
+}
+
+func previousOf(p *client.Previous) *previousJSON {
+	if p == nil {
+		return nil
+	}
+	j := &previousJSON{Fence: p.Fence, Outcome: p.Outcome}
+	if !p.EndedAt.IsZero() {
+		j.EndedAt = formatTime(p.EndedAt)
+	}
+	return j
 }
 
 func printLease(w io.Writer, l *client.Lease, format string) error {
@@ -92,15 +114,28 @@ func printLease(w io.Writer, l *client.Lease, format string) error {
 	case "token":
 		_, err = fmt.Fprintln(w, l.Token)
 	case "env":
-		_, err = fmt.Fprintf(w, "export MUTEXD_KEY=%s\nexport MUTEXD_FENCE=%d\nexport MUTEXD_LEASE_TOKEN=%s\n", shellQuote(l.Key), l.Fence, l.Token)
+		outcome, fence := previousEnv(l.Previous)
+		_, err = fmt.Fprintf(w, "export MUTEXD_KEY=%s\nexport MUTEXD_FENCE=%d\nexport MUTEXD_LEASE_TOKEN=%s\nexport MUTEXD_PREVIOUS_OUTCOME=%s\nexport MUTEXD_PREVIOUS_FENCE=%s\n",
+			shellQuote(l.Key), l.Fence, l.Token, shellQuote(outcome), fence)
 	default:
 		err = writeJSON(w, leaseJSON{
 			Key: l.Key, Token: l.Token, Fence: l.Fence, Owner: l.Owner,
 			TTLMS: l.TTL().Milliseconds(), ExpiresAt: formatTime(l.ExpiresAt()),
-			WaitedMS: l.Waited.Milliseconds(), Previous: l.Previous,
+			WaitedMS: l.Waited.Milliseconds(), Previous: previousOf(l.Previous),
+			Limit: l.Limit, RequestID: l.RequestID,
 		})
 	}
 	return err
+}
+
+// previousEnv returns MUTEXD_PREVIOUS_OUTCOME and MUTEXD_PREVIOUS_FENCE:
+// how the key's last lease ended, both empty when the server knows of
+// none.
+func previousEnv(p *client.Previous) (outcome, fence string) {
+	if p == nil {
+		return "", ""
+	}
+	return p.Outcome, strconv.FormatUint(p.Fence, 10)
 }
 
 // writeJSON prints v as indented JSON.

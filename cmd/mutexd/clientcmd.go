@@ -15,8 +15,9 @@ import (
 )
 
 // Exit codes of the client commands (acquire, release, renew, status, ls,
-// lock), beyond 0 (done), 1 (any other failure) and 2 (bad usage, or a
-// parameter the server rejected).
+// lock, check, pause, resume, drain), beyond 0 (done), 1 (any other
+// failure) and 2 (bad usage, or a parameter the server rejected, such as a
+// --limit that disagrees with the key's).
 const (
 	// exitNotHolder: release or renew was refused because the token is not
 	// the key's live lease (it expired, was released, or is wrong).
@@ -57,6 +58,10 @@ func addAcquireFlags(cmd *cobra.Command, defaultOwner, ttlUsage string) {
 	durationFlag(f, "wait", 30*time.Second, "how long to wait in the queue (a Go duration or whole seconds); 0 tries once")
 	f.String("owner", defaultOwner, "owner name shown by status and ls")
 	f.String("on-error", "continue", "continue or stop: with stop, waiters queued when this holder fails are aborted")
+	f.Int("limit", 1, "slots of the key: up to N holders at once (a semaphore); every holder and waiter of a key must agree")
+	durationFlag(f, "max-hold", 0, "end the lease this long after its grant whatever its renewals (0: no cap; the server's lock.max_hold bounds it)")
+	durationFlag(f, "lock-delay", 0, "after this lease expires or is force-released, grant the key to nobody for this long (0 to 60s; default: the server's lock.default_lock_delay)")
+	f.String("request-id", "", "idempotency key of the acquire (1 to 64 printable ASCII characters; default: a fresh random one): run again with the same one, it gets the same lease or its place in the queue")
 }
 
 // acquireOptions reads the flags addAcquireFlags added.
@@ -73,6 +78,34 @@ func acquireOptions(cmd *cobra.Command) ([]client.AcquireOption, time.Duration, 
 		return nil, 0, usageError{err: fmt.Errorf("--wait must not be negative, got %s", waitText)}
 	}
 	opts := []client.AcquireOption{client.TTL(ttl), client.Wait(wait), client.Owner(owner)}
+	if f.Changed("limit") {
+		n, _ := f.GetInt("limit")
+		if n < 1 || n > 10000 {
+			return nil, 0, usageError{err: fmt.Errorf("--limit must be a whole number from 1 to 10000, got %d", n)}
+		}
+		opts = append(opts, client.Limit(n))
+	}
+	if f.Changed("max-hold") {
+		d, typed := typedDuration(f, "max-hold")
+		if d < 0 || (d > 0 && d < ttl) {
+			return nil, 0, usageError{err: fmt.Errorf("--max-hold must be 0 or at least --ttl (%s), got %s", ttlText, typed)}
+		}
+		opts = append(opts, client.MaxHold(d))
+	}
+	if f.Changed("lock-delay") {
+		d, typed := typedDuration(f, "lock-delay")
+		if d < 0 || d > time.Minute {
+			return nil, 0, usageError{err: fmt.Errorf("--lock-delay must be from 0 to 60s, got %s", typed)}
+		}
+		opts = append(opts, client.LockDelay(d))
+	}
+	if f.Changed("request-id") {
+		id, _ := f.GetString("request-id")
+		if !printableASCII(id, 64) {
+			return nil, 0, usageError{err: fmt.Errorf("--request-id must be 1 to 64 printable ASCII characters, got %q", id)}
+		}
+		opts = append(opts, client.RequestID(id))
+	}
 	switch onError {
 	case "continue":
 	case "stop":
@@ -81,6 +114,20 @@ func acquireOptions(cmd *cobra.Command) ([]client.AcquireOption, time.Duration, 
 		return nil, 0, usageError{err: fmt.Errorf("--on-error must be continue or stop, got %q", onError)}
 	}
 	return opts, wait, nil
+}
+
+// printableASCII reports whether s has 1 to max bytes, each from '!' to
+// '~'.
+func printableASCII(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '!' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // defaultOwner names this machine, for the owner column of status and ls.
@@ -110,7 +157,7 @@ func tokenArg(cmd *cobra.Command, args []string, i int) (string, error) {
 func commandError(err error, conflictCode int) error {
 	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 	switch {
-	case errors.Is(err, client.ErrInvalid):
+	case errors.Is(err, client.ErrInvalid), errors.Is(err, client.ErrLimitMismatch):
 		return usageError{err: errors.New(msg)}
 	case errors.Is(err, client.ErrNotHolder):
 		return exitError{code: exitNotHolder, msg: msg}

@@ -197,6 +197,38 @@ waiters   102
 	if got := b.String(); got != want {
 		t.Errorf("printStatus =\n%s\nwant\n%s", got, want)
 	}
+
+	// A semaphore, paused, in a lock-delay, with a remembered outcome.
+	delay := now.Add(3 * time.Second)
+	h2 := client.Holder{Owner: "worker-9", Fence: 21, AcquiredAt: now.Add(-2 * time.Second), ExpiresAt: now.Add(28 * time.Second), OnError: "continue"}
+	st = &client.KeyStatus{
+		Key: "pool", Held: true, Limit: 3, Holder: st.Holder, Holders: []client.Holder{*st.Holder, h2},
+		Paused: true, DelayUntil: &delay, Last: &client.Previous{Fence: 16, Outcome: "expired", EndedAt: now.Add(-time.Minute)},
+	}
+	b.Reset()
+	if err := printStatus(&b, st, now); err != nil {
+		t.Fatal(err)
+	}
+	want = `key       pool
+held      yes
+owner     worker-1
+fence     17
+acquired  2026-11-26T09:59:48.000Z (12s ago)
+expires   2026-11-26T10:00:18.000Z (in 18s)
+on_error  stop
+slots     2 of 3 held
+paused    yes: nothing is granted until mutexd resume
+delayed   until 2026-11-26T10:00:03.000Z (in 3s)
+last      expired, fence 16, 2026-11-26T09:59:00.000Z (1m0s ago)
+waiters   0
+
+HOLDER    FENCE  ACQUIRED                            EXPIRES
+worker-1  17     2026-11-26T09:59:48.000Z (12s ago)  2026-11-26T10:00:18.000Z (in 18s)
+worker-9  21     2026-11-26T09:59:58.000Z (2s ago)   2026-11-26T10:00:28.000Z (in 28s)
+`
+	if got := b.String(); got != want {
+		t.Errorf("printStatus of a semaphore =\n%s\nwant\n%s", got, want)
+	}
 }
 
 // TestClientCommandsOverTLS checks that the commands reach an https

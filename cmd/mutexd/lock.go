@@ -55,7 +55,11 @@ func newLockCmd(stdout, stderr io.Writer) *cobra.Command {
 lease in the background (every third of --ttl), and releases it when the
 command exits: with outcome ok on exit status 0, failed otherwise. It exits
 with the command's own status. The command finds MUTEXD_KEY, MUTEXD_FENCE,
-MUTEXD_LEASE_TOKEN and MUTEXD_ADDR in its environment. SIGINT, SIGTERM and
+MUTEXD_LEASE_TOKEN and MUTEXD_ADDR in its environment, and how the key's
+last lease ended, while the server remembers it (lock.remember_outcome):
+MUTEXD_PREVIOUS_OUTCOME (released, failed, expired or forced) and
+MUTEXD_PREVIOUS_FENCE, both empty when there is none; "failed" or
+"expired" means the last run did not finish cleanly. SIGINT, SIGTERM and
 SIGHUP are passed on to it.
 
 If the lease is lost while the command runs (the daemon is gone, or an
@@ -154,11 +158,14 @@ func (r *lockRun) run(ctx context.Context) error {
 		return err
 	}
 	lease.KeepAlive(ctx)
+	prevOutcome, prevFence := previousEnv(lease.Previous)
 	env := append(os.Environ(),
 		"MUTEXD_KEY="+lease.Key,
 		"MUTEXD_FENCE="+strconv.FormatUint(lease.Fence, 10),
 		"MUTEXD_LEASE_TOKEN="+lease.Token,
-		"MUTEXD_ADDR="+r.c.BaseURL())
+		"MUTEXD_ADDR="+r.c.BaseURL(),
+		"MUTEXD_PREVIOUS_OUTCOME="+prevOutcome,
+		"MUTEXD_PREVIOUS_FENCE="+prevFence)
 	// A command that ends its lease through lock is not stopped for it;
 	// without the socket, it would be (see handoff.go).
 	h, err := listenHandoff(lease.Key, lease.Token, func(failed bool) error {

@@ -35,7 +35,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.Flags().AddFlagSet(serve.Flags())
 	root.AddCommand(serve, newVersionCmd(stdout), newHealthcheckCmd(stdout), newBenchCmd(stdout, stderr),
 		newLockCmd(stdout, stderr), newAcquireCmd(stdout), newReleaseCmd(stdout), newRenewCmd(stdout),
-		newStatusCmd(stdout), newLsCmd(stdout))
+		newStatusCmd(stdout), newLsCmd(stdout), newCheckCmd(stdout), newPauseCmd(stdout, false), newPauseCmd(stdout, true),
+		newDrainCmd(stdout))
 	// Bad flags and bad arguments are usage errors (exit 2) in every
 	// command: cobra reports both as plain errors.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err: err} })

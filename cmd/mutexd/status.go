@@ -16,8 +16,10 @@ func newStatusCmd(stdout io.Writer) *cobra.Command {
 		Use:   "status KEY",
 		Short: "Show who holds KEY and who waits for it",
 		Long: `status shows KEY's holder (owner, fence, acquisition and expiry), its
-on_error policy and its queue in arrival order (the first 100). Tokens are
-never shown. -o json prints the same fields as the API's answer.
+on_error policy and its queue in arrival order (the first 100); every
+holder of a key with several slots (--limit); whether it is paused or in a
+lock-delay; and how its last lease ended, while the server remembers it.
+Tokens are never shown. -o json prints the same fields as the API's answer.
 
 Exit codes: 0 (held or not), 1 failures, 2 bad usage.`,
 		Args: cobra.ExactArgs(1),
@@ -63,9 +65,32 @@ func printStatus(w io.Writer, st *client.KeyStatus, now time.Time) error {
 	} else {
 		fmt.Fprintf(tw, "held\tno\n")
 	}
+	if st.Limit > 1 {
+		fmt.Fprintf(tw, "slots\t%d of %d held\n", len(st.Holders), st.Limit)
+	}
+	if st.Paused {
+		fmt.Fprintf(tw, "paused\tyes: nothing is granted until mutexd resume\n")
+	}
+	if d := st.DelayUntil; d != nil && d.After(now) {
+		fmt.Fprintf(tw, "delayed\tuntil %s (in %s)\n", formatTime(*d), roundAge(d.Sub(now)))
+	}
+	if p := st.Last; p != nil {
+		fmt.Fprintf(tw, "last\t%s, fence %d, %s (%s ago)\n", p.Outcome, p.Fence, formatTime(p.EndedAt), roundAge(now.Sub(p.EndedAt)))
+	}
 	fmt.Fprintf(tw, "waiters\t%d\n", st.Waiters)
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(st.Holders) > 1 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOLDER\tFENCE\tACQUIRED\tEXPIRES")
+		for _, h := range st.Holders {
+			fmt.Fprintf(tw, "%s\t%d\t%s (%s ago)\t%s (in %s)\n", h.Owner, h.Fence, formatTime(h.AcquiredAt), roundAge(now.Sub(h.AcquiredAt)), formatTime(h.ExpiresAt), roundAge(h.ExpiresAt.Sub(now)))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if len(st.Queue) == 0 {
 		return nil

@@ -1,6 +1,7 @@
 // The client: acquire, inspect, list, force-release, and mutex, the
 // drop-in for an in-process keyed mutex.
 
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { LeaseLostError, MutexdError } from "./errors.js";
 import { type Duration, durationText, Lease, type LeaseCalls, type Outcome } from "./lease.js";
@@ -26,6 +27,12 @@ export interface ClientOptions {
   owner?: string;
   /** Retries of calls that never reached the server and of 503 answers. */
   retry?: RetryPolicy;
+  /**
+   * Send a fresh request_id with every acquire (default true), so that one
+   * whose answer was lost is retried safely. false is for servers older
+   * than request_id, which reject the parameter.
+   */
+  requestIds?: boolean;
 }
 
 /** AcquireOptions configures one acquire. */
@@ -43,11 +50,12 @@ export interface AcquireOptions {
   /** Told the place in line (1 = next) whenever it moves. */
   onQueued?: (position: number) => void;
   /**
-   * An idempotency key for servers that accept the `request_id` parameter
-   * (a later mutexd version; older ones answer InvalidRequestError
-   * invalid_parameter). Only with one is an acquire whose answer was lost
-   * retried; without it such an acquire is never sent twice, since the
-   * first may have been granted.
+   * The acquire's idempotency key (1 to 64 printable ASCII characters).
+   * Default: a fresh random one (unless the client was made with
+   * `requestIds: false`). Sent again with the same id, an acquire gets the
+   * lease the first was granted or the first's place in the queue, so an
+   * acquire whose answer was lost is retried with it; a retry after that
+   * lease ended rejects with MutexdError code "lease_ended".
    */
   requestId?: string;
 }
@@ -99,7 +107,7 @@ export class Client {
   /** The server's URL, with any password redacted. */
   readonly url: string;
   readonly #transport: Transport;
-  readonly #defaults: { ttl?: Duration; wait?: Duration; owner: string };
+  readonly #defaults: { ttl?: Duration; wait?: Duration; owner: string; requestIds: boolean };
   /**
    * enqueued holds, per key, the moment this client's latest acquire on it
    * reached the server's queue. The next acquire on that key is sent only
@@ -113,7 +121,7 @@ export class Client {
     this.#transport = new Transport(opts.url ?? env("MUTEXD_URL") ?? env("MUTEXD_ADDR") ?? DEFAULT_URL,
       opts.token ?? env("MUTEXD_TOKEN"), opts.retry);
     this.url = this.#transport.shown;
-    this.#defaults = { ttl: opts.ttl, wait: opts.wait, owner: opts.owner ?? `${hostname()}:${process.pid}`.slice(0, 128) };
+    this.#defaults = { ttl: opts.ttl, wait: opts.wait, owner: opts.owner ?? `${hostname()}:${process.pid}`.slice(0, 128), requestIds: opts.requestIds ?? true };
     this.#calls = {
       renewCall: (key, body, signal) => this.#transport.call("POST", keyPath(key, "/renew"), body, signal),
       releaseCall: async (key, body, signal) => {
@@ -149,8 +157,8 @@ export class Client {
       }
       body.on_error = opts.onError;
     }
-    // Sent only when asked for: servers without request_id reject it.
-    if (opts.requestId !== undefined) body.request_id = opts.requestId;
+    const requestId = opts.requestId ?? (this.#defaults.requestIds ? randomBytes(16).toString("hex") : undefined);
+    if (requestId !== undefined) body.request_id = requestId;
 
     const before = this.#enqueued.get(key);
     let enqueued!: () => void;
@@ -165,10 +173,32 @@ export class Client {
         onEnqueued: enqueued,
         onQueued: opts.onQueued,
         releaseOrphan: (g) => this.releaseOrphan(key, g),
-      }, opts.signal, opts.requestId !== undefined);
+      }, opts.signal, requestId !== undefined);
       return new Lease(this.#calls, a.body, a.sentAt);
+    } catch (err) {
+      // The server keeps a given-up waiter with a request_id in its place
+      // (and a grant that raced with giving up) for its detach grace, in
+      // case the caller comes back: take it back now.
+      const unanswered = opts.signal?.aborted || !(err instanceof MutexdError) || err.code === "no_answer";
+      if (requestId !== undefined && unanswered) await this.withdraw(key, path, body);
+      throw err;
     } finally {
       enqueued();
+    }
+  }
+
+  /**
+   * withdraw sends a given-up acquire again with its request_id and a wait
+   * of 1 ms: that takes the waiter's place and times out at once, or claims
+   * the grant, which is then released. Best effort: otherwise the server
+   * ends either after its detach grace.
+   */
+  private async withdraw(key: string, path: string, body: Record<string, string>): Promise<void> {
+    try {
+      const a = await this.#transport.call("POST", path, { ...body, wait: body.wait === "0ms" ? "0ms" : "1ms" }, AbortSignal.timeout(5000));
+      if (a.body?.token) await this.releaseOrphan(key, a.body);
+    } catch {
+      // A timeout (withdrawn), lease_ended, or no answer.
     }
   }
 

@@ -46,6 +46,14 @@ export class TimeoutError extends MutexdError {}
 export class AbortedError extends MutexdError {}
 /** 409 not_holder: the token is not the live lease any more (expired, released, force-released, or wrong). */
 export class NotHolderError extends MutexdError {}
+/** 409 superseded: a later acquire with the same request_id took this one's place in the queue. */
+export class SupersededError extends MutexdError {}
+/** 409 lease_ended: the acquire was sent again with its request_id after the lease it had been granted ended. */
+export class LeaseEndedError extends MutexdError {}
+/** 409 limit_mismatch: the acquire's limit differs from the one the key's holders and waiters use. */
+export class LimitMismatchError extends MutexdError {}
+/** 409 drained: an operator emptied the key's queue. */
+export class DrainedError extends MutexdError {}
 /** 404 not_held: a force-release found nobody holding the key. */
 export class NotHeldError extends MutexdError {}
 /** 429 too_many_waiters: the server's waiter limit is reached; retry later. */
@@ -86,6 +94,10 @@ const byCode: Record<string, ErrorClass> = {
   timeout: TimeoutError,
   aborted: AbortedError,
   not_holder: NotHolderError,
+  superseded: SupersededError,
+  lease_ended: LeaseEndedError,
+  limit_mismatch: LimitMismatchError,
+  drained: DrainedError,
   not_held: NotHeldError,
   too_many_waiters: TooManyWaitersError,
   too_many_keys: TooManyKeysError,
@@ -115,6 +127,10 @@ export const statusOfCode: Record<string, number> = {
   timeout: 423,
   aborted: 409,
   not_holder: 409,
+  superseded: 409,
+  lease_ended: 409,
+  limit_mismatch: 409,
+  drained: 409,
   too_many_waiters: 429,
   too_many_keys: 429,
   unavailable: 503,

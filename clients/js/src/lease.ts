@@ -18,10 +18,16 @@ export type Duration = number | string;
 /** Outcome is what a release tells the next holder (and, when "failed", an on_error=stop queue). */
 export type Outcome = "ok" | "failed";
 
-/** Previous says how the lease before this one on the key ended. */
+/**
+ * Previous says how the key's last lease before this one ended: the one
+ * this grant followed or, on a key that had gone idle, the one the server
+ * still remembers (lock.remember_outcome).
+ */
 export interface Previous {
   fence: number;
   outcome: "released" | "failed" | "expired" | "forced";
+  /** When it ended (RFC 3339, the server's clock); absent from older servers. */
+  ended_at?: string;
 }
 
 /** The calls a Lease makes on its client; implemented by Client. */

@@ -114,15 +114,24 @@ export class Transport {
   }
 
   private async withRetries(signal: AbortSignal | undefined, once: () => Promise<Answer>, mayRetryUnknown = false): Promise<Answer> {
+    let firstCutAt: number | undefined; // when the first attempt that got no answer was sent
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
       const last = attempt + 1 >= this.#retry.attempts;
       let retryAfterMs = 0;
+      const sentAt = performance.now();
       try {
-        return await once();
+        const a = await once();
+        // A retry of a cut attempt is answered as that attempt (its lease,
+        // or its place in the queue, counted from its arrival): measure the
+        // lease from when it was sent, so that the deadline stays a lower
+        // bound of the server's.
+        if (firstCutAt !== undefined) a.sentAt = Math.min(a.sentAt, firstCutAt);
+        return a;
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
         if (err instanceof NotSentError || (mayRetryUnknown && !(err instanceof MutexdError))) {
+          if (!(err instanceof NotSentError)) firstCutAt ??= sentAt;
           if (last) throw this.unreachable(err, err instanceof NotSentError ? "unreachable" : "no_answer");
         } else if (err instanceof MutexdError && err.status === 503 && err.code !== "fences_exhausted") {
           if (last) throw err;
@@ -154,7 +163,7 @@ export class Transport {
     const why = cause instanceof Error ? ((cause as NodeJS.ErrnoException).code ?? cause.message) : String(cause);
     const msg = code === "unreachable"
       ? `mutexd at ${this.shown} could not be reached: ${why}`
-      : `no answer from mutexd at ${this.shown}: ${why} (the request may have reached the server; it was not retried)`;
+      : `no answer from mutexd at ${this.shown}: ${why} (the request may have reached the server)`;
     return new UnavailableError(msg, { code, status: 0, cause });
   }
 

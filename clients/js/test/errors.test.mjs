@@ -67,8 +67,7 @@ describe("API errors", () => {
     await expect(c.acquire("e:x", { owner: "o".repeat(200) }), InvalidRequestError, "invalid_owner", 400);
     await expect(c.acquire("bad\u0001key"), InvalidRequestError, "invalid_key", 400);
     await expect(c.list({ limit: 5000 }), InvalidRequestError, "invalid_limit", 400);
-    // request_id is sent only when asked for; this server does not know it.
-    await expect(c.acquire("e:x", { requestId: "r-1" }), InvalidRequestError, "invalid_parameter", 400);
+    await expect(c.acquire("e:x", { requestId: "a b" }), InvalidRequestError, "invalid_request_id", 400);
     const lease = await c.acquire("e:x");
     await expect(lease.renew({ ttl: "2h" }), InvalidRequestError, "invalid_ttl", 400);
     await lease.release();

@@ -40,7 +40,9 @@ describe("mutex", () => {
     }), (err) => err === boom);
     // The failure was reported to the server: the next holder sees it.
     const lease = await next;
-    assert.deepEqual(lease.previous, { fence: next.fence, outcome: "failed" });
+    const { ended_at: endedAt, ...previous } = lease.previous;
+    assert.deepEqual(previous, { fence: next.fence, outcome: "failed" });
+    assert.ok(Date.parse(endedAt) > 0, `previous.ended_at ${endedAt}`);
     await lease.release();
     mutex.client.close();
   });

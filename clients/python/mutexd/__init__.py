@@ -19,7 +19,8 @@ from ._errors import (Aborted, Cancelled, FencesExhausted, Forbidden, InternalEr
                       InvalidRequest, LeaseLost, LockTimeout, MutexdError, NotFound,
                       NotHeld, NotHolder, Overloaded, TooManyKeys, TooManyRequests,
                       TooManySubscribers, TooManyWaiters, TransportError, Unauthorized,
-                      Unavailable, Unreachable)
+                      Unavailable, Unreachable, Superseded, LeaseEnded, LimitMismatch,
+                      MaxHoldReached, Drained, StaleFence)
 from . import aio
 
 __version__ = "0.1.0"
@@ -31,7 +32,8 @@ __all__ = [
     "TooManyWaiters", "TooManyKeys", "TooManySubscribers", "Unavailable",
     "TooManyRequests", "FencesExhausted", "Unreachable", "TransportError",
     "Unauthorized", "Forbidden", "InvalidRequest", "NotFound", "InternalError",
-    "Cancelled", "LeaseLost",
+    "Cancelled", "LeaseLost", "Superseded", "LeaseEnded", "LimitMismatch",
+    "MaxHoldReached", "Drained", "StaleFence",
 ]
 
 

@@ -7,14 +7,21 @@ Three decisions follow the Go client (client/DESIGN.md in the repository):
    *sent* (plus the grant's waited_ms). ``lease.lost`` is set a safety
    margin (a tenth of the TTL, at most 5 s) before that deadline passes
    without a successful renewal, or at once when a renewal is refused.
-2. Only what certainly did not reach the server is retried: a connection
-   that could not be made, and 503 answers. An acquire that may have been
-   received is never sent twice, unless it carries a request_id the server
-   deduplicates (``Client(request_id_param=True)``, for servers that accept
-   one; today's server rejects unknown parameters, so it is off).
+2. Retries never leave a lease behind: a connection that could not be
+   made and 503 answers are retried, and an acquire carries a fresh
+   request_id the server deduplicates, so one whose answer was lost is sent
+   again with it and gets the lease already granted or the first attempt's
+   place in the queue (its lease is measured from when the first attempt
+   that got no answer was sent). ``Client(request_id_param=False)`` is for
+   servers older than request_id (they reject the parameter); then an
+   acquire that may have been received is never sent twice.
 3. Cancelling a waiting acquire half-closes its connection: the server
    reads EOF and drops the waiter at once, while an answer it already wrote
    can still be read; a grant that raced with the cancellation is released.
+   The server keeps a waiter with a request_id in its place for a while in
+   case its caller comes back, so the acquire is then also withdrawn: sent
+   once more with a wait of 1 ms, which takes the waiter's place and times
+   out, or claims a grant that is then released.
 """
 
 import base64
@@ -90,14 +97,15 @@ class Client:
     Bearer``. ``timeout`` bounds each call (connect and answer); a waiting
     acquire gets its wait on top. ``max_attempts`` bounds the tries of a
     call that certainly did not reach the server or got a 503.
-    ``request_id_param`` sends each acquire's id as the ``request_id``
-    parameter and lets an acquire whose fate is unknown be retried with the
-    same id: turn it on only against a server that accepts the parameter.
+    ``request_id_param`` (on by default) sends each acquire's id as the
+    ``request_id`` parameter and lets an acquire whose fate is unknown be
+    retried with the same id; turn it off only for a server older than the
+    parameter, which rejects it.
     """
 
     def __init__(self, url=DEFAULT_URL, token=None, *, owner=None, timeout=30.0,
                  max_attempts=6, min_backoff=0.1, max_backoff=2.0,
-                 ssl_context=None, request_id_param=False):
+                 ssl_context=None, request_id_param=True):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise InvalidRequest(f"the server URL {_redact(url)!r} must be http:// or https:// "
@@ -160,7 +168,8 @@ class Client:
 
     # ----- the API --------------------------------------------------------
 
-    def acquire(self, key, *, ttl=None, wait=None, owner=None, on_error=None, cancel=None):
+    def acquire(self, key, *, ttl=None, wait=None, owner=None, on_error=None, cancel=None,
+                request_id=None):
         """acquire waits in the key's FIFO queue until the lock is granted
         and returns the Lease. It raises LockTimeout when ``wait`` passes
         (wait=0 tries once), Aborted when an on_error="stop" holder failed,
@@ -170,7 +179,12 @@ class Client:
 
         ``ttl`` and ``wait`` are seconds or durations ("30s", "1500ms");
         left out, the server's defaults apply. The lease is not renewed:
-        call lease.keep_alive(), or use lock() instead."""
+        call lease.keep_alive(), or use lock() instead.
+
+        ``request_id`` (1 to 64 printable ASCII characters; a fresh random
+        one by default) makes the acquire idempotent: sent again with the
+        same id, it gets the lease the first was granted, or the first's
+        place in the queue; LeaseEnded once that lease has ended."""
         path = _key_path(key, "/acquire")
         body = {}
         if ttl is not None:
@@ -187,11 +201,18 @@ class Client:
             body["owner"] = owner
         if on_error is not None:
             body["on_error"] = on_error
-        rid = uuid.uuid4().hex
-        if self._request_id_param:
+        rid = request_id if request_id is not None else uuid.uuid4().hex
+        sent_id = request_id is not None or self._request_id_param
+        if sent_id:
             body["request_id"] = rid
-        ans = self._call("POST", path, body=body, long_wait=wait_s, cancel=cancel,
-                         request_id=rid, retry_sent=self._request_id_param)
+        try:
+            ans = self._call("POST", path, body=body, long_wait=wait_s, cancel=cancel,
+                             request_id=rid, retry_sent=sent_id)
+        except (TransportError, Cancelled):
+            # No answer said what became of it: take it back (see above).
+            if sent_id:
+                self._withdraw(path, body)
+            raise
         if ans.cancelled or (cancel is not None and cancel.is_set()):
             try:
                 # The server answers a waiter that left with an empty body.
@@ -205,6 +226,8 @@ class Client:
                     lease._release("ok", timeout=_ORPHAN_RELEASE_TIMEOUT)
                 except MutexdError:
                     pass
+            elif sent_id:
+                self._withdraw(path, body)
             raise Cancelled(f"acquire {key}: cancelled while waiting; the server dropped the waiter")
         grant = ans.json()
         if not isinstance(grant, dict) or not isinstance(grant.get("token"), str) or not grant["token"]:
@@ -283,6 +306,21 @@ class Client:
 
     # ----- internals ------------------------------------------------------
 
+    def _withdraw(self, path, body):
+        """_withdraw takes back an acquire with a request_id whose caller gave
+        up or whose answer never came: the server would otherwise keep its
+        place (or a grant) for the id's return until its detach grace ends.
+        The same acquire with a wait of 1 ms takes that place and times out,
+        or claims the grant, which is released. Best effort."""
+        body = dict(body, wait="0ms" if body.get("wait") == "0ms" else "1ms")
+        try:
+            ans = self._call("POST", path, body=body, deadline=time.monotonic() + _ORPHAN_RELEASE_TIMEOUT)
+            grant = ans.json()
+            if isinstance(grant, dict) and grant.get("token"):
+                Lease(self, grant, ans.sent_at)._release("ok", timeout=_ORPHAN_RELEASE_TIMEOUT)
+        except MutexdError:
+            pass
+
     def _renew(self, key, token, ttl, deadline=None):
         body = {"token": token}
         if ttl is not None:
@@ -308,16 +346,24 @@ class Client:
         data = json.dumps(body).encode() if body is not None else None
         request_id = request_id or uuid.uuid4().hex
         attempt = 0
+        first_cut = None  # when the first attempt that got no answer was sent
         while True:
             attempt += 1
+            started = time.monotonic()
             try:
                 ans = self._send(method, target, data, long_wait, cancel, deadline, request_id)
             except (Unreachable, TransportError) as e:
                 if isinstance(e, TransportError) and not retry_sent:
                     raise
+                if isinstance(e, TransportError) and first_cut is None:
+                    first_cut = started
                 err = e
             else:
                 if ans.status // 100 == 2 or ans.cancelled:
+                    if first_cut is not None:
+                        # The retry is answered as the cut attempt (its
+                        # lease, its place): measure from when that was sent.
+                        ans.sent_at = min(ans.sent_at, first_cut)
                     return ans
                 err = from_answer(ans.status, ans.headers, ans.body)
                 if not isinstance(err, Unavailable) or isinstance(err, FencesExhausted):

@@ -66,6 +66,47 @@ class NotHolder(MutexdError):
     default_code = "not_holder"
 
 
+class Superseded(MutexdError):
+    """Superseded: a later acquire with the same request_id took this one's
+    place in the queue (409 superseded)."""
+
+    default_code = "superseded"
+
+
+class LeaseEnded(MutexdError):
+    """LeaseEnded: the acquire was sent again with its request_id after the
+    lease it had been granted ended (409 lease_ended)."""
+
+    default_code = "lease_ended"
+
+
+class LimitMismatch(MutexdError):
+    """LimitMismatch: the acquire's limit differs from the one the key's
+    holders and waiters use (409 limit_mismatch)."""
+
+    default_code = "limit_mismatch"
+
+
+class MaxHoldReached(MutexdError):
+    """MaxHoldReached: a renewal would push the lease past its max_hold (409
+    max_hold_reached); it stays live until then and is not renewed."""
+
+    default_code = "max_hold_reached"
+
+
+class Drained(MutexdError):
+    """Drained: an operator emptied the key's queue (409 drained)."""
+
+    default_code = "drained"
+
+
+class StaleFence(MutexdError):
+    """StaleFence: the fence is not a live lease of the key (409
+    stale_fence)."""
+
+    default_code = "stale_fence"
+
+
 class NotHeld(MutexdError):
     """NotHeld: a force-release found nobody holding the key (404
     not_held)."""
@@ -196,6 +237,12 @@ _BY_CODE = {
     "timeout": LockTimeout,
     "aborted": Aborted,
     "not_holder": NotHolder,
+    "superseded": Superseded,
+    "lease_ended": LeaseEnded,
+    "limit_mismatch": LimitMismatch,
+    "max_hold_reached": MaxHoldReached,
+    "drained": Drained,
+    "stale_fence": StaleFence,
     "not_held": NotHeld,
     "too_many_waiters": TooManyWaiters,
     "too_many_keys": TooManyKeys,

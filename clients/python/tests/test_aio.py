@@ -94,7 +94,9 @@ class AioTest(unittest.IsolatedAsyncioTestCase):
                 await self.waiters(k, 1)
                 1 / 0
         await t
-        self.assertEqual(got[0].previous, {"fence": lease.fence, "outcome": "failed"})
+        previous = dict(got[0].previous)
+        self.assertRegex(previous.pop("ended_at"), r"^\d{4}-\d\d-\d\dT")
+        self.assertEqual(previous, {"fence": lease.fence, "outcome": "failed"})
         with self.assertRaises(mutexd.LockTimeout):
             await self.c.acquire(k, wait=0)
         await got[0].release()

@@ -1,6 +1,8 @@
 """Tests against a real mutexd daemon built from this repository."""
 
+import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -72,17 +74,26 @@ class AcrossProcessesTest(Base):
 
     def test_a_killed_waiter_leaves_the_queue(self):
         # A process that dies while waiting closes its socket: the server
-        # drops the waiter, and the next one is granted in its place.
+        # drops the waiter, and the next one is granted in its place. Its
+        # acquire carried a request_id, so the server keeps its place for
+        # lock.detach_grace in case it comes back (1 s on this daemon;
+        # 30 s by default), then drops it.
+        d = Daemon(LOCK_DETACH_GRACE="1s")
+        self.addCleanup(d.stop)
+        c = mutexd.Client(d.url)
+        self.addCleanup(c.close)
         key, out = fresh_key("killed"), os.path.join(self.tmp, "out")
-        holder = self.c.acquire(key, ttl="10s")
-        a = self.spawn(key, "A", out)
-        eventually(lambda: self.waiters(key) == 1, 10, "A queued")
+        holder = c.acquire(key, ttl="10s")
+        a = subprocess.Popen([PYTHON, os.path.join(HERE, "worker.py"), key, "A", out],
+                             env=python_env(d.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: a.poll() is None and a.kill())
+        eventually(lambda: c.inspect(key)["waiters"] == 1, 10, "A queued")
         a.kill()
         a.communicate(timeout=10)
-        eventually(lambda: self.waiters(key) == 0, 5, "A gone from the queue")
+        eventually(lambda: c.inspect(key)["waiters"] == 0, 5, "A gone from the queue")
         holder.release()
         self.assertFalse(os.path.exists(out))
-        self.assertFalse(self.c.inspect(key)["held"])
+        self.assertFalse(c.inspect(key)["held"])
 
     def test_on_error_stop_across_processes(self):
         key, out = fresh_key("stop"), os.path.join(self.tmp, "out")
@@ -159,7 +170,9 @@ class LockTest(Base):
             except KeyError:
                 pass
             t.join(5)
-            self.assertEqual(got[0].previous, {"fence": lease.fence, "outcome": want})
+            previous = dict(got[0].previous)
+            self.assertRegex(previous.pop("ended_at"), r"^\d{4}-\d\d-\d\dT")
+            self.assertEqual(previous, {"fence": lease.fence, "outcome": want})
             got[0].release()
         self.assertFalse(self.c.inspect(key)["held"])
 
@@ -383,15 +396,36 @@ class ErrorsTest(Base):
         self.check(mutexd.NotFound, "not_found", 404, self.c._call, "GET", "/v1/nope")
         self.check(mutexd.NotFound, "method_not_allowed", 405, self.c._call, "PUT", "/v1/locks/x")
 
-    def test_request_id_is_not_sent_unless_asked(self):
-        # Today's server rejects unknown parameters: by default the acquire
-        # sends no request_id (it works), and the opt-in shows it is wired.
+    def test_request_id_semantics(self):
+        # Every acquire sends a request_id; the same one gets the same lease
+        # while it lives, and LeaseEnded after.
         key = fresh_key("rid")
-        self.c.acquire(key, wait=0).release()
-        c = mutexd.Client(daemon.url, request_id_param=True)
-        self.addCleanup(c.close)
-        e = self.check(mutexd.InvalidRequest, "invalid_parameter", 400, c.acquire, key)
-        self.assertIn("request_id", e.message)
+        a = self.c.acquire(key, request_id="job-1")
+        b = self.c.acquire(key, request_id="job-1")
+        self.assertEqual((b.token, b.fence), (a.token, a.fence))
+        a.release()
+        self.check(mutexd.LeaseEnded, "lease_ended", 409, self.c.acquire, key, request_id="job-1")
+        self.check(mutexd.InvalidRequest, "invalid_request_id", 400, self.c.acquire, key, request_id="a b")
+        # An immediate grant on an idle key learns how its last lease ended.
+        c = self.c.acquire(key, wait=0)
+        self.assertEqual(c.previous["fence"], a.fence)
+        self.assertEqual(c.previous["outcome"], "released")
+        c.release()
+
+    def test_a_cancelled_wait_with_a_request_id_leaves_the_queue(self):
+        key = fresh_key("leave")
+        holder = self.c.acquire(key, ttl="1m")
+        cancel = threading.Event()
+        got = []
+        t = threading.Thread(target=lambda: got.append(_raises(self.c.acquire, key, wait="1m", cancel=cancel)))
+        t.start()
+        eventually(lambda: self.c.inspect(key)["waiters"] == 1, what="the waiter queued")
+        cancel.set()
+        t.join(10)
+        self.assertIsInstance(got[0], mutexd.Cancelled)
+        eventually(lambda: self.c.inspect(key)["waiters"] == 0, 2.0, what="the waiter gone")
+        holder.release()
+        self.assertFalse(self.c.inspect(key)["held"])
 
     def test_unreachable_is_retried_then_raised(self):
         port = _free_port()
@@ -407,9 +441,9 @@ class ErrorsTest(Base):
             self.assertNotIn(secret, repr(e))
         self.assertIn("ops:xxxxx@", str(e))
 
-    def test_an_acquire_that_reached_the_server_is_not_retried(self):
-        # A server that reads the request and hangs up without answering:
-        # the acquire may have been granted, so it is sent exactly once.
+    def _hanging_up_server(self):
+        """A server that reads each request and hangs up without answering;
+        returns its port and the requests it read."""
         ln = socket.socket()
         ln.bind(("127.0.0.1", 0))
         ln.listen(8)
@@ -420,21 +454,58 @@ class ErrorsTest(Base):
             try:
                 while True:
                     conn, _ = ln.accept()
-                    accepted.append(conn.recv(65536))
+                    conn.settimeout(5)
+                    req = conn.recv(65536)
+                    head, _, body = req.partition(b"\r\n\r\n")
+                    m = re.search(rb"(?i)content-length: *(\d+)", head)
+                    while m and len(body) < int(m.group(1)):
+                        more = conn.recv(65536)
+                        if not more:
+                            break
+                        body += more
+                    accepted.append(head + b"\r\n\r\n" + body)
                     conn.close()
             except OSError:
                 pass
         t = threading.Thread(target=serve, daemon=True)
         t.start()
-        c = mutexd.Client(f"http://127.0.0.1:{ln.getsockname()[1]}", min_backoff=0.01, max_backoff=0.02)
+        self.addCleanup(ln.close)
+        return ln.getsockname()[1], accepted
+
+    def test_an_acquire_that_reached_the_server_is_not_retried(self):
+        # Without request ids (a server older than them), an acquire that
+        # may have been granted is sent exactly once.
+        port, accepted = self._hanging_up_server()
+        c = mutexd.Client(f"http://127.0.0.1:{port}", min_backoff=0.01, max_backoff=0.02,
+                          request_id_param=False)
         with self.assertRaises(mutexd.TransportError) as cm:
             c.acquire("k", ttl="5s")
         self.assertIsNone(cm.exception.status)
         time.sleep(0.1)
-        ln.close()
         self.assertEqual(len(accepted), 1)
         self.assertIn(b"POST /v1/locks/k/acquire", accepted[0])
         self.assertNotIn(b"request_id", accepted[0])
+
+    def test_a_cut_acquire_is_retried_with_its_request_id(self):
+        port, accepted = self._hanging_up_server()
+        c = mutexd.Client(f"http://127.0.0.1:{port}", min_backoff=0.01, max_backoff=0.02, max_attempts=3)
+        with self.assertRaises(mutexd.TransportError):
+            c.acquire("k", ttl="5s")
+        time.sleep(0.1)
+        acquires = [a for a in accepted if b"/acquire" in a]
+        # Three tries, then the withdrawal (wait 1ms), all with one id.
+        self.assertGreaterEqual(len(acquires), 3, accepted)
+        ids = {json.loads(a.split(b"\r\n\r\n", 1)[1])["request_id"] for a in acquires}
+        self.assertEqual(len(ids), 1, ids)
+        self.assertRegex(ids.pop(), "^[0-9a-f]{32}$")
+
+
+def _raises(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - the test looks at it
+        return e
+    return None
 
 
 def _free_port():
