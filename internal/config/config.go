@@ -214,7 +214,7 @@ func Default() Config {
 			// and the key's a record).
 			RememberOutcome: 10 * time.Minute,
 			MaxRemembered:   100_000,
-			DetachGrace:     30 * time.Second,
+			DetachGrace:     10 * time.Second,
 		},
 		Limits: Limits{MaxKeys: 1_000_000, MaxWaitersPerKey: 10_000, MaxWaiters: 100_000,
 			MaxConnections: 10_000, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,

@@ -295,6 +295,6 @@ type Limits struct {
 
 // Defaults for the Limits fields whose zero value is not "none".
 const (
-	DefaultDetachGrace   = 30 * time.Second
+	DefaultDetachGrace   = 10 * time.Second
 	DefaultMaxRemembered = 100_000
 )
