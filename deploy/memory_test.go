@@ -21,20 +21,26 @@ import (
 // memory") gives the same figures as a formula; TestSidecarMemoryWorstCase
 // checks them against the daemon filled to the sidecar's limits.
 var memoryModel = struct {
-	base          int64 // idle: about 12 MiB, plus room for garbage
+	// base is the idle daemon (about 12 MiB), room for garbage, and the
+	// events hub's history when full (17,408 events: 2.8 MB, plus their
+	// keys and owners, about 7 MB at the longest).
+	base          int64
 	perConnection int64 // an open client connection, idle or waiting (20–22 KiB measured)
 	perWaiter     int64 // an acquire waiting on an HTTP/2 stream (16 KiB measured)
 	perKey        int64 // an active key (0.5–0.7 KiB measured)
 	perSubscriber int64 // an event stream with a full buffer (about 400 KiB measured)
-}{16 << 20, 22 << 10, 16 << 10, 1 << 10, 512 << 10}
+	// perRemembered is a remembered outcome or request id (lock.max_remembered):
+	// a record of about 192 bytes, plus its key and id.
+	perRemembered int64
+}{24 << 20, 22 << 10, 16 << 10, 1 << 10, 512 << 10, 512}
 
 // worstCase is the resident memory mutexd may reach with every limit in l
 // used at once: HTTP/1.1 waiters are counted as connections, HTTP/2 ones
 // as waiters too, so the sum holds for both.
-func worstCase(l config.Limits) int64 {
+func worstCase(l config.Limits, remembered int) int64 {
 	m := memoryModel
 	return m.base + int64(l.MaxConnections)*m.perConnection + int64(l.MaxWaiters)*m.perWaiter +
-		int64(l.MaxKeys)*m.perKey + int64(l.MaxSubscribers)*m.perSubscriber
+		int64(l.MaxKeys)*m.perKey + int64(l.MaxSubscribers)*m.perSubscriber + int64(remembered)*m.perRemembered
 }
 
 // goRuntimeEnv are the Go runtime's own environment variables, which a
@@ -42,11 +48,14 @@ func worstCase(l config.Limits) int64 {
 var goRuntimeEnv = []string{"GOMEMLIMIT", "GOGC", "GOMAXPROCS", "GODEBUG"}
 
 // containerLimits returns the limits a container's environment gives
-// mutexd: the defaults, overridden by its MUTEXD_LIMITS_MAX_* variables.
-func containerLimits(t *testing.T, env []k8sEnv) config.Limits {
+// mutexd, and its lock.max_remembered: the defaults, overridden by its
+// MUTEXD_LIMITS_MAX_* and MUTEXD_LOCK_MAX_REMEMBERED variables.
+func containerLimits(t *testing.T, env []k8sEnv) (config.Limits, int) {
 	t.Helper()
 	l := config.Default().Limits
+	remembered := config.Default().Lock.MaxRemembered
 	fields := map[string]*int{
+		"MUTEXD_LOCK_MAX_REMEMBERED":        &remembered,
 		"MUTEXD_LIMITS_MAX_CONNECTIONS":     &l.MaxConnections,
 		"MUTEXD_LIMITS_MAX_WAITERS":         &l.MaxWaiters,
 		"MUTEXD_LIMITS_MAX_WAITERS_PER_KEY": &l.MaxWaitersPerKey,
@@ -62,7 +71,7 @@ func containerLimits(t *testing.T, env []k8sEnv) config.Limits {
 			*f = n
 		}
 	}
-	return l
+	return l, remembered
 }
 
 // goMemLimit parses a GOMEMLIMIT value as the Go runtime does: a number of
@@ -90,8 +99,8 @@ func TestSidecarMemory(t *testing.T) {
 	_, m := sidecarMutexd(t)
 	limit := quantityBytes(t, m.Resources.Limits["memory"])
 	request := quantityBytes(t, m.Resources.Requests["memory"])
-	l := containerLimits(t, m.Env)
-	need := worstCase(l)
+	l, remembered := containerLimits(t, m.Env)
+	need := worstCase(l, remembered)
 	t.Logf("limits %+v need %.1f MiB; memory limit %.1f MiB", l, float64(need)/(1<<20), float64(limit)/(1<<20))
 	if need > limit {
 		t.Errorf("mutexd's limits (max_connections %d, max_waiters %d, max_keys %d, max_subscribers %d) need up to %.1f MiB, more than the memory limit %s: lower them or raise the limit (deploy/README.md, \"Sizing memory\")",
@@ -118,7 +127,7 @@ func TestSidecarMemory(t *testing.T) {
 	if !strings.Contains(readme, "\n## Sizing memory\n") {
 		t.Error(`deploy/README.md has no section "## Sizing memory"`)
 	}
-	for _, fig := range []string{"16 MiB", "22 KiB", "16 KiB", "1 KiB", "512 KiB"} {
+	for _, fig := range []string{"24 MiB", "22 KiB", "16 KiB", "1 KiB", "512 KiB", "0.5 KiB"} {
 		if !strings.Contains(readme, fig) {
 			t.Errorf("deploy/README.md's sizing formula lacks the figure %s the tests use", fig)
 		}
@@ -137,9 +146,9 @@ func TestSidecarMemoryWorstCase(t *testing.T) {
 	}
 	_, m := sidecarMutexd(t)
 	limit := quantityBytes(t, m.Resources.Limits["memory"])
-	l := containerLimits(t, m.Env)
-	if worstCase(l) > limit {
-		t.Fatalf("the sidecar's limits need up to %.1f MiB by the formula, over its memory limit (TestSidecarMemory says more); not filling a daemon to them", float64(worstCase(l))/(1<<20))
+	l, remembered := containerLimits(t, m.Env)
+	if worstCase(l, remembered) > limit {
+		t.Fatalf("the sidecar's limits need up to %.1f MiB by the formula, over its memory limit (TestSidecarMemory says more); not filling a daemon to them", float64(worstCase(l, remembered))/(1<<20))
 	}
 	var env []string
 	for _, e := range m.Env {
@@ -258,7 +267,7 @@ func TestSidecarMemoryWorstCase(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		peak = max(peak, residentBytes(t, d.pid))
 	}
-	need := worstCase(l)
+	need := worstCase(l, remembered)
 	t.Logf("mutexd filled to %+v: %.1f MiB resident; the formula allows %.1f MiB, the container %.1f MiB",
 		l, float64(peak)/(1<<20), float64(need)/(1<<20), float64(limit)/(1<<20))
 	if peak > need || peak > limit {
