@@ -45,6 +45,25 @@ func BenchmarkUncontended(b *testing.B) {
 	}
 }
 
+// BenchmarkUncontendedRemembering is BenchmarkUncontended as the daemon
+// runs it by default: with remembered outcomes, so each release leaves a
+// memo that the next grant takes back.
+func BenchmarkUncontendedRemembering(b *testing.B) {
+	e := engine.New(engine.SystemClock{}, nil, engine.Limits{RememberOutcome: 10 * time.Minute, MaxRemembered: 100_000})
+	ctx := context.Background()
+	o := engine.AcquireOptions{Owner: "bench", TTL: time.Minute}
+	b.ReportAllocs()
+	for b.Loop() {
+		g, err := e.Acquire(ctx, "bench:0000000001", o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := e.Release(g.Key, g.Token, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkUncontendedParallel is acquire+release over distinct keys from
 // GOMAXPROCS goroutines: it shows whether the hot path takes a global lock.
 func BenchmarkUncontendedParallel(b *testing.B) {

@@ -68,10 +68,11 @@ type shard struct {
 	moved    map[*keyState]struct{}
 	posTimer Timer
 	posArmed bool
-	// memos are the records kept after a lease ended (memo.go), oldest
+	// memos are the records kept after a lease ended (request.go), oldest
 	// first in the list from memoOld; nil until the first one.
 	memos            map[memoKey]*memo
 	memoOld, memoNew *memo
+	freeMemos        []*memo // forgotten memos for reuse, at most maxFreeKeys
 
 	_ [64]byte // keep shards on separate cache lines
 }

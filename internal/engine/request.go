@@ -41,7 +41,15 @@ func (sh *shard) rememberLocked(k memoKey, prev Previous, now time.Time) {
 	if m != nil {
 		sh.unlinkMemo(m)
 	} else {
-		m = &memo{k: k}
+		// A forgotten memo is reused: a key acquired and released again
+		// and again forgets its memo at each grant and remembers one at
+		// each release, which would otherwise allocate every cycle.
+		if n := len(sh.freeMemos); n > 0 {
+			m, sh.freeMemos = sh.freeMemos[n-1], sh.freeMemos[:n-1]
+			m.k = k
+		} else {
+			m = &memo{k: k}
+		}
 		sh.memos[k] = m
 		e.remembered.Add(1)
 	}
@@ -79,10 +87,16 @@ func (sh *shard) recallLocked(k memoKey, now time.Time) *memo {
 	return m
 }
 
+// forgetLocked drops m; the caller must not use m afterwards (it is
+// recycled).
 func (sh *shard) forgetLocked(m *memo) {
 	sh.unlinkMemo(m)
 	delete(sh.memos, m.k)
 	sh.e.remembered.Add(-1)
+	*m = memo{}
+	if len(sh.freeMemos) < maxFreeKeys {
+		sh.freeMemos = append(sh.freeMemos, m)
+	}
 }
 
 func (sh *shard) unlinkMemo(m *memo) {
