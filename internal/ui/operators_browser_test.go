@@ -99,7 +99,7 @@ func received(t *testing.T, what string, ch <-chan answer) answer {
 const ownersJS = `[...document.querySelectorAll('#holder dd.owner')].map(dd => dd.textContent)`
 
 // cellJS is the text of the overview cell labelled label in key's row
-// ('' when the row is missing).
+// (empty when the row is missing).
 func cellJS(key, label string) string {
 	return fmt.Sprintf(`(() => { const r = [...document.querySelectorAll('#keys-body tr')].find(r => r.dataset.key === %s);
 		const td = r && [...r.children].find(td => td.dataset.label === %s); return td ? td.textContent : ''; })()`, js(key), js(label))
