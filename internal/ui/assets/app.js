@@ -682,7 +682,7 @@
   function detail(ev) {
     const who = ev.owner === '' ? '(no owner)' : ev.owner;
     switch (ev.type) {
-      case 'superseded': return who + ' · waited ' + dur(ev.waited_ms) + ' · a re-sent acquire with the same request_id took its place (' + ev.position + ')';
+      case 'superseded': return who + ' · waited ' + dur(ev.waited_ms) + ' · a re-sent acquire with the same request_id took its place at position ' + ev.position;
       case 'drained': return who + ' · waited ' + dur(ev.waited_ms) + ' · drained: ' + ev.reason;
       case 'paused': return 'an operator paused the key: no grants until it is resumed';
       case 'resumed': return 'an operator resumed the key';
