@@ -583,14 +583,21 @@ func TestConsoleWithAuth(t *testing.T) {
 	if !hidden {
 		t.Fatal("force release shown to a client token")
 	}
+	b.eval(t, `document.getElementById('key-admin').hidden && document.getElementById('key-admin').offsetParent === null`, &hidden)
+	if !hidden {
+		t.Fatal("pause and drain shown to a client token")
+	}
 	d.queueWaiters(&waiters, "tenant:9", "svc-b")
 	b.waitFor(t, "the key's events arrive", queueJS+`.join() === 'svc-b'`, 2*time.Second)
 
 	b.run(t, "open the token form", chromedp.Click("#token-toggle"))
 	useToken(t, admin)
 	b.waitFor(t, "admin token: force release offered", live+` && !document.getElementById('force').hidden`, slack)
+	b.waitFor(t, "admin token: pause and drain offered", `document.getElementById('key-admin').offsetParent !== null`, slack)
 	b.run(t, "overview", chromedp.Navigate(d.url()+"/ui/#/"))
 	b.waitFor(t, "admin token: the overview lists keys", hasRow("tenant:9"), slack)
+	b.run(t, "type a prefix", chromedp.Focus("#filter"), chromedp.KeyEvent("tenant:"))
+	b.waitFor(t, "admin token: the prefix's actions offered", `document.getElementById('prefix-admin').offsetParent !== null`, 2*time.Second)
 	var stored int
 	b.eval(t, `localStorage.length + sessionStorage.length + document.cookie.length`, &stored)
 	if stored != 0 {

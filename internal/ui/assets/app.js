@@ -36,7 +36,13 @@
   }
 
   // ---- state ----
-  const keys = new Map(); // key -> {key, holder, queue: [{owner, since}], hidden}
+  // key -> {key, holders: [{owner, fence, acquiredAt, expiresAt, onError,
+  // maxHoldUntil}] oldest first, limit (0 until an inspection says),
+  // paused, delayUntil (or null), queue: [{owner, since}], hidden}
+  const keys = new Map();
+  // key -> {fence, outcome, ended_at}: how a key's last lease ended, kept
+  // apart from keys since a key with no lease left leaves keys.
+  const lasts = new Map();
   const recent = new Map(); // key -> [event], newest first
   const MAX_RECENT = 50;
   const MAX_RECENT_KEYS = 2000;
@@ -50,17 +56,33 @@
   function stateOf(k) {
     let s = keys.get(k);
     if (!s) {
-      s = { key: k, holder: null, queue: [], hidden: 0 };
+      s = { key: k, holders: [], limit: 0, paused: false, delayUntil: null, queue: [], hidden: 0 };
       keys.set(k, s);
     }
     return s;
   }
   const waiters = (s) => s.queue.length + s.hidden;
+  const delayed = (s) => s.delayUntil !== null && until(s.delayUntil) > 0;
+  // idle: nothing keeps the key on the server (it forgets such a key).
+  const idle = (s) => s.holders.length === 0 && waiters(s) === 0 && !s.paused && !delayed(s);
 
   function removeWaiter(s, owner, since) {
-    const i = s.queue.findIndex((w) => w.owner === owner && w.since === since);
+    let i = s.queue.findIndex((w) => w.owner === owner && w.since === since);
+    // A re-sent acquire that took a superseded waiter's place keeps its
+    // arrival time, perhaps under another owner.
+    if (i < 0) i = s.queue.findIndex((w) => w.superseded && w.since === since);
     if (i >= 0) s.queue.splice(i, 1);
     else if (s.hidden > 0) s.hidden--; // one of the waiters past the listed ones
+  }
+
+  // setLast keeps the latest of what is known of how k's last lease ended.
+  function setLast(k, last) {
+    if (!last) return;
+    const cur = lasts.get(k);
+    if (cur && Date.parse(cur.ended_at) > Date.parse(last.ended_at)) return;
+    lasts.delete(k);
+    if (lasts.size >= MAX_RECENT_KEYS) lasts.delete(lasts.keys().next().value);
+    lasts.set(k, { fence: last.fence, outcome: last.outcome, ended_at: last.ended_at });
   }
 
   // apply folds one event into the state. Applying an event twice, or an
@@ -77,21 +99,37 @@
         break;
       case 'granted':
         if (ev.from_queue) removeWaiter(s, ev.owner, ev.waiting_since);
-        if (!s.holder || s.holder.fence < ev.fence) {
-          s.holder = { owner: ev.owner, fence: ev.fence, acquiredAt: ev.time, expiresAt: ev.expires_at, onError: ev.on_error };
+        s.delayUntil = null; // a grant means no lock-delay is in force
+        if (!s.holders.some((h) => h.fence === ev.fence || (s.limit === 1 && h.fence > ev.fence))) {
+          // A mutex has one holder: a later grant means the earlier ended.
+          if (s.limit === 1) s.holders = [];
+          s.holders.push({ owner: ev.owner, fence: ev.fence, acquiredAt: ev.time, expiresAt: ev.expires_at, onError: ev.on_error, maxHoldUntil: '' });
+          s.holders.sort((a, b) => Date.parse(a.acquiredAt) - Date.parse(b.acquiredAt) || a.fence - b.fence);
         }
+        setLast(s.key, ev.previous);
         break;
       case 'renewed':
-        if (s.holder && s.holder.fence === ev.fence) s.holder.expiresAt = ev.expires_at;
+        for (const h of s.holders) if (h.fence === ev.fence) h.expiresAt = ev.expires_at;
         break;
       case 'released': case 'expired': case 'forced':
-        if (s.holder && s.holder.fence === ev.fence) s.holder = null;
+        s.holders = s.holders.filter((h) => h.fence !== ev.fence);
+        setLast(s.key, { fence: ev.fence, outcome: ev.outcome, ended_at: ev.time });
         break;
-      case 'timeout': case 'aborted': case 'cancelled':
+      case 'timeout': case 'aborted': case 'cancelled': case 'drained':
         removeWaiter(s, ev.owner, ev.waiting_since);
         break;
+      case 'superseded': { // the place is taken over: the queue keeps its length
+        const w = s.queue.find((x) => x.owner === ev.owner && x.since === ev.waiting_since);
+        if (w) w.superseded = true;
+        break;
+      }
+      case 'paused': s.paused = true; break;
+      case 'resumed': s.paused = false; break;
+      case 'delayed':
+        if (s.delayUntil === null || Date.parse(ev.until) > Date.parse(s.delayUntil)) s.delayUntil = ev.until;
+        break;
     }
-    if (!s.holder && waiters(s) === 0) keys.delete(s.key);
+    if (idle(s)) keys.delete(s.key);
   }
 
   function onEvent(ev) {
@@ -164,13 +202,42 @@
     }
   }
 
+  const fromHolder = (h) => ({ owner: h.owner, fence: h.fence, acquiredAt: h.acquired_at, expiresAt: h.expires_at, onError: h.on_error, maxHoldUntil: h.max_hold_until || '' });
+
   function fromInspect(b) {
+    setLast(b.key, b.last);
+    // holders is new with semaphores; an older server sends only holder.
+    const holders = Array.isArray(b.holders) ? b.holders : b.held && b.holder ? [b.holder] : [];
     return {
       key: b.key,
-      holder: b.held && b.holder ? { owner: b.holder.owner, fence: b.holder.fence, acquiredAt: b.holder.acquired_at, expiresAt: b.holder.expires_at, onError: b.holder.on_error } : null,
+      holders: holders.map(fromHolder),
+      limit: b.limit || 1,
+      paused: b.paused === true,
+      delayUntil: b.delay_until || null,
       queue: (b.queue || []).map((w) => ({ owner: w.owner, since: w.waiting_since })),
       hidden: Math.max(0, b.waiters - (b.queue || []).length),
     };
+  }
+
+  // The overview learns of a key from its events, which do not carry the
+  // key's limit: the rows on screen whose limit is unknown ask for it, two
+  // requests at a time (a key's limit does not change while it lives).
+  const limitAsked = new Set();
+  let limitBusy = 0;
+  function askLimits(rows) {
+    for (const s of rows) {
+      if (limitBusy >= 2) return;
+      if (s.limit !== 0 || limitAsked.has(s.key)) continue;
+      limitAsked.add(s.key);
+      limitBusy++;
+      call('GET', '/v1/locks/' + enc(s.key)).then((r) => {
+        if (r.status === 200 && r.body && keys.get(s.key) === s && s.limit === 0) s.limit = r.body.limit || 1;
+      }).catch(() => {}).finally(() => {
+        limitBusy--;
+        limitAsked.delete(s.key);
+        scheduleRender();
+      });
+    }
   }
 
   const enc = encodeURIComponent;
@@ -180,7 +247,7 @@
     const r = await call('GET', '/v1/locks/' + enc(k));
     if (r.status !== 200 || !r.body) return false;
     const s = fromInspect(r.body);
-    if (s.holder || waiters(s) > 0) keys.set(k, s);
+    if (!idle(s)) keys.set(k, s);
     else keys.delete(k);
     replay(mark, k);
     return true;
@@ -205,7 +272,7 @@
         const d = await call('GET', '/v1/locks/' + enc(row.key));
         if (d.status === 200 && d.body) {
           const s = fromInspect(d.body);
-          if (s.holder || waiters(s) > 0) fresh.set(row.key, s);
+          if (!idle(s)) fresh.set(row.key, s);
         }
       }
     };
@@ -459,7 +526,8 @@
     let held = 0;
     let waiting = 0;
     for (const s of keys.values()) {
-      if (s.holder) held++;
+      if (idle(s)) { keys.delete(s.key); continue; } // its lock-delay ended
+      if (s.holders.length > 0) held++;
       waiting += waiters(s);
     }
     $('t-keys').textContent = keys.size;
@@ -490,25 +558,32 @@
       a.dataset.key = s.key;
       a.title = s.key;
       keyCell.append(a);
-      const h = s.holder;
-      const left = h ? until(h.expiresAt) : NaN;
+      if (s.paused) keyCell.append(' ', el('span', 'paused', 'tag tag-paused'));
+      if (delayed(s)) keyCell.append(' ', el('span', 'delay ' + dur(until(s.delayUntil)), 'tag tag-delay'));
+      const h = s.holders[0]; // the oldest
+      const n = s.holders.length;
+      const left = Math.min(...s.holders.map((x) => until(x.expiresAt)));
       const w = waiters(s);
       const cells = [
-        ['Holder', h ? h.owner : '—', h ? 'owner' : 'owner empty'],
+        ['Holder', h ? h.owner + (n > 1 ? ' +' + (n - 1) : '') : '—', h ? 'owner' : 'owner empty'],
         ['Fence', h ? h.fence : '', 'num mono wide'],
         ['Held for', h ? dur(since(h.acquiredAt)) : '', 'num wide'],
         ['Expires in', h ? dur(left) : '', 'num' + (h && left < 5000 ? ' soon' : '')],
         ['Waiters', w, 'num' + (w > 0 ? ' waiting' : '')],
         ['Oldest wait', s.queue.length > 0 ? dur(Date.now() - oldestSince(s)) : '', 'num'],
+        ['Slots', n + '/' + (s.limit || '?'), 'num slots' + (s.limit > 0 && n >= s.limit && w > 0 ? ' waiting' : '')],
       ].map(([label, text, cls]) => {
         const td = el('td', text, cls);
         td.dataset.label = label; // the phone layout shows it before the value
         return td;
       });
+      cells[cells.length - 1].title = n + ' of ' + (s.limit || '?') + ' held';
       tr.append(keyCell, ...cells);
       return tr;
     });
     body.replaceChildren(...trs);
+    askLimits(rows);
+    renderPrefixAdmin(prefix, total);
     if (focused !== undefined) {
       for (const a of body.querySelectorAll('a')) if (a.dataset.key === focused) a.focus();
     }
@@ -524,11 +599,12 @@
 
   function renderKey(k) {
     $('key-title').textContent = k;
-    const s = keys.get(k);
-    const h = s ? s.holder : null;
-    const dl = $('holder');
-    dl.replaceChildren();
-    if (h) {
+    let s = keys.get(k);
+    if (s && idle(s)) { keys.delete(k); s = undefined; } // its lock-delay ended
+    const hs = s ? s.holders : [];
+    const box = $('holder');
+    box.replaceChildren(...hs.map((h) => {
+      const dl = el('dl', null, 'lease');
       const add = (t, v, cls) => { dl.append(el('dt', t), el('dd', v, cls)); };
       add('Owner', h.owner, 'owner');
       add('Fence', h.fence, 'mono');
@@ -537,11 +613,37 @@
       add('Expires in', dur(left), left < 5000 ? 'soon' : '');
       add('On error', h.onError);
       add('Acquired', clockTime(h.acquiredAt));
+      if (h.maxHoldUntil) add('Held at most until', clockTime(h.maxHoldUntil));
+      return dl;
+    }));
+    box.hidden = hs.length === 0;
+    const limit = s ? s.limit : 0;
+    $('holder-heading').textContent = limit > 1 || hs.length > 1 ? 'Holders' : 'Holder';
+    const slots = $('slots');
+    slots.hidden = !(limit > 1 || hs.length > 1);
+    slots.textContent = limit > 0 ? hs.length + ' of ' + limit + ' held' : hs.length + ' held';
+    $('holder-none').hidden = hs.length > 0;
+    $('force').hidden = hs.length === 0 || canAdmin !== true;
+    if (hs.length === 0) { $('force-confirm').hidden = true; $('force-btn').hidden = false; }
+
+    const paused = !!(s && s.paused);
+    $('key-paused').hidden = !paused;
+    const delay = s && delayed(s) ? s.delayUntil : null;
+    $('key-delay').hidden = delay === null;
+    if (delay !== null) {
+      const end = $('key-delay-end');
+      end.dateTime = delay;
+      end.textContent = clockTime(delay);
+      $('key-delay-left').textContent = '(' + dur(until(delay)) + ' left)';
     }
-    dl.hidden = !h;
-    $('holder-none').hidden = !!h;
-    $('force').hidden = !h || canAdmin !== true;
-    if (!h) { $('force-confirm').hidden = true; $('force-btn').hidden = false; }
+    const last = lasts.get(k);
+    $('key-last').hidden = !last;
+    if (last) {
+      $('key-last-text').textContent = 'fence ' + last.fence + ' ' + outcomeText(last.outcome) + ' at ' + clockTime(last.ended_at) + ' (' + dur(since(last.ended_at)) + ' ago)';
+      $('key-last').className = 'tag tag-last-' + last.outcome;
+    }
+    $('key-admin').hidden = canAdmin !== true;
+    $('pause-btn').textContent = paused ? 'Resume' : 'Pause';
 
     const q = s ? s.queue : [];
     $('queue-count').textContent = s ? waiters(s) : 0;
@@ -567,9 +669,24 @@
     $('events-empty').hidden = evs.length > 0;
   }
 
+  function outcomeText(o) {
+    switch (o) {
+      case 'released': return 'was released';
+      case 'failed': return 'was released as failed';
+      case 'expired': return 'expired (its holder died or its TTL was too short)';
+      case 'forced': return 'was force-released';
+      default: return 'ended: ' + o;
+    }
+  }
+
   function detail(ev) {
     const who = ev.owner === '' ? '(no owner)' : ev.owner;
     switch (ev.type) {
+      case 'superseded': return who + ' · waited ' + dur(ev.waited_ms) + ' · a re-sent acquire with the same request_id took its place at position ' + ev.position;
+      case 'drained': return who + ' · waited ' + dur(ev.waited_ms) + ' · drained: ' + ev.reason;
+      case 'paused': return 'an operator paused the key: no grants until it is resumed';
+      case 'resumed': return 'an operator resumed the key';
+      case 'delayed': return 'lock-delay: nobody is granted the key before ' + clockTime(ev.until);
       case 'queued': return who + ' at position ' + ev.position;
       case 'granted': return who + ' · fence ' + ev.fence + ' · waited ' + dur(ev.waited_ms) +
         (ev.previous ? ' · previous ' + ev.previous.outcome : '');
@@ -584,8 +701,11 @@
   // ---- force release ----
   $('force-btn').addEventListener('click', () => {
     const s = keys.get(currentKey);
-    if (!s || !s.holder) return;
-    $('force-question').textContent = 'Force-release fence ' + s.holder.fence + ' held by ' + (s.holder.owner || '(no owner)') + '?';
+    if (!s || s.holders.length === 0) return;
+    const h = s.holders[0];
+    $('force-question').textContent = s.holders.length === 1
+      ? 'Force-release fence ' + h.fence + ' held by ' + (h.owner || '(no owner)') + '?'
+      : 'Force-release all ' + s.holders.length + ' leases (fences ' + s.holders.map((x) => x.fence).join(', ') + ')?';
     $('force-btn').hidden = true;
     $('force-confirm').hidden = false;
     $('force-result').textContent = '';
@@ -598,13 +718,16 @@
   $('force-no').addEventListener('click', () => { closeConfirm(); $('force-btn').focus(); });
   $('force-yes').addEventListener('click', async () => {
     const k = currentKey;
+    const s = keys.get(k);
+    const n = s ? s.holders.length : 1;
     closeConfirm();
     const out = $('force-result');
     out.textContent = 'Releasing…';
     let r;
     try { r = await call('DELETE', '/v1/locks/' + enc(k)); } catch (_) { out.textContent = 'The server did not answer.'; return; }
     if (r.status === 200) {
-      out.textContent = 'Released fence ' + r.body.fence + ' after ' + dur(r.body.held_ms) + '; the next waiter, if any, has the lock.';
+      out.textContent = 'Released fence ' + r.body.fence + ' after ' + dur(r.body.held_ms) +
+        (n > 1 ? ', and the other ' + plural(n - 1, 'lease', 'leases') + ' with it; the next waiters, if any, have the key.' : '; the next waiter, if any, has the lock.');
     } else if (r.status === 403) {
       out.textContent = 'Force release needs an admin token.';
     } else {
@@ -612,6 +735,135 @@
     }
     scheduleRender();
     $('force-btn').focus();
+  });
+
+  // ---- operators' actions: pause, resume, drain (admin tokens only) ----
+  // Each asks first in the page itself (a browser dialog would block the
+  // page, and the tests refuse them), like force release.
+
+  // answer turns an admin call's reply into a sentence.
+  function answer(r, ok) {
+    if (r.status === 200 && r.body) return ok(r.body);
+    if (r.status === 403) return 'This needs an admin token.';
+    return (r.body && r.body.message) || 'Failed: HTTP ' + r.status + '.';
+  }
+  const plural = (n, one, many) => n + ' ' + (n === 1 ? one : many);
+
+  let keyAction = ''; // 'pause', 'resume' or 'drain' while the key view asks
+  function openKeyConfirm(action) {
+    const k = currentKey;
+    const s = keys.get(k);
+    keyAction = action;
+    $('key-question').textContent = action === 'pause'
+      ? 'Pause ' + k + '? Nobody is granted it until it is resumed; holders keep their leases and waiters their places.'
+      : action === 'resume' ? 'Resume ' + k + '? Its waiters are granted again, in order.'
+        : 'Drain the ' + plural(s ? waiters(s) : 0, 'waiter', 'waiters') + ' of ' + k + '? Each is answered 409 drained; holders keep their leases.';
+    $('key-yes').textContent = action === 'pause' ? 'Pause now' : action === 'resume' ? 'Resume now' : 'Drain now';
+    $('key-yes').className = action === 'resume' ? '' : 'danger';
+    $('drain-reason-wrap').hidden = action !== 'drain';
+    $('drain-reason').value = '';
+    $('key-buttons').hidden = true;
+    $('key-confirm').hidden = false;
+    $('key-result').textContent = '';
+    (action === 'drain' ? $('drain-reason') : $('key-yes')).focus();
+  }
+  function closeKeyConfirm() {
+    keyAction = '';
+    $('key-confirm').hidden = true;
+    $('key-buttons').hidden = false;
+  }
+  $('pause-btn').addEventListener('click', () => {
+    const s = keys.get(currentKey);
+    openKeyConfirm(s && s.paused ? 'resume' : 'pause');
+  });
+  $('drain-btn').addEventListener('click', () => openKeyConfirm('drain'));
+  $('key-no').addEventListener('click', () => { closeKeyConfirm(); $('pause-btn').focus(); });
+  $('key-confirm').addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') { closeKeyConfirm(); $('pause-btn').focus(); }
+  });
+  $('key-confirm').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const k = currentKey;
+    const action = keyAction;
+    const reason = $('drain-reason').value.trim();
+    closeKeyConfirm();
+    if (k === null || action === '') return;
+    const out = $('key-result');
+    out.textContent = action === 'drain' ? 'Draining…' : action === 'pause' ? 'Pausing…' : 'Resuming…';
+    const path = '/v1/locks/' + enc(k) + (action === 'drain' ? '/waiters' + (reason ? '?reason=' + enc(reason) : '') : '/' + action);
+    let r;
+    try { r = await call(action === 'drain' ? 'DELETE' : 'POST', path); } catch (_) { out.textContent = 'The server did not answer.'; return; }
+    out.textContent = answer(r, (b) => action === 'drain' ? 'Drained ' + plural(b.drained, 'waiter', 'waiters') + '.'
+      : b.paused ? (b.changed ? 'Paused: nobody is granted this key until it is resumed.' : 'It was already paused.')
+        : (b.changed ? 'Resumed: its waiters are granted again.' : 'It was not paused.'));
+    if (r.status === 200 && action !== 'drain' && currentKey === k) loadKey(k).then(scheduleRender); // a client token's stream may lag
+    scheduleRender();
+    $(action === 'drain' ? 'drain-btn' : 'pause-btn').focus();
+  });
+
+  // The overview acts on every key under the prefix typed in its filter.
+  let prefixAction = '';
+  let prefixTarget = '';
+  function renderPrefixAdmin(prefix, total) {
+    const bar = $('prefix-admin');
+    bar.hidden = canAdmin !== true || prefix === '';
+    if (bar.hidden) return;
+    $('prefix-label').textContent = 'Keys starting with “' + prefix + '” (' + plural(total, 'active key', 'active keys') + ' now):';
+  }
+  function openPrefixConfirm(action) {
+    const prefix = $('filter').value;
+    if (prefix === '') return;
+    let active = 0;
+    let waiting = 0;
+    for (const s of keys.values()) {
+      if (s.key.startsWith(prefix)) { active++; waiting += waiters(s); }
+    }
+    prefixAction = action;
+    prefixTarget = prefix;
+    $('prefix-question').textContent = action === 'pause'
+      ? 'Pause every key starting with “' + prefix + '” (' + plural(active, 'active key', 'active keys') + '), and the keys created under it until it is resumed?'
+      : action === 'resume' ? 'Resume every paused key starting with “' + prefix + '”, and stop pausing new ones?'
+        : 'Drain every waiter of the keys starting with “' + prefix + '” (' + plural(waiting, 'waiter', 'waiters') + ' now)? Each is answered 409 drained.';
+    $('prefix-yes').textContent = action === 'pause' ? 'Pause them' : action === 'resume' ? 'Resume them' : 'Drain them';
+    $('prefix-yes').className = action === 'resume' ? '' : 'danger';
+    $('prefix-reason-wrap').hidden = action !== 'drain';
+    $('prefix-reason').value = '';
+    $('prefix-buttons').hidden = true;
+    $('prefix-confirm').hidden = false;
+    $('prefix-result').textContent = '';
+    (action === 'drain' ? $('prefix-reason') : $('prefix-yes')).focus();
+  }
+  function closePrefixConfirm() {
+    prefixAction = '';
+    $('prefix-confirm').hidden = true;
+    $('prefix-buttons').hidden = false;
+  }
+  $('ppause-btn').addEventListener('click', () => openPrefixConfirm('pause'));
+  $('presume-btn').addEventListener('click', () => openPrefixConfirm('resume'));
+  $('pdrain-btn').addEventListener('click', () => openPrefixConfirm('drain'));
+  $('prefix-no').addEventListener('click', () => { closePrefixConfirm(); $('ppause-btn').focus(); });
+  $('prefix-confirm').addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') { closePrefixConfirm(); $('ppause-btn').focus(); }
+  });
+  $('prefix-confirm').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const action = prefixAction;
+    const prefix = prefixTarget;
+    const reason = $('prefix-reason').value.trim();
+    closePrefixConfirm();
+    // The question named one prefix: act on it only if the filter still says so.
+    if (action === '' || prefix === '' || prefix !== $('filter').value) return;
+    const out = $('prefix-result');
+    out.textContent = action === 'drain' ? 'Draining…' : action === 'pause' ? 'Pausing…' : 'Resuming…';
+    const path = action === 'drain' ? '/v1/locks/waiters?prefix=' + enc(prefix) + (reason ? '&reason=' + enc(reason) : '')
+      : '/v1/locks/' + action + '?prefix=' + enc(prefix);
+    let r;
+    try { r = await call(action === 'drain' ? 'DELETE' : 'POST', path); } catch (_) { out.textContent = 'The server did not answer.'; return; }
+    out.textContent = answer(r, (b) => action === 'drain' ? 'Drained ' + plural(b.drained, 'waiter', 'waiters') + ' under “' + prefix + '”.'
+      : action === 'pause' ? 'Paused ' + plural(b.paused, 'key', 'keys') + ' under “' + prefix + '”; keys created under it are paused until it is resumed.'
+        : 'Resumed ' + plural(b.resumed, 'key', 'keys') + ' under “' + prefix + '”.');
+    scheduleRender();
+    $(action === 'drain' ? 'pdrain-btn' : action === 'pause' ? 'ppause-btn' : 'presume-btn').focus();
   });
 
   // ---- routing: #/ is the overview, #/key/<escaped key> a key ----
@@ -630,6 +882,9 @@
       if (canAdmin === false) connect(); // follow the new key's events
       $('force-result').textContent = '';
       closeConfirm();
+      $('key-result').textContent = '';
+      closeKeyConfirm();
+      closePrefixConfirm();
       document.title = k === null ? 'mutexd console' : k + ' · mutexd console';
       if (k !== null) loadKey(k).then(scheduleRender);
       if (k !== null && canAdmin === true) loadHistory(k).then(scheduleRender);
@@ -639,7 +894,11 @@
     render();
   }
   window.addEventListener('hashchange', route);
-  $('filter').addEventListener('input', scheduleRender);
+  $('filter').addEventListener('input', () => {
+    if (prefixAction !== '' && $('filter').value !== prefixTarget) closePrefixConfirm(); // it asked about another prefix
+    $('prefix-result').textContent = '';
+    scheduleRender();
+  });
   $('goto').addEventListener('submit', (e) => {
     e.preventDefault();
     const k = $('goto-key').value;
