@@ -133,7 +133,9 @@ type leaseExt struct {
 	waited time.Duration
 	prev   Previous
 	// claim, while set, releases the lease unless a re-sent acquire claims
-	// it first: it was granted to a waiter whose caller had gone.
+	// it first: it was granted to a waiter whose caller had gone. Once a
+	// re-sent acquire has returned the lease it is claimedTimer, so that
+	// no claim is ever set on it again (its caller knows the token).
 	claim Timer
 }
 

@@ -127,9 +127,11 @@ func (sh *shard) resendLocked(ks *keyState, key string, opts *AcquireOptions, no
 			}
 		})
 		if found != nil {
-			if x := found.ext; x.claim != nil {
-				x.claim.Stop()
-				x.claim = nil
+			if x := found.ext; x.claim != claimedTimer {
+				if x.claim != nil {
+					x.claim.Stop()
+				}
+				x.claim = claimedTimer
 			}
 			return found.grant(key, found.ext.waited, found.ext.prev), nil, nil, true
 		}
@@ -236,6 +238,9 @@ func (sh *shard) detachOver(w *waiter) {
 // it is released, as no work can have been done under it.
 func (sh *shard) awaitClaimLocked(l *lease, d time.Duration) {
 	if l.ext.claim != nil {
+		// Already waiting for its claim, or claimed (claimedTimer): a
+		// re-sent acquire may return the lease before the cancelled
+		// caller's await sees its grant, and then a caller knows its token.
 		return
 	}
 	key, fence := l.ks.key, l.fence
@@ -251,7 +256,7 @@ func (sh *shard) claimOver(key string, fence uint64) {
 		return
 	}
 	l := ks.leaseByFence(fence)
-	if l == nil || l.ext == nil || l.ext.claim == nil {
+	if l == nil || l.ext == nil || l.ext.claim == nil || l.ext.claim == claimedTimer {
 		return
 	}
 	l.ext.claim = nil
@@ -262,3 +267,12 @@ func (sh *shard) claimOver(key string, fence uint64) {
 	}
 	sh.endLocked(l, outcome, now)
 }
+
+// claimedTimer marks a lease's claim as taken: a re-sent acquire returned
+// the lease. It is a Timer that does nothing, so a lease stays 96 bytes.
+var claimedTimer Timer = claimed{}
+
+type claimed struct{}
+
+func (claimed) Stop() bool               { return false }
+func (claimed) Reset(time.Duration) bool { return false }
