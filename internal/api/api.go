@@ -24,6 +24,7 @@ import (
 type Locker interface {
 	Acquire(ctx context.Context, key string, o engine.AcquireOptions) (engine.Grant, error)
 	Release(key string, token engine.Token, failed bool) (engine.Ended, error)
+	Abandon(key string, fence uint64)
 	Renew(key string, token engine.Token, ttl time.Duration) (engine.Renewal, error)
 	ForceRelease(key string) (engine.Ended, error)
 	Inspect(key string, maxQueue int) engine.KeyInfo

@@ -35,6 +35,15 @@ func (l *lateGrant) Release(key string, t engine.Token, failed bool) (engine.End
 	return e, err
 }
 
+// Abandon is how the handler hands back a grant nobody will see: the
+// engine releases it (no request id here), which counts as released.
+func (l *lateGrant) Abandon(key string, fence uint64) {
+	l.Engine.Abandon(key, fence)
+	if !l.Engine.Inspect(key, 0).Held {
+		l.released <- engine.Token{}
+	}
+}
+
 // TestGrantToAGoneClientIsReleased: a grant that reaches the handler after
 // its client disconnected can never be seen by anyone; the handler must
 // release it at once rather than leave the key blocked until the TTL.

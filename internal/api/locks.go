@@ -46,7 +46,7 @@ func (s *Server) acquire(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.dropIfGone(ctx, g, o.RequestID); err != nil {
+	if err := s.dropIfGone(ctx, g); err != nil {
 		return err
 	}
 	buf := getBuf()
@@ -139,21 +139,17 @@ func maxHoldError(v string, ttl, bound time.Duration) error {
 	return badRequest("invalid_max_hold", "max_hold must be 0 (none) or a duration of at least the ttl (%s); got %q.", duration.Format(ttl), clip(v))
 }
 
-// dropIfGone releases g, and returns the cancellation, when the request's
-// client left while g was being granted: nobody will ever see its token, and
-// the key's queue would stall until the lease's TTL ran out. The engine
-// resolves the race when the cancellation is seen first; this covers a
-// grant that woke the waiter a moment before the client left.
-//
-// A grant to an acquire with a request_id is kept instead: its client
-// will send the acquire again with the same id and get the same lease.
-func (s *Server) dropIfGone(ctx context.Context, g engine.Grant, requestID string) error {
+// dropIfGone hands g back to the engine (Abandon), and returns the
+// cancellation, when the request's client left while g was being granted:
+// nobody will see its token. The engine releases it at once, or, for an
+// acquire with a request_id, keeps it for the re-sent acquire for the
+// detach grace. The engine resolves the race itself when it sees the
+// cancellation first; this covers a client that left just after.
+func (s *Server) dropIfGone(ctx context.Context, g engine.Grant) error {
 	if ctx.Err() == nil {
 		return nil
 	}
-	if requestID == "" {
-		_, _ = s.locker.Release(g.Key, g.Token, false)
-	}
+	s.locker.Abandon(g.Key, g.Fence)
 	return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 }
 

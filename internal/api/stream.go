@@ -363,7 +363,7 @@ func (s *Server) acquireStream(c echo.Context, key string, o engine.AcquireOptio
 			default:
 			}
 			if r.err == nil {
-				if r.err = s.dropIfGone(ctx, r.g, o.RequestID); r.err == nil {
+				if r.err = s.dropIfGone(ctx, r.g); r.err == nil {
 					w.event("granted", 0, appendGrant(buf[:0], r.g, o.Limit, o.RequestID))
 					return nil
 				}

@@ -244,6 +244,11 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 	g, w, err := sh.tryLocked(key, &opts)
 	sh.mu.Unlock()
 	if w == nil {
+		if err == nil && ctx.Err() != nil {
+			// Granted to a caller already gone.
+			e.Abandon(key, g.Fence)
+			return Grant{}, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
+		}
 		return g, err
 	}
 	return sh.await(ctx, w)
@@ -430,7 +435,12 @@ func (sh *shard) enqueueLocked(ks *keyState, opts AcquireOptions, now time.Time)
 func (sh *shard) await(ctx context.Context, w *waiter) (Grant, error) {
 	select {
 	case <-w.done:
-		return w.grant, w.err
+		if w.err != nil || ctx.Err() == nil {
+			return w.grant, w.err
+		}
+		// Granted, but the caller is gone too: select chose at random.
+		sh.e.Abandon(w.grant.Key, w.grant.Fence)
+		return Grant{}, fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
 	case <-ctx.Done():
 	}
 	cancelled := fmt.Errorf("%w: %w", ErrCancelled, context.Cause(ctx))
@@ -443,26 +453,41 @@ func (sh *shard) await(ctx context.Context, w *waiter) (Grant, error) {
 		sh.mu.Unlock()
 		return Grant{}, cancelled
 	}
-	if w.err == nil && w.opts.RequestID != "" && sh.e.grace > 0 && !sh.stopped {
-		// Granted just as the caller gave up: keep the lease for the
-		// caller's re-sent acquire, released if nobody claims it.
-		if ks := sh.keys[w.grant.Key]; ks != nil {
-			if l := ks.leaseByFence(w.grant.Fence); l != nil && l.live(sh.e.clock.Now()) {
-				sh.awaitClaimLocked(l, sh.e.grace)
-			}
-		}
-		sh.mu.Unlock()
-		return Grant{}, cancelled
-	}
 	sh.mu.Unlock()
 	if w.err == nil {
-		// Granted just as the caller gave up: nobody will use this lease.
-		// (The key comes from the grant: w.ks may be recycled once the
-		// shard is unlocked.)
-		_, _ = sh.e.Release(w.grant.Key, w.grant.Token, false)
+		// Granted just as the caller gave up. (The key comes from the
+		// grant: w.ks may be recycled once the shard is unlocked.)
+		sh.e.Abandon(w.grant.Key, w.grant.Fence)
 		return Grant{}, cancelled
 	}
 	return Grant{}, w.err
+}
+
+// Abandon tells the engine that the caller of key's lease with fence will
+// never see its grant: its context ended, or its client left, as it was
+// granted. A lease granted to an acquire with a RequestID is kept for the
+// re-sent acquire for Limits.DetachGrace and released then if nobody
+// claimed it (at once if a re-send already did, it stays theirs); any
+// other is released at once, so that no lease is left that nobody can
+// release.
+func (e *Engine) Abandon(key string, fence uint64) {
+	sh := e.shardFor(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ks := sh.keys[key]
+	if ks == nil {
+		return
+	}
+	now := e.clock.Now()
+	l := ks.leaseByFence(fence)
+	if l == nil || !l.live(now) {
+		return
+	}
+	if l.ext != nil && l.ext.id != "" && e.grace > 0 && !sh.stopped {
+		sh.awaitClaimLocked(l, e.grace)
+		return
+	}
+	sh.endLocked(l, OutcomeReleased, now)
 }
 
 // grantOf is what a grant needs to know besides the key, the acquire's
