@@ -9,13 +9,16 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/mutexd/mutexd/internal/auth"
+	"github.com/mutexd/mutexd/internal/engine"
 )
 
 // errRevoked is the cause that ends a long-lived request (a long poll, an
 // event stream) whose token a reload of the tokens no longer accepts. It
 // wraps the new check's error, which is what the client is answered
 // (401 unauthorized).
-var errRevoked = errors.New("token revoked by a reload")
+// It wraps engine.ErrWontReturn: a revoked caller cannot send its
+// acquire again, so its waiter leaves the queue even with a request_id.
+var errRevoked = fmt.Errorf("token revoked by a reload (%w)", engine.ErrWontReturn)
 
 // revocable is a request's context that a reload of the tokens also ends
 // when it revokes the request's token (see Server.revocable). It is

@@ -3,7 +3,9 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mutexd/mutexd/internal/engine"
@@ -61,4 +63,44 @@ func TestGrantToAGoneCaller(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestWaiterThatWontReturnLeaves: a waiter with a request id whose
+// context ends with ErrWontReturn (its token was revoked) leaves the
+// queue at once instead of keeping its place for the detach grace.
+func TestWaiterThatWontReturnLeaves(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		cause error
+		want  int // waiters left right after the cancellation
+	}{
+		{"cut connection", context.Canceled, 1},
+		{"revoked", fmt.Errorf("revoked: %w", engine.ErrWontReturn), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e, _, _ := newEngine(t, engine.Limits{})
+				mustAcquire(t, e, "k", opts("h", time.Hour, 0))
+				ctx, cancel := context.WithCancelCause(t.Context())
+				o := opts("w", time.Hour, time.Hour)
+				o.RequestID = "r1"
+				done := make(chan error, 1)
+				go func() {
+					_, err := e.Acquire(ctx, "k", o)
+					done <- err
+				}()
+				synctest.Wait()
+				cancel(tt.cause)
+				if err := <-done; !errors.Is(err, engine.ErrCancelled) {
+					t.Fatalf("err = %v, want ErrCancelled", err)
+				}
+				if got := e.Stats().Waiters; got != tt.want {
+					t.Fatalf("waiters = %d, want %d", got, tt.want)
+				}
+				if err := e.Check(); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
+	}
 }

@@ -10,6 +10,7 @@ package engine
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"slices"
@@ -447,7 +448,7 @@ func (sh *shard) await(ctx context.Context, w *waiter) (Grant, error) {
 	sh.mu.Lock()
 	if !w.resolved {
 		now := sh.e.clock.Now()
-		if !sh.detachLocked(w, now) {
+		if errors.Is(context.Cause(ctx), ErrWontReturn) || !sh.detachLocked(w, now) {
 			sh.leaveLocked(w, exitCancelled, now, "")
 		}
 		sh.mu.Unlock()

@@ -32,6 +32,11 @@ var (
 	// ErrUnavailable means the engine is closed (the daemon is shutting
 	// down) and grants nothing more.
 	ErrUnavailable = errors.New("lock engine is shutting down")
+	// ErrWontReturn, as (or wrapped in) the cause of an acquire's context,
+	// says its caller will not send the acquire again (its token was
+	// revoked, say): a waiter with a RequestID then leaves the queue at
+	// once instead of keeping its place for Limits.DetachGrace.
+	ErrWontReturn = errors.New("the caller will not send this acquire again")
 	// ErrSuperseded means a later acquire with the same RequestID took
 	// this waiter's place in the queue.
 	ErrSuperseded = errors.New("superseded by a later acquire with the same request id")
