@@ -68,6 +68,7 @@ type writeGuard struct {
 	h2      bool
 	conn    io.Closer   // HTTP/2 only; nil: reset the stream instead
 	timer   *time.Timer // HTTP/2 only; created by the first write
+	until   time.Time   // HTTP/1 only: the write deadline last set
 }
 
 // guardWrites wraps the response writer of c in a writeGuard; nil when
@@ -109,7 +110,7 @@ func (g *writeGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
 func (g *writeGuard) arm() {
 	if !g.h2 {
-		_ = http.NewResponseController(g.ResponseWriter).SetWriteDeadline(time.Now().Add(g.timeout))
+		g.deadline()
 		return
 	}
 	if g.timer == nil {
@@ -117,6 +118,21 @@ func (g *writeGuard) arm() {
 		return
 	}
 	g.timer.Reset(g.timeout)
+}
+
+// deadline gives the HTTP/1 connection a write deadline at least half the
+// timeout away, setting a new one only when the last is closer: a plain
+// answer then costs one deadline (set by its first write, still far off
+// for the final flush in finish), not one per write, since each costs the
+// poller's timer work. So a stuck write is cut after between half the
+// timeout and the timeout.
+func (g *writeGuard) deadline() {
+	now := time.Now()
+	if g.until.Sub(now) > g.timeout/2 {
+		return
+	}
+	g.until = now.Add(g.timeout)
+	_ = http.NewResponseController(g.ResponseWriter).SetWriteDeadline(g.until)
 }
 
 func (g *writeGuard) disarm() {
@@ -146,7 +162,7 @@ func (g *writeGuard) finish(committed bool) {
 		return
 	}
 	if !g.h2 {
-		_ = http.NewResponseController(g.ResponseWriter).SetWriteDeadline(time.Now().Add(g.timeout))
+		g.deadline()
 		return
 	}
 	if committed {
