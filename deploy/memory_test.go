@@ -196,7 +196,10 @@ func TestSidecarMemoryWorstCase(t *testing.T) {
 	}
 
 	// Waiters on HTTP/2 streams (h2c), each queued behind the held key.
-	h2t := &http.Transport{Protocols: new(http.Protocols)}
+	// At most as many connections as the waiters need (100 streams each):
+	// requests sent before a connection is up would otherwise each dial
+	// one, and under load enough of them to hit max_connections.
+	h2t := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: (l.MaxWaiters + 99) / 100}
 	h2t.Protocols.SetUnencryptedHTTP2(true)
 	h2 := &http.Client{Transport: h2t}
 	defer h2t.CloseIdleConnections()
