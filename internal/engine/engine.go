@@ -28,6 +28,7 @@ type Engine struct {
 	obs    Observer
 	limits Limits
 	seed   maphash.Seed
+	mask   uint64        // numShards-1, or 0 for a Deterministic engine's one shard
 	grace  time.Duration // detach grace; 0 when detaching is off
 	// memoCap is each shard's share of Limits.MaxRemembered.
 	memoCap int
@@ -167,7 +168,11 @@ func New(clock Clock, obs Observer, limits Limits) *Engine {
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	e := &Engine{clock: clock, obs: obs, limits: limits, seed: maphash.MakeSeed()}
+	e := &Engine{clock: clock, obs: obs, limits: limits, seed: maphash.MakeSeed(), mask: numShards - 1}
+	shards := numShards
+	if limits.Deterministic {
+		e.mask, shards = 0, 1
+	}
 	switch {
 	case limits.DetachGrace == 0:
 		e.grace = DefaultDetachGrace
@@ -178,7 +183,7 @@ func New(clock Clock, obs Observer, limits Limits) *Engine {
 	if maxMemos <= 0 {
 		maxMemos = DefaultMaxRemembered
 	}
-	e.memoCap = max(1, (maxMemos+numShards-1)/numShards)
+	e.memoCap = max(1, (maxMemos+shards-1)/shards)
 	for i := range e.shards {
 		e.shards[i].e = e
 		e.shards[i].keys = make(map[string]*keyState)
@@ -189,7 +194,7 @@ func New(clock Clock, obs Observer, limits Limits) *Engine {
 }
 
 func (e *Engine) shardFor(key string) *shard {
-	return &e.shards[maphash.String(e.seed, key)&(numShards-1)]
+	return &e.shards[maphash.String(e.seed, key)&e.mask&(numShards-1)]
 }
 
 // MaxFence is the largest fence the engine issues, 2^53-1, so that every
@@ -231,14 +236,8 @@ func (e *Engine) nextFence(now time.Time) (fence uint64, ok bool) {
 // left without a holder; with a RequestID it is kept for DetachGrace
 // instead, for the caller's re-sent acquire to claim.
 func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (Grant, error) {
-	if opts.TTL <= 0 {
-		return Grant{}, fmt.Errorf("engine: acquire %q: ttl must be positive", key)
-	}
-	if opts.Limit < 0 || opts.Limit > MaxLimit || opts.MaxHold < 0 || opts.LockDelay < 0 {
-		return Grant{}, fmt.Errorf("engine: acquire %q: limit, max hold or lock delay out of range", key)
-	}
-	if e.closed.Load() {
-		return Grant{}, ErrUnavailable
+	if err := e.checkAcquire(key, &opts); err != nil {
+		return Grant{}, err
 	}
 	sh := e.shardFor(key)
 	sh.mu.Lock()
@@ -253,6 +252,21 @@ func (e *Engine) Acquire(ctx context.Context, key string, opts AcquireOptions) (
 		return g, err
 	}
 	return sh.await(ctx, w)
+}
+
+// checkAcquire refuses options the engine cannot act on, and every
+// acquire once the engine is closed.
+func (e *Engine) checkAcquire(key string, opts *AcquireOptions) error {
+	if opts.TTL <= 0 {
+		return fmt.Errorf("engine: acquire %q: ttl must be positive", key)
+	}
+	if opts.Limit < 0 || opts.Limit > MaxLimit || opts.MaxHold < 0 || opts.LockDelay < 0 {
+		return fmt.Errorf("engine: acquire %q: limit, max hold or lock delay out of range", key)
+	}
+	if e.closed.Load() {
+		return ErrUnavailable
+	}
+	return nil
 }
 
 // limitOf is the number of holders opts asks the key to admit.
@@ -515,7 +529,7 @@ func (sh *shard) grantLocked(ks *keyState, opts *AcquireOptions, g *grantOf, now
 		x.more = append(x.more, l)
 	}
 	*l = lease{
-		token:      newToken(),
+		token:      e.newToken(),
 		fence:      fence,
 		owner:      opts.Owner,
 		ttl:        opts.TTL,

@@ -12,8 +12,17 @@ import (
 // deadline.
 type leaseHeap []*lease
 
-func (h leaseHeap) Len() int           { return len(h) }
-func (h leaseHeap) Less(i, j int) bool { return h[i].expiresAt.Before(h[j].expiresAt) }
+func (h leaseHeap) Len() int { return len(h) }
+
+// Less breaks a tie by fence, so that leases due at the same instant end in
+// one order whatever the heap's history (a replica restored from a
+// snapshot must expire them as the others do).
+func (h leaseHeap) Less(i, j int) bool {
+	if c := h[i].expiresAt.Compare(h[j].expiresAt); c != 0 {
+		return c < 0
+	}
+	return h[i].fence < h[j].fence
+}
 func (h leaseHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIdx = int32(i)
@@ -51,8 +60,15 @@ func (h *leaseHeap) fix(l *lease) { heap.Fix(h, int(l.heapIdx)) }
 // shares the shard's timer with leaseHeap.
 type delayHeap []*keyState
 
-func (h delayHeap) Len() int           { return len(h) }
-func (h delayHeap) Less(i, j int) bool { return h[i].x.delayUntil.Before(h[j].x.delayUntil) }
+func (h delayHeap) Len() int { return len(h) }
+
+// Less breaks a tie by key, for the reason leaseHeap.Less breaks one.
+func (h delayHeap) Less(i, j int) bool {
+	if c := h[i].x.delayUntil.Compare(h[j].x.delayUntil); c != 0 {
+		return c < 0
+	}
+	return h[i].key < h[j].key
+}
 func (h delayHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].x.delayIdx = i

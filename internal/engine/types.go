@@ -291,6 +291,15 @@ type Limits struct {
 	// MaxRemembered caps those records, oldest evicted first. Zero means
 	// DefaultMaxRemembered.
 	MaxRemembered int
+	// Deterministic makes the engine a state machine that a replicated
+	// log can drive: every key shares one shard, so that walks over keys
+	// go in key order and MaxRemembered evicts in one global order, not
+	// in an order that depends on a per-process hash seed. Its Clock must
+	// then be driven by the log too (internal/cluster).
+	Deterministic bool
+	// Tokens, when set, makes lease tokens: a replicated engine needs the
+	// same token on every replica. nil draws them from crypto/rand.
+	Tokens func() Token
 }
 
 // Defaults for the Limits fields whose zero value is not "none".
