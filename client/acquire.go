@@ -168,11 +168,12 @@ const releaseOrphanTimeout = 5 * time.Second
 // (ErrDrained), or ctx ends.
 //
 // Every acquire carries a request id (see RequestID), so an attempt whose
-// answer was lost (the connection was cut or timed out) is sent again
-// with it, within ctx and the RetryPolicy: the server answers with the
-// lease it granted, or moves the retry into the first attempt's place,
-// with the wait shortened by the time already spent. ErrLeaseEnded then
-// means the lease granted meanwhile has already ended.
+// answer was lost (the connection was cut or timed out, a proxy answered
+// 502 or 504) is sent again with it, to the next server of a cluster,
+// within ctx and the RetryPolicy: the server answers with the lease it
+// granted, or moves the retry into the first attempt's place, with the
+// wait shortened by the time already spent. ErrLeaseEnded then means the
+// lease granted meanwhile has already ended.
 //
 // Cancelling ctx while waiting half-closes the connection and the server
 // stops waiting for this caller; if the grant raced with the
@@ -306,7 +307,7 @@ func (c *Client) withdraw(ctx context.Context, path string, body acquireBody) {
 	if body.Wait != "0ms" {
 		body.Wait = "1ms"
 	}
-	resp, err := c.do(wctx, request{method: http.MethodPost, path: path, body: body})
+	resp, err := c.do(wctx, request{method: http.MethodPost, path: path, body: body, resend: true})
 	if err != nil {
 		return
 	}

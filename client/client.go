@@ -27,8 +27,14 @@
 // was cut, an attempt timed out) is sent again with the same id: the server
 // answers it with the lease it already granted, or puts it in the first
 // attempt's place in the queue, so a retry never leaves behind a lease
-// nobody knows about. Other calls are retried only when they certainly did
-// not reach the server.
+// nobody knows about. Renewals, releases and reads, which name what they
+// act on, are sent again the same way; other calls only when they
+// certainly did not reach the server.
+//
+// Clusters: New takes a comma-separated list of servers. A call that may
+// be retried goes to the next server at once, and the client backs off
+// only when every server failed in a round; it keeps sending to the server
+// that answered last.
 package client
 
 import (
@@ -53,10 +59,14 @@ import (
 // DefaultAddr is the address a mutexd server listens on by default.
 const DefaultAddr = "http://127.0.0.1:7070"
 
-// Client talks to one mutexd server. It is safe for concurrent use.
+// Client talks to a mutexd server, or to any of the servers of a cluster
+// (see New). It is safe for concurrent use.
 type Client struct {
-	base       string // scheme://host[:port][/path], no trailing slash
-	shown      string // base with any password redacted, for messages
+	servers []server // as given to New; at least one
+	// current is the index in servers of the server that answered last:
+	// every call starts there, so a client that failed over stays with
+	// the server that works instead of trying a dead one first each time.
+	current    atomic.Int32
 	hc         *http.Client
 	customHTTP bool        // hc came from WithHTTPClient
 	tlsConfig  *tls.Config // from WithTLSConfig
@@ -67,12 +77,18 @@ type Client struct {
 }
 
 // RetryPolicy bounds the retries of calls that certainly did not reach the
-// server (dial errors such as connection refused) and of 503 unavailable
-// answers. The n-th retry waits a random duration in [d/2, d] with d =
-// min(MaxBackoff, MinBackoff·2ⁿ), and at least the server's Retry-After
-// (capped at MaxBackoff). The caller's context bounds everything.
+// server (dial errors such as connection refused), of 503 unavailable
+// answers, and of calls safe to send again whose answer was lost. With
+// several servers (see New) a failed attempt goes to the next server at
+// once; a round is one attempt at every server, and the policy counts
+// rounds. After the n-th failed round the client waits a random duration
+// in [d/2, d] with d = min(MaxBackoff, MinBackoff·2ⁿ), and at least the
+// longest Retry-After of the round (capped at MaxBackoff). The caller's
+// context bounds everything.
 type RetryPolicy struct {
-	// MaxAttempts is the number of tries in all; 1 disables retries.
+	// MaxAttempts is the number of rounds in all (with one server, of
+	// tries); 1 disables retries on one server, and on several tries
+	// each once.
 	MaxAttempts int
 	// MinBackoff is the first retry's delay.
 	MinBackoff time.Duration
@@ -184,17 +200,41 @@ func WithRetry(p RetryPolicy) Option {
 	}
 }
 
+// server is one base URL a Client may send to.
+type server struct {
+	base  string // scheme://host[:port][/path], no trailing slash
+	shown string // base with any password redacted, for messages
+}
+
 // New returns a client for the server at baseURL ("http://host:port" or
-// "https://host:port", optionally with a path prefix when behind a proxy).
+// "https://host:port", optionally with a path prefix when behind a proxy),
+// or for the servers of a cluster given as a comma-separated list
+// ("http://10.0.0.1:7070,http://10.0.0.2:7070,http://10.0.0.3:7070"):
+// one string, so that a list travels wherever one address does (a flag,
+// MUTEXD_ADDR, a config value). Every server of a cluster answers every
+// call; the client sends each call to the server that answered last and,
+// when it cannot be reached, is cut off or answers 502, 503 or 504, to the
+// next one in the list (see RetryPolicy for which calls may be sent again).
+// Every entry must be a valid URL; the error names the first that is not.
 func New(baseURL string, opts ...Option) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil {
-		return nil, fmt.Errorf("client: base URL %q: %w", baseURL, err)
+	var servers []server
+	for _, raw := range strings.Split(baseURL, ",") {
+		raw = strings.TrimSpace(raw)
+		s, err := parseServer(raw)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range servers {
+			if o.base == s.base {
+				return nil, fmt.Errorf("client: server URL %q is listed twice", s.shown)
+			}
+		}
+		servers = append(servers, s)
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("client: base URL %q must be http:// or https:// with a host and no query", baseURL)
+	if len(servers) > 1<<16 {
+		return nil, fmt.Errorf("client: %d server URLs, more than a cluster has", len(servers))
 	}
-	c := &Client{base: strings.TrimRight(u.String(), "/"), shown: strings.TrimRight(u.Redacted(), "/"), retry: DefaultRetryPolicy()}
+	c := &Client{servers: servers, retry: DefaultRetryPolicy()}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
@@ -209,8 +249,35 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// BaseURL returns the server address the client talks to.
-func (c *Client) BaseURL() string { return c.base }
+// parseServer validates one server URL.
+func parseServer(raw string) (server, error) {
+	if raw == "" {
+		return server{}, errors.New("client: empty server URL (a stray comma in the list?)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return server{}, fmt.Errorf("client: base URL %q: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return server{}, fmt.Errorf("client: base URL %q must be http:// or https:// with a host and no query", u.Redacted())
+	}
+	return server{base: strings.TrimRight(u.String(), "/"), shown: strings.TrimRight(u.Redacted(), "/")}, nil
+}
+
+// BaseURL returns the address of the server the client sends its next
+// call to: the one that answered last (the first given, before any call).
+func (c *Client) BaseURL() string { return c.servers[c.current.Load()].base }
+
+// Servers returns every server address the client was given, in order,
+// for passing on (mutexd lock hands them to its command as MUTEXD_ADDR,
+// joined by commas).
+func (c *Client) Servers() []string {
+	out := make([]string, len(c.servers))
+	for i, s := range c.servers {
+		out[i] = s.base
+	}
+	return out
+}
 
 // keyPath returns the escaped path of a key's resource plus suffix.
 func keyPath(key, suffix string) (string, error) {
@@ -229,15 +296,20 @@ type request struct {
 	// longPoll marks a request that may wait on the server (see
 	// longpoll.go).
 	longPoll bool
-	// resend marks a request the server deduplicates (an acquire with a
-	// request id): an attempt cut before its answer may be sent again.
-	// bodyFor, when set, gives the body of each attempt from the time
-	// since the first was sent (an acquire's shrinking wait).
+	// resend marks a request that is safe to send again after an attempt
+	// whose fate is unknown: an acquire with a request id (the server
+	// deduplicates it), a renew or release (they name one lease by its
+	// token). GETs are always safe. bodyFor, when set, gives the body of
+	// each attempt from the time since the first was sent (an acquire's
+	// shrinking wait).
 	resend  bool
 	bodyFor func(elapsed time.Duration) any
 	// written, when set, is set once an attempt has been written out in
 	// full: from then on the server may have acted on it.
 	written *atomic.Bool
+	// cut, when set, is set when an attempt whose fate is unknown was sent
+	// again: an answer may stem from a server that already acted on it.
+	cut *bool
 }
 
 // response is a 2xx answer.
@@ -252,9 +324,16 @@ type response struct {
 // maxBody bounds a success body (a listing of 1000 keys fits easily).
 const maxBody = 8 << 20
 
-// do sends r, retrying what certainly did not reach the server or was
-// refused with 503 (and, for a request marked resend, what was cut before
-// its answer), and returns the 2xx answer or the error.
+// do sends r, retrying what certainly did not reach a server or was
+// refused with 503 (and, for a request that is safe to re-send, what was
+// cut before its answer or answered 502 or 504 by a proxy), and returns
+// the 2xx answer or the error.
+//
+// Attempts go round the servers, starting with the one that answered
+// last: a failed attempt is sent at once to the next server, and only when
+// every server failed in a round does the client back off (RetryPolicy
+// counts rounds). The server that answers becomes the one the next call
+// starts with.
 func (c *Client) do(ctx context.Context, r request) (response, error) {
 	marshal := func(v any) ([]byte, error) {
 		if v == nil {
@@ -266,16 +345,23 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 	if err != nil {
 		return response{}, err
 	}
-	target := c.base + r.path
+	target := r.path
 	if len(r.query) > 0 {
 		target += "?" + r.query.Encode()
 	}
+	resend := r.resend || r.method == http.MethodGet
+	n := len(c.servers)
+	start := int(c.current.Load())
 	var (
-		last     error     // the previous attempt's, when it was retried
-		first    time.Time // when the first attempt was sent
-		firstCut time.Time // when the first attempt that was cut was sent
+		last       error         // the previous attempt's, when it was retried
+		round      []error       // this round's errors, one per server
+		retryAfter time.Duration // the longest this round asked for
+		first      time.Time     // when the first attempt was sent
+		firstCut   time.Time     // when the first attempt that was cut was sent
 	)
 	for attempt := 1; ; attempt++ {
+		i := (start + attempt - 1) % n
+		srv := c.servers[i]
 		now := time.Now()
 		if attempt == 1 {
 			first = now
@@ -284,7 +370,10 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 				return response{}, err
 			}
 		}
-		resp, retryAfter, err := c.send(ctx, r.method, target, body, r.longPoll, r.written)
+		resp, after, err := c.send(ctx, srv, r.method, target, body, r.longPoll, r.written)
+		if answered(err) {
+			c.current.Store(int32(i))
+		}
 		if err == nil {
 			if !firstCut.IsZero() {
 				resp.sentAt = firstCut
@@ -296,20 +385,40 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 			return response{}, fmt.Errorf("%w (gave up retrying: %w)", last, context.Cause(ctx))
 		}
 		again := retryable(err)
-		if !again && r.resend && ctx.Err() == nil && cut(err) {
+		if !again && resend && ctx.Err() == nil && (cut(err) || gateway(err)) {
 			again = true
+			if r.cut != nil {
+				*r.cut = true
+			}
 			if firstCut.IsZero() {
 				firstCut = now
 			}
 		}
-		if !again || attempt >= c.retry.MaxAttempts || ctx.Err() != nil {
+		if !again || ctx.Err() != nil {
+			return response{}, err
+		}
+		if n > 1 {
+			round = append(round, fmt.Errorf("%s: %w", srv.shown, err))
+		}
+		retryAfter = max(retryAfter, after)
+		rounds := (attempt + n - 1) / n
+		if attempt%n != 0 {
+			last = err
+			continue // the next server, at once
+		}
+		if n > 1 {
+			err = roundError{errs: round}
+			round = nil
+		}
+		if rounds >= c.retry.MaxAttempts {
 			return response{}, err
 		}
 		last = err
-		delay := c.retry.backoff(attempt-1, retryAfter)
-		if staleConn(err) {
+		delay := c.retry.backoff(rounds-1, retryAfter)
+		if n == 1 && staleConn(err) {
 			delay = 0 // another connection will do
 		}
+		retryAfter = 0
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -320,10 +429,24 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 	}
 }
 
-// send makes one attempt. The error is an *APIError for a non-2xx answer,
-// an unreachableError when the request certainly was not sent, else the
-// transport's error.
-func (c *Client) send(ctx context.Context, method, target string, body []byte, long bool, written *atomic.Bool) (response, time.Duration, error) {
+// roundError is what every server of a cluster answered in the last round
+// of attempts.
+type roundError struct{ errs []error }
+
+func (e roundError) Error() string {
+	msgs := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		msgs[i] = err.Error()
+	}
+	return "no server answered: " + strings.Join(msgs, "; ")
+}
+
+func (e roundError) Unwrap() []error { return e.errs }
+
+// send makes one attempt at srv. The error is an *APIError for a non-2xx
+// answer, an unreachableError when the request certainly was not sent,
+// else the transport's error.
+func (c *Client) send(ctx context.Context, srv server, method, target string, body []byte, long bool, written *atomic.Bool) (response, time.Duration, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -343,7 +466,7 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, l
 		reqCtx, finish = longPoll(reqCtx)
 		defer finish()
 	}
-	req, err := http.NewRequestWithContext(reqCtx, method, target, rd)
+	req, err := http.NewRequestWithContext(reqCtx, method, srv.base+target, rd)
 	if err != nil {
 		return response{}, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -358,12 +481,12 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, l
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return response{}, 0, fmt.Errorf("%s %s: %w", method, c.shown, context.Cause(ctx))
+			return response{}, 0, fmt.Errorf("%s %s: %w", method, srv.shown, context.Cause(ctx))
 		}
 		if notSent(err) {
 			return response{}, 0, unreachableError{err: stripURL(err)}
 		}
-		return response{}, 0, fmt.Errorf("%s %s: %w", method, c.shown, stripURL(err))
+		return response{}, 0, fmt.Errorf("%s %s: %w", method, srv.shown, stripURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -376,7 +499,7 @@ func (c *Client) send(ctx context.Context, method, target string, body []byte, l
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
 		}
-		return response{}, 0, fmt.Errorf("%s %s: reading the answer: %w", method, c.shown, err)
+		return response{}, 0, fmt.Errorf("%s %s: reading the answer: %w", method, srv.shown, err)
 	}
 	return response{sentAt: sentAt, body: b}, 0, nil
 }
@@ -395,6 +518,24 @@ func retryable(err error) bool {
 	var ue unreachableError
 	var ae *APIError
 	return errors.As(err, &ue) || (errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable)
+}
+
+// gateway reports a proxy's 502 or 504: the server behind it may or may
+// not have acted on the request.
+func gateway(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.Status == http.StatusBadGateway || ae.Status == http.StatusGatewayTimeout)
+}
+
+// answered reports whether a server answered an attempt for itself, so
+// that the next call should start with it: any answer but a 503 (no leader,
+// shutting down) or a proxy's 502 or 504.
+func answered(err error) bool {
+	var ae *APIError
+	if err == nil {
+		return true
+	}
+	return errors.As(err, &ae) && ae.Status != http.StatusServiceUnavailable && !gateway(err)
 }
 
 // cut reports whether a failed attempt ended without an answer, so that

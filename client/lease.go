@@ -232,7 +232,11 @@ func (l *Lease) Renew(ctx context.Context, ttl time.Duration) error {
 		return fmt.Errorf("renew %s: waiting for another renewal: %w", l.Key, context.Cause(ctx))
 	}
 	sent := time.Now()
-	resp, err := l.c.do(ctx, request{method: http.MethodPost, path: path, body: body})
+	// A renewal is safe to send again, to this server or another: it
+	// names the lease by its token, and one that arrives twice extends
+	// the lease from the later arrival, which the deadline below (from the
+	// first cut attempt) never overstates.
+	resp, err := l.c.do(ctx, request{method: http.MethodPost, path: path, body: body, resend: true})
 	if err == nil {
 		var r renewalJSON
 		if err = decode(resp, &r); err == nil {
@@ -366,7 +370,16 @@ func (l *Lease) release(ctx context.Context, outcome string) error {
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
-	_, err = l.c.do(ctx, request{method: http.MethodPost, path: path, body: leaseBody{Token: l.Token, Outcome: outcome}})
+	// A release cut before its answer is sent again (to the next server
+	// of a cluster): the token names the lease, so it cannot end another.
+	// But the first attempt may have released it, and then the second is
+	// refused as not_holder; releasedBy tells that apart from a lease
+	// that had ended otherwise.
+	var cutEarlier bool
+	_, err = l.c.do(ctx, request{method: http.MethodPost, path: path, body: leaseBody{Token: l.Token, Outcome: outcome}, resend: true, cut: &cutEarlier})
+	if err != nil && cutEarlier && errors.Is(err, ErrNotHolder) && l.releasedBy(ctx, outcome) {
+		err = nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -375,7 +388,29 @@ func (l *Lease) release(ctx context.Context, outcome string) error {
 		l.stopTimerLocked()
 		return nil
 	case errors.Is(err, ErrNotHolder):
+		if cutEarlier {
+			err = fmt.Errorf("%w (an earlier attempt was cut before its answer; the server no longer says how the lease ended)", err)
+		}
 		l.loseLocked(fmt.Errorf("release refused: %w", err))
 	}
 	return fmt.Errorf("release %s: %w", l.Key, err)
+}
+
+// releasedBy reports whether the server remembers this lease as the key's
+// last one, ended with the outcome a release of it asked for: then an
+// attempt whose answer was lost did release it. Without a fence (a handle
+// from Client.Lease) the lease cannot be recognized.
+func (l *Lease) releasedBy(ctx context.Context, outcome string) bool {
+	if l.Fence == 0 {
+		return false
+	}
+	st, err := l.c.Inspect(ctx, l.Key)
+	if err != nil || st.Last == nil || st.Last.Fence != l.Fence {
+		return false
+	}
+	want := "released"
+	if outcome == "failed" {
+		want = "failed"
+	}
+	return st.Last.Outcome == want
 }

@@ -53,7 +53,11 @@ Jain fairness, acquire and cycle latency percentiles and errors by code.
 			if err := cfg.Validate(); err != nil {
 				return usageError{err: fmt.Errorf("bench: %w", err)}
 			}
-			target := loadgen.HTTPTarget{BaseURL: serverAddr(cmd)}
+			addr, err := oneServerAddr(cmd)
+			if err != nil {
+				return err
+			}
+			target := loadgen.HTTPTarget{BaseURL: addr}
 			res, err := loadgen.Run(cmd.Context(), target, cfg)
 			if errors.Is(err, loadgen.ErrConfig) {
 				return usageError{err: fmt.Errorf("bench: %w", err)}

@@ -30,7 +30,7 @@ const (
 // addClientFlags adds the flags every client command shares; timeoutUsage
 // says what --timeout bounds for this command.
 func addClientFlags(cmd *cobra.Command, timeoutUsage string) {
-	cmd.Flags().String("addr", "", "server address (default $MUTEXD_ADDR, else derived from $MUTEXD_LISTEN, else "+defaultAddr+"); the bearer token comes from $MUTEXD_TOKEN")
+	cmd.Flags().String("addr", "", "server address, or a cluster's servers separated by commas, tried in turn (default $MUTEXD_ADDR, else derived from $MUTEXD_LISTEN, else "+defaultAddr+"); the bearer token comes from $MUTEXD_TOKEN")
 	durationFlag(cmd.Flags(), "timeout", 30*time.Second, timeoutUsage)
 }
 
@@ -40,8 +40,9 @@ const (
 	acquireTimeoutUsage = "give up a call that takes longer; an acquire may take --wait on top"
 )
 
-// newAPIClient returns a client for the command's server address, sending
-// $MUTEXD_TOKEN as its bearer token.
+// newAPIClient returns a client for the command's server address (or
+// list of a cluster's servers), sending $MUTEXD_TOKEN as its bearer token.
+// A bad entry is a usage error naming it.
 func newAPIClient(cmd *cobra.Command) (*client.Client, error) {
 	c, err := client.New(serverAddr(cmd), client.WithToken(os.Getenv("MUTEXD_TOKEN")))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -348,4 +349,79 @@ func TestVersionNamesTheBuild(t *testing.T) {
 	if got := stdout.String(); !strings.HasPrefix(got, "mutexd dev") || !strings.Contains(got, "(go1.") {
 		t.Errorf("version = %q, want mutexd <version> (go1.x)", got)
 	}
+}
+
+// TestClientCommandsWithSeveralServers: --addr and MUTEXD_ADDR take a
+// comma-separated list; with the first server dead, every client command
+// reaches the second, and lock hands the whole list to its command. A bad
+// entry is one line and exit 2.
+func TestClientCommandsWithSeveralServers(t *testing.T) {
+	s := servertest.Start(t)
+	t.Setenv("MUTEXD_TOKEN", "")
+	t.Setenv("MUTEXD_LEASE_TOKEN", "")
+	dead := deadAddr(t) // without a scheme, as --addr allows
+	addrs := dead + ", " + s.URL
+	run3 := func(args ...string) (string, string, int) {
+		var stdout, stderr strings.Builder
+		args = append([]string{args[0], "--addr", addrs, "--timeout", "10s"}, args[1:]...)
+		code := exitCode(run(t.Context(), args, &stdout, &stderr), &stderr)
+		return stdout.String(), stderr.String(), code
+	}
+	out, errOut, code := run3("acquire", "--ttl", "1m", "multi")
+	var g struct {
+		Token string `json:"token"`
+		Fence uint64 `json:"fence"`
+	}
+	if err := json.Unmarshal([]byte(out), &g); code != 0 || err != nil || len(g.Token) != 32 {
+		t.Fatalf("acquire --addr %q = %q, %q, %d; want a lease from the second server", addrs, out, errOut, code)
+	}
+	token, fence := g.Token, strconv.FormatUint(g.Fence, 10)
+	for _, args := range [][]string{
+		{"status", "multi"},
+		{"ls"},
+		{"renew", "multi", token},
+		{"check", "multi", fence},
+		{"pause", "multi"},
+		{"resume", "multi"},
+		{"drain", "multi"},
+		{"release", "multi", token},
+	} {
+		if out, errOut, code := run3(args...); code != 0 {
+			t.Errorf("%v with the first server dead: exit %d, %q %q", args, code, out, errOut)
+		}
+	}
+	if s.Held("multi") {
+		t.Error("multi is still held after release")
+	}
+
+	// MUTEXD_ADDR takes a list too, and lock passes it on.
+	p := startMutexdEnv(t, s, []string{"MUTEXD_ADDR=" + addrs}, "lock", "--wait", "5s", "multi", "--", "sh", "-c", `echo "$MUTEXD_ADDR"`)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("lock with MUTEXD_ADDR=%s exited %d: %s", addrs, code, p.stderr.String())
+	}
+	if got, want := strings.TrimSpace(p.stdout.String()), "http://"+dead+","+s.URL; got != want {
+		t.Errorf("the command saw MUTEXD_ADDR=%q, want %q", got, want)
+	}
+
+	for _, tc := range []struct{ addr, want string }{
+		{s.URL + ",,", "empty server URL"},
+		{s.URL + ",ftp://x", `"ftp://x"`},
+		{s.URL + "," + s.URL, "listed twice"},
+	} {
+		for _, args := range [][]string{{"acquire", "k"}, {"status", "k"}, {"release", "k", "tok"}} {
+			var stdout, stderr strings.Builder
+			cmd := args[0]
+			err := run(t.Context(), append([]string{cmd, "--addr", tc.addr}, args[1:]...), &stdout, &stderr)
+			if code := exitCode(err, &stderr); code != 2 {
+				t.Errorf("%s --addr %q: exit %d, want 2", cmd, tc.addr, code)
+			}
+			oneLine(t, stderr.String(), tc.want)
+		}
+	}
+	var stdout, stderr strings.Builder
+	err := run(t.Context(), []string{"healthcheck", "--addr", addrs}, &stdout, &stderr)
+	if code := exitCode(err, &stderr); code != 2 {
+		t.Errorf("healthcheck --addr %q: exit %d, want 2", addrs, code)
+	}
+	oneLine(t, stderr.String(), "must name one server")
 }

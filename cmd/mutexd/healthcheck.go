@@ -22,7 +22,10 @@ const defaultAddr = "http://127.0.0.1:7070"
 // listens on according to MUTEXD_LISTEN (so a container that moves the
 // daemon to another port still finds it), else the default, as a base URL.
 // The last two are https:// when MUTEXD_TLS_CERT_FILE is set, as it is
-// for a daemon configured for TLS through the environment.
+// for a daemon configured for TLS through the environment. --addr and
+// MUTEXD_ADDR may list a cluster's servers separated by commas; each
+// entry gets http:// when it has no scheme, and an empty one stays empty
+// for client.New to refuse.
 func serverAddr(cmd *cobra.Command) string {
 	addr, _ := cmd.Flags().GetString("addr")
 	if addr == "" {
@@ -37,10 +40,25 @@ func serverAddr(cmd *cobra.Command) string {
 			addr = "https://" + strings.TrimPrefix(addr, "http://")
 		}
 	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+	entries := strings.Split(addr, ",")
+	for i, e := range entries {
+		e = strings.TrimSpace(e)
+		if e != "" && !strings.Contains(e, "://") {
+			e = "http://" + e
+		}
+		entries[i] = strings.TrimRight(e, "/")
 	}
-	return strings.TrimRight(addr, "/")
+	return strings.Join(entries, ",")
+}
+
+// oneServerAddr is serverAddr for the commands that probe one server
+// (healthcheck, bench): a list is a usage error naming the command.
+func oneServerAddr(cmd *cobra.Command) (string, error) {
+	addr := serverAddr(cmd)
+	if strings.Contains(addr, ",") {
+		return "", usageError{err: fmt.Errorf("%s: --addr (or MUTEXD_ADDR) must name one server, got the list %q", cmd.Name(), addr)}
+	}
+	return addr, nil
 }
 
 // listenURL turns a listen address (host:port) into the URL a local client
@@ -72,13 +90,17 @@ func newHealthcheckCmd(stdout io.Writer) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			url := serverAddr(cmd) + "/readyz"
+			addr, err := oneServerAddr(cmd)
+			if err != nil {
+				return err
+			}
+			url := addr + "/readyz"
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			if err != nil {
 				return usageError{err: fmt.Errorf("healthcheck: %w", err)}
 			}
 			if (req.URL.Scheme != "http" && req.URL.Scheme != "https") || req.URL.Host == "" {
-				return usageError{err: fmt.Errorf("healthcheck: server address %q must be http:// or https:// with a host", serverAddr(cmd))}
+				return usageError{err: fmt.Errorf("healthcheck: server address %q must be http:// or https:// with a host", addr)}
 			}
 			resp, err := healthClient(req.URL).Do(req)
 			if err != nil {

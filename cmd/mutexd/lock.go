@@ -163,7 +163,7 @@ func (r *lockRun) run(ctx context.Context) error {
 		"MUTEXD_KEY="+lease.Key,
 		"MUTEXD_FENCE="+strconv.FormatUint(lease.Fence, 10),
 		"MUTEXD_LEASE_TOKEN="+lease.Token,
-		"MUTEXD_ADDR="+r.c.BaseURL(),
+		"MUTEXD_ADDR="+strings.Join(r.c.Servers(), ","), // all of a cluster's, for the command's own calls
 		"MUTEXD_PREVIOUS_OUTCOME="+prevOutcome,
 		"MUTEXD_PREVIOUS_FENCE="+prevFence)
 	// A command that ends its lease through lock is not stopped for it;
