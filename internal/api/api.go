@@ -32,15 +32,35 @@ type Locker interface {
 	// Stats is the live counts of GET /v1/stats.
 	Stats() engine.Stats
 	CheckFence(key string, fence uint64) engine.FenceStatus
-	Pause(key string) bool
-	Resume(key string) bool
-	PausePrefix(prefix string) int
-	ResumePrefix(prefix string) int
-	Drain(key, reason string) int
-	DrainPrefix(prefix, reason string) int
 }
 
 var _ Locker = (*engine.Engine)(nil)
+
+// Operator is the operators' calls. A standalone engine's cannot fail
+// (Options.Operator may be left nil for one); a cluster's fail while it
+// has no leader.
+type Operator interface {
+	Pause(key string) (bool, error)
+	Resume(key string) (bool, error)
+	PausePrefix(prefix string) (int, error)
+	ResumePrefix(prefix string) (int, error)
+	Drain(key, reason string) (int, error)
+	DrainPrefix(prefix, reason string) (int, error)
+}
+
+// engineOperator is a standalone engine's Operator.
+type engineOperator struct{ e *engine.Engine }
+
+func (o engineOperator) Pause(key string) (bool, error)         { return o.e.Pause(key), nil }
+func (o engineOperator) Resume(key string) (bool, error)        { return o.e.Resume(key), nil }
+func (o engineOperator) PausePrefix(prefix string) (int, error) { return o.e.PausePrefix(prefix), nil }
+func (o engineOperator) ResumePrefix(prefix string) (int, error) {
+	return o.e.ResumePrefix(prefix), nil
+}
+func (o engineOperator) Drain(key, reason string) (int, error) { return o.e.Drain(key, reason), nil }
+func (o engineOperator) DrainPrefix(prefix, reason string) (int, error) {
+	return o.e.DrainPrefix(prefix, reason), nil
+}
 
 // RouteObserver records the requests of one route and method.
 type RouteObserver interface {
@@ -73,7 +93,13 @@ type Bounds struct {
 // Options configure a Server.
 type Options struct {
 	Locker Locker
-	Bounds Bounds
+	// Operator serves the operators' calls; nil uses Locker, which must
+	// then be an *engine.Engine.
+	Operator Operator
+	// Cluster serves the cluster's routes and makes reads linearizable;
+	// nil for a standalone engine.
+	Cluster Cluster
+	Bounds  Bounds
 	// Observer records HTTP metrics; nil records none.
 	Observer Observer
 	// Metrics serves MetricsPath when both are set.
@@ -121,6 +147,8 @@ type Options struct {
 type Server struct {
 	echo     *echo.Echo
 	locker   Locker
+	ops      Operator
+	cluster  Cluster
 	bounds   Bounds
 	log      *slog.Logger
 	ready    atomic.Bool
@@ -172,7 +200,12 @@ func New(o Options) *Server {
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultHeartbeat
 	}
-	s := &Server{echo: echo.New(), locker: o.Locker, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
+	if o.Operator == nil {
+		if e, ok := o.Locker.(*engine.Engine); ok {
+			o.Operator = engineOperator{e}
+		}
+	}
+	s := &Server{echo: echo.New(), locker: o.Locker, ops: o.Operator, cluster: o.Cluster, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
 		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat, bodyTimeout: o.BodyTimeout,
 		maxRequests: int64(o.MaxRequests), writeTimeout: o.WriteTimeout}
 	if s.bodyTimeout <= 0 {

@@ -111,6 +111,10 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_keys", Message: "Too many keys are active; retry later.", RetryAfter: 1}
 	case errors.Is(err, engine.ErrFencesExhausted):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "fences_exhausted", Message: "Every fence up to 2^53-1 has been issued; no lease can be granted."}
+	case errors.Is(err, ErrNotLeader):
+		return &Error{Status: http.StatusMisdirectedRequest, Code: "not_leader", Message: "This node is not the cluster leader."}
+	case errors.Is(err, ErrBadEntry):
+		return &Error{Status: http.StatusBadRequest, Code: "bad_entry", Message: err.Error()}
 	case errors.Is(err, engine.ErrUnavailable), errors.Is(err, errNotReady):
 		retry := 1
 		if nr := (notReadyError{}); errors.As(err, &nr) {

@@ -230,7 +230,7 @@ func (s *Server) inspect(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := parseParams(c, s.bodyTimeout); err != nil {
+	if err := s.readBarrier(c); err != nil {
 		return err
 	}
 	info := s.locker.Inspect(key, MaxQueueShown)
@@ -238,8 +238,11 @@ func (s *Server) inspect(c echo.Context) error {
 }
 
 func (s *Server) list(c echo.Context) error {
-	p, err := parseParams(c, s.bodyTimeout, pPrefix, pLimit, pAfter)
+	p, err := parseParams(c, s.bodyTimeout, pPrefix, pLimit, pAfter, pStale)
 	if err != nil {
+		return err
+	}
+	if err := s.barrier(c, &p); err != nil {
 		return err
 	}
 	limit := DefaultLimit
@@ -285,7 +288,7 @@ func (s *Server) checkFence(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := parseParams(c, s.bodyTimeout); err != nil {
+	if err := s.readBarrier(c); err != nil {
 		return err
 	}
 	st := s.locker.CheckFence(key, fence)
@@ -320,9 +323,12 @@ func (s *Server) setPaused(c echo.Context, paused bool) error {
 	}
 	var changed bool
 	if paused {
-		changed = s.locker.Pause(key)
+		changed, err = s.ops.Pause(key)
 	} else {
-		changed = s.locker.Resume(key)
+		changed, err = s.ops.Resume(key)
+	}
+	if err != nil {
+		return err
 	}
 	return c.JSON(http.StatusOK, pausedJSON{Key: key, Paused: paused, Changed: changed})
 }
@@ -341,7 +347,11 @@ func (s *Server) drain(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, drainedJSON{Key: key, Drained: s.locker.Drain(key, reason)})
+	n, err := s.ops.Drain(key, reason)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, drainedJSON{Key: key, Drained: n})
 }
 
 // pausePrefix, resumePrefix and drainPrefix serve the prefix forms, for
@@ -355,7 +365,11 @@ func (s *Server) pausePrefix(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, prefixPausedJSON{Prefix: prefix, Paused: s.locker.PausePrefix(prefix)})
+	n, err := s.ops.PausePrefix(prefix)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, prefixPausedJSON{Prefix: prefix, Paused: n})
 }
 
 func (s *Server) resumePrefix(c echo.Context) error {
@@ -367,7 +381,11 @@ func (s *Server) resumePrefix(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, prefixResumedJSON{Prefix: prefix, Resumed: s.locker.ResumePrefix(prefix)})
+	n, err := s.ops.ResumePrefix(prefix)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, prefixResumedJSON{Prefix: prefix, Resumed: n})
 }
 
 func (s *Server) drainPrefix(c echo.Context) error {
@@ -383,5 +401,9 @@ func (s *Server) drainPrefix(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, prefixDrainedJSON{Prefix: prefix, Drained: s.locker.DrainPrefix(prefix, reason)})
+	n, err := s.ops.DrainPrefix(prefix, reason)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, prefixDrainedJSON{Prefix: prefix, Drained: n})
 }

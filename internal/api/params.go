@@ -62,11 +62,13 @@ const (
 	pMaxHold
 	pLockDelay
 	pReason
+	pStale
+	pLocal
 	numParams
 )
 
 var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after", "key", "since",
-	"request_id", "max_hold", "lock_delay", "reason"}
+	"request_id", "max_hold", "lock_delay", "reason", "stale", "local"}
 
 func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -66,28 +67,35 @@ func ReservedPath(p string) bool {
 func (s *Server) routeTable(o Options) []route {
 	routes := []route{
 		{http.MethodPost, "/v1/locks/:key/acquire", tierClient, s.acquire, answers(200, 400, 409, 413, 423, 429, statusClientClosed, 503)},
-		{http.MethodPost, "/v1/locks/:key/release", tierClient, s.release, answers(200, 400, 409, 413)},
-		{http.MethodPost, "/v1/locks/:key/renew", tierClient, s.renew, answers(200, 400, 409, 413)},
-		{http.MethodGet, "/v1/locks/:key", tierClient, s.inspect, answers(200, 400, 413)},
-		{http.MethodDelete, "/v1/locks/:key", tierAdmin, s.forceRelease, answers(200, 400, 404, 413)},
-		{http.MethodGet, "/v1/locks", tierAdmin, s.list, answers(200, 400, 413)},
-		{http.MethodGet, "/v1/locks/:key/fences/:fence", tierClient, s.checkFence, answers(200, 400, 409, 413)},
+		{http.MethodPost, "/v1/locks/:key/release", tierClient, s.release, s.clustered(200, 400, 409, 413)},
+		{http.MethodPost, "/v1/locks/:key/renew", tierClient, s.renew, s.clustered(200, 400, 409, 413)},
+		{http.MethodGet, "/v1/locks/:key", tierClient, s.inspect, s.clustered(200, 400, 413)},
+		{http.MethodDelete, "/v1/locks/:key", tierAdmin, s.forceRelease, s.clustered(200, 400, 404, 413)},
+		{http.MethodGet, "/v1/locks", tierAdmin, s.list, s.clustered(200, 400, 413)},
+		{http.MethodGet, "/v1/locks/:key/fences/:fence", tierClient, s.checkFence, s.clustered(200, 400, 409, 413)},
 		// The operators' tools. The static /v1/locks/pause, /resume and
 		// /waiters win over /v1/locks/:key for their own methods only, so
 		// a key named "pause" is inspected as before.
-		{http.MethodPost, "/v1/locks/:key/pause", tierAdmin, s.pause, answers(200, 400, 413)},
-		{http.MethodPost, "/v1/locks/:key/resume", tierAdmin, s.resume, answers(200, 400, 413)},
-		{http.MethodDelete, "/v1/locks/:key/waiters", tierAdmin, s.drain, answers(200, 400, 413)},
-		{http.MethodPost, "/v1/locks/pause", tierAdmin, s.pausePrefix, answers(200, 400, 413)},
-		{http.MethodPost, "/v1/locks/resume", tierAdmin, s.resumePrefix, answers(200, 400, 413)},
-		{http.MethodDelete, "/v1/locks/waiters", tierAdmin, s.drainPrefix, answers(200, 400, 413)},
+		{http.MethodPost, "/v1/locks/:key/pause", tierAdmin, s.pause, s.clustered(200, 400, 413)},
+		{http.MethodPost, "/v1/locks/:key/resume", tierAdmin, s.resume, s.clustered(200, 400, 413)},
+		{http.MethodDelete, "/v1/locks/:key/waiters", tierAdmin, s.drain, s.clustered(200, 400, 413)},
+		{http.MethodPost, "/v1/locks/pause", tierAdmin, s.pausePrefix, s.clustered(200, 400, 413)},
+		{http.MethodPost, "/v1/locks/resume", tierAdmin, s.resumePrefix, s.clustered(200, 400, 413)},
+		{http.MethodDelete, "/v1/locks/waiters", tierAdmin, s.drainPrefix, s.clustered(200, 400, 413)},
 		{http.MethodGet, "/healthz", tierPublic, s.healthz, answers(200)},
 		{http.MethodGet, "/readyz", tierPublic, s.readyz, answers(200, 503)},
+	}
+	if o.Cluster != nil {
+		routes = append(routes,
+			route{http.MethodGet, "/v1/cluster", tierClient, s.clusterStatus, answers(200, 400, 413)},
+			route{http.MethodGet, "/v1/cluster/digest", tierAdmin, s.clusterDigest, answers(200, 400, 413, statusClientClosed, 503)},
+			route{http.MethodPost, InternalApplyPath, tierAdmin, s.internalApply, answers(204, 400, 413, 421, statusClientClosed, 503)},
+			route{http.MethodGet, InternalReadIndexPath, tierAdmin, s.internalReadIndex, answers(200, 400, 413, 421, statusClientClosed, 503)})
 	}
 	if o.Events != nil {
 		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events, answers(200, 400, 413, 429, 503)},
 			// Counts only: no key, no owner.
-			route{http.MethodGet, "/v1/stats", tierClient, s.stats, answers(200, 400, 413)})
+			route{http.MethodGet, "/v1/stats", tierClient, s.stats, s.clustered(200, 400, 413)})
 	}
 	if o.UI != nil {
 		ui := consoleRoute(o.UI)
@@ -107,6 +115,18 @@ func (s *Server) routeTable(o Options) []route {
 		routes = append(routes, route{http.MethodGet, DebugPrefix + "*", tierAdmin, h, codes}, route{http.MethodPost, DebugPrefix + "*", tierAdmin, h, codes})
 	}
 	return routes
+}
+
+// clustered adds to a route's codes what a cluster may answer besides:
+// 499 when the caller leaves during a read barrier or a forward, 503
+// while there is no leader.
+func (s *Server) clustered(codes ...int) []int {
+	if s.cluster != nil {
+		codes = append(codes, statusClientClosed, http.StatusServiceUnavailable)
+		slices.Sort(codes)
+		codes = slices.Compact(codes)
+	}
+	return codes
 }
 
 // levelOf is the auth.Level c's request needs (see level).

@@ -11,7 +11,7 @@ import (
 // counted since start and over the last minute, so that a console opened
 // now shows rates and totals it did not watch happen.
 func (s *Server) stats(c echo.Context) error {
-	if _, err := parseParams(c, s.bodyTimeout); err != nil {
+	if err := s.readBarrier(c); err != nil {
 		return err
 	}
 	now := time.Now()

@@ -40,6 +40,7 @@ type Config struct {
 	Debug           Debug         `mapstructure:"debug"`
 	TLS             TLS           `mapstructure:"tls"`
 	UI              UI            `mapstructure:"ui"`
+	Cluster         Cluster       `mapstructure:"cluster"`
 }
 
 // UI configures the live console.
@@ -347,6 +348,7 @@ func (c Config) Validate() error {
 	if r := c.Limits.AdminReserve; r < 0 || r > 50 {
 		bad("limits.admin_reserve", "must be a percentage from 0 to 50, got %d", r)
 	}
+	c.Cluster.validate(c.Auth, bad)
 	if len(errs) == 0 {
 		return nil
 	}

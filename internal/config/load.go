@@ -187,7 +187,7 @@ func firstUnder(fields []leaf, section string) string {
 // typing would: a duration is a Go duration or whole seconds (the API's
 // parser), a whole number may have underscores but no base prefix ("010" is
 // ten, not eight), a list from the environment is comma-separated.
-var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, intHook, boolHook, listHook)
+var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, intHook, boolHook, listHook, peerListHook)
 
 var (
 	durationType = reflect.TypeFor[time.Duration]()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mutexd/mutexd/internal/api"
 	"github.com/mutexd/mutexd/internal/auth"
+	"github.com/mutexd/mutexd/internal/cluster"
 	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/engine"
 	"github.com/mutexd/mutexd/internal/events"
@@ -29,7 +30,9 @@ import (
 type Server struct {
 	cfg      config.Config
 	log      *slog.Logger
-	engine   *engine.Engine
+	engine   *engine.Engine // nil in cluster mode
+	node     *cluster.Node  // nil standalone
+	locker   api.Locker     // engine or node
 	metrics  *metrics.Metrics
 	api      *api.Server
 	http     *http.Server
@@ -79,9 +82,14 @@ func New(cfg config.Config, version string, log *slog.Logger) (*Server, error) {
 	if err := s.loadSecrets(); err != nil {
 		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
-	s.buildEngine(version)
+	if err := s.buildEngine(version); err != nil {
+		return nil, err
+	}
 	s.buildAPI()
 	if err := s.listen(); err != nil {
+		if s.node != nil {
+			s.node.Close()
+		}
 		return nil, err
 	}
 	return s, nil
@@ -101,7 +109,7 @@ func (s *Server) loadSecrets() error {
 
 // buildEngine makes the engine and what observes it: the metrics, the log
 // of failed and expired leases, and the hub behind /v1/events.
-func (s *Server) buildEngine(version string) {
+func (s *Server) buildEngine(version string) error {
 	cfg := s.cfg
 	s.metrics = metrics.New(metrics.Options{
 		NamespaceSeparator: cfg.Metrics.NamespaceSeparator,
@@ -113,7 +121,8 @@ func (s *Server) buildEngine(version string) {
 	s.leaseLog = newLeaseLog(s.log)
 	l := cfg.Limits
 	s.hub = events.New(l.MaxSubscribers, l.Reserved(l.MaxSubscribers), subscriberBuffer)
-	s.engine = engine.New(engine.SystemClock{}, engine.Observers{s.metrics, s.leaseLog, s.hub}, engine.Limits{
+	obs := engine.Observers{s.metrics, s.leaseLog, s.hub}
+	limits := engine.Limits{
 		MaxKeys:          l.MaxKeys,
 		MaxWaitersPerKey: l.MaxWaitersPerKey,
 		MaxWaiters:       l.MaxWaiters,
@@ -122,7 +131,17 @@ func (s *Server) buildEngine(version string) {
 		DetachGrace:      detachGrace(cfg.Lock.DetachGrace),
 		RememberOutcome:  cfg.Lock.RememberOutcome,
 		MaxRemembered:    cfg.Lock.MaxRemembered,
-	})
+	}
+	if cfg.Cluster.Enabled() {
+		if err := s.openCluster(limits, obs); err != nil {
+			return err
+		}
+		s.locker = s.node
+		return nil
+	}
+	s.engine = engine.New(engine.SystemClock{}, obs, limits)
+	s.locker = s.engine
+	return nil
 }
 
 // detachGrace is lock.detach_grace as the engine takes it: there 0 means
@@ -142,8 +161,15 @@ func (s *Server) buildAPI() {
 	if cfg.UI.Enabled {
 		console = ui.Handler()
 	}
+	var cl api.Cluster
+	var ops api.Operator
+	if s.node != nil {
+		cl, ops = clusterAPI{s.node}, s.node
+	}
 	s.api = api.New(api.Options{
-		Locker: s.engine,
+		Locker:   s.locker,
+		Operator: ops,
+		Cluster:  cl,
 		Bounds: api.Bounds{
 			DefaultTTL:       cfg.Lock.DefaultTTL,
 			MinTTL:           config.MinTTL,
@@ -210,7 +236,11 @@ func (s *Server) listen() error {
 		s.conns = newLimitListener(ln, l.MaxConnections, refusal503, l.ReadHeaderTimeout)
 		s.ln = s.conns
 	}
-	s.metrics.Watch(metrics.Sources{Engine: s.engine, Events: s.hub, Conns: s.conns})
+	var src metrics.Source = s.engine
+	if s.node != nil {
+		src = s.node
+	}
+	s.metrics.Watch(metrics.Sources{Engine: src, Events: s.hub, Conns: s.conns})
 	return nil
 }
 
@@ -279,7 +309,12 @@ func (s *Server) Run(ctx context.Context) error {
 	// still be believed held by its client: grant nothing until they have
 	// all run out.
 	var graceOver <-chan time.Time
-	if g := c.Lock.RestartGrace; g > 0 {
+	var readyPoll <-chan time.Time // a cluster server is ready while its node is
+	if s.node != nil {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		readyPoll = t.C
+	} else if g := c.Lock.RestartGrace; g > 0 {
 		t := time.NewTimer(g)
 		defer t.Stop()
 		graceOver = t.C
@@ -288,6 +323,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.api.SetReady(true)
 	}
 	wg.Go(func() { serveErr <- s.http.Serve(s.ln) })
+	ready := false
 	s.log.Info("mutexd started", "addr", s.ln.Addr().String(), "version", s.metrics.Version(),
 		"default_ttl", c.Lock.DefaultTTL.String(), "max_ttl", c.Lock.MaxTTL.String(),
 		"default_wait", c.Lock.DefaultWait.String(), "max_wait", c.Lock.MaxWait.String(),
@@ -316,9 +352,15 @@ wait:
 	for {
 		select {
 		case err := <-serveErr:
-			s.engine.Close()
+			s.closeLocker()
 			s.hub.Close()
 			return fmt.Errorf("serve: %w", err)
+		case <-readyPoll:
+			if r := s.node.Ready(); r != ready {
+				ready = r
+				s.api.SetReady(r)
+				s.log.Info("cluster readiness", "ready", r)
+			}
 		case <-graceOver:
 			graceOver = nil
 			s.api.SetReady(true)
@@ -332,7 +374,7 @@ wait:
 	// (their long polls end at once) and end every event stream (they
 	// would never go idle), then drain the HTTP server.
 	s.api.SetReady(false)
-	s.engine.Close()
+	s.closeLocker()
 	s.hub.Close()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()
@@ -346,6 +388,18 @@ wait:
 	}
 	s.log.Info("stopped")
 	return err
+}
+
+// closeLocker answers every waiter (503, so clients go elsewhere) and, in
+// a cluster, hands leadership on and leaves.
+func (s *Server) closeLocker() {
+	if s.node != nil {
+		if err := s.node.Close(); err != nil {
+			s.log.Warn("cluster node close", "err", err)
+		}
+		return
+	}
+	s.engine.Close()
 }
 
 // loadTokens builds the tokens in force from the configuration and the

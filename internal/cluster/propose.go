@@ -1,0 +1,250 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// applyTimeout bounds how long a leader waits to append one entry.
+const applyTimeout = 5 * time.Second
+
+// ErrNotLeader is a leader's answer to a forward it cannot append: it is
+// not the leader (any more), or not yet promoted. The entry was not
+// appended, so the forward may go elsewhere.
+var ErrNotLeader = errors.New("not the cluster leader")
+
+// ErrBadEntry is a forwarded entry the leader will never append.
+var ErrBadEntry = errors.New("bad forwarded entry")
+
+// errRefused is a leader's refusal of a forward it will never accept
+// (its tokens differ from this node's, say): not worth sending again.
+var errRefused = fmt.Errorf("%w: the leader refused a forwarded call", engine.ErrUnavailable)
+
+// appendLocal appends c on this node, which must be the leader. An error
+// wrapping ErrNotLeader means c was not appended.
+func (n *Node) appendLocal(c *command) error {
+	if c.Time == 0 {
+		c.Time = n.now().UnixNano()
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	err = n.raft.Apply(b, applyTimeout).Error()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	}
+	return err // raft.ErrLeadershipLost: appended, fate unknown
+}
+
+// idempotent ops may be appended twice with the same outcome: a forward
+// whose answer was lost is sent again only for them.
+var idempotent = [opMax]bool{opAcquire: true, opRelease: true, opRenew: true, opAbandon: true, opDetach: true, opPause: true, opResume: true}
+
+// propose appends c through the leader and returns its result as this
+// node's replica applied it. It retries with the same Seq while no leader
+// is known or the leader changes, for as long as ctx and the bound allow.
+func (n *Node) propose(ctx context.Context, c *command) (*result, error) {
+	c.Origin, c.Seq = n.cfg.NodeID, randomSeq()
+	ch := n.pending.add(c.Seq)
+	defer n.pending.remove(c.Seq)
+	bound := time.NewTimer(n.proposeBound())
+	defer bound.Stop()
+	backoff := 5 * time.Millisecond
+	for {
+		err := n.submit(ctx, c)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, errRefused) {
+			return nil, err
+		}
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
+			if !idempotent[c.Op] {
+				return nil, ErrUnknownOutcome
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+		case <-bound.C:
+			return nil, ErrNoLeader
+		case r := <-ch:
+			return r, nil // a send whose answer was lost had been applied
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+	case <-bound.C:
+		// Committed, but this replica has not applied it in time: it is
+		// cut off from the leader.
+		return nil, ErrNoLeader
+	}
+}
+
+// proposeBound is how long a call may wait for a leader: a failover's
+// worth (detection, election, promotion) with room to spare.
+func (n *Node) proposeBound() time.Duration {
+	return 4*(n.cfg.HeartbeatTimeout+n.cfg.ElectionTimeout) + time.Second
+}
+
+// submit appends c on the leader: here, or by forwarding it.
+func (n *Node) submit(ctx context.Context, c *command) error {
+	if n.raft.State() == raft.Leader {
+		if !n.promoted.Load() {
+			return ErrNotLeader
+		}
+		c.Time = 0 // stamped by appendLocal
+		return n.appendLocal(c)
+	}
+	_, id := n.raft.LeaderWithID()
+	api := n.apis[string(id)]
+	if id == "" || api == "" {
+		return ErrNoLeader
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, applyTimeout+time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+ApplyPath, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if n.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+n.cfg.Token)
+	}
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return ErrNoLeader // never sent
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusOK:
+		return nil
+	case http.StatusMisdirectedRequest:
+		return ErrNotLeader
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
+		return fmt.Errorf("%w (%d: %s)", errRefused, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return fmt.Errorf("cluster: leader %s answered %d: %s", id, resp.StatusCode, bytes.TrimSpace(body))
+}
+
+// readIndex returns an index that a linearizable read must see applied:
+// the leader's commit index, once it has confirmed it still leads.
+func (n *Node) readIndex(ctx context.Context) (uint64, error) {
+	if n.raft.State() == raft.Leader {
+		if !n.promoted.Load() {
+			return 0, ErrNotLeader
+		}
+		idx := n.raft.CommitIndex()
+		if err := n.raft.VerifyLeader().Error(); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrNotLeader, err)
+		}
+		return idx, nil
+	}
+	_, id := n.raft.LeaderWithID()
+	api := n.apis[string(id)]
+	if id == "" || api == "" {
+		return 0, ErrNoLeader
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+ReadIndexPath, nil)
+	if err != nil {
+		return 0, err
+	}
+	if n.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+n.cfg.Token)
+	}
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		return 0, ErrNoLeader
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, ErrNoLeader
+	}
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&out); err != nil {
+		return 0, ErrNoLeader
+	}
+	return out.Index, nil
+}
+
+// waitApplied waits until this replica has applied idx.
+func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
+	t := time.NewTicker(10 * time.Millisecond) // raft's own entries do not reach the FSM
+	defer t.Stop()
+	for n.applied() < idx {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+		case <-n.fsm.appliedChanged():
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// ReadBarrier makes the next read of this replica linearizable: it waits
+// until the replica has applied everything the leader had committed when
+// the barrier began. stale skips it.
+func (n *Node) ReadBarrier(ctx context.Context, stale bool) error {
+	if stale {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.proposeBound())
+	defer cancel()
+	backoff := 5 * time.Millisecond
+	for {
+		idx, err := n.readIndex(ctx)
+		if err == nil {
+			return n.waitApplied(ctx, idx)
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				return ErrNoLeader
+			}
+			return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// The leader's internal routes that followers call (served by
+// internal/api, which names them the same).
+const (
+	ApplyPath     = "/v1/internal/apply"
+	ReadIndexPath = "/v1/internal/read-index"
+)

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Cluster makes the daemon a server of a replicated cluster (hashicorp/raft;
+// docs/cluster.md). Without node_id it runs standalone, in memory.
+type Cluster struct {
+	// NodeID names this server, [a-z0-9-]{1,32}, unique in the cluster.
+	NodeID string `mapstructure:"node_id"`
+	// RaftListen is the Raft transport's host:port, advertised to the
+	// peers as given (so not 0.0.0.0).
+	RaftListen string `mapstructure:"raft_listen"`
+	// DataDir holds the Raft log (bbolt) and the snapshots.
+	DataDir string `mapstructure:"data_dir"`
+	// Peers are the initial voters, the same list on every server.
+	Peers []Peer `mapstructure:"peers"`
+	// HeartbeatTimeout and ElectionTimeout are Raft's (0: 500ms each, for
+	// a LAN).
+	HeartbeatTimeout time.Duration `mapstructure:"heartbeat_timeout"`
+	ElectionTimeout  time.Duration `mapstructure:"election_timeout"`
+	// FailoverMargin is added to every lease's remaining time when a new
+	// leader takes over (0: 1s).
+	FailoverMargin time.Duration `mapstructure:"failover_margin"`
+}
+
+// Peer is one server in cluster.peers.
+type Peer struct {
+	ID   string `mapstructure:"id"`
+	Raft string `mapstructure:"raft"`
+	API  string `mapstructure:"api"`
+}
+
+// Enabled reports whether the daemon is a cluster server.
+func (c Cluster) Enabled() bool { return c.NodeID != "" }
+
+var nodeIDPattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// validate appends the cluster section's errors through bad.
+func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) {
+	if !c.Enabled() {
+		if len(c.Peers) > 0 || c.RaftListen != "" || c.DataDir != "" {
+			bad("cluster.node_id", "is required when the cluster section is set")
+		}
+		return
+	}
+	if !nodeIDPattern.MatchString(c.NodeID) {
+		bad("cluster.node_id", "%q must be 1 to 32 of a-z, 0-9 and -", clipValue(c.NodeID))
+	}
+	if host, port, err := net.SplitHostPort(c.RaftListen); err != nil || port == "" || host == "" {
+		bad("cluster.raft_listen", "%q is not a host:port address", clipValue(c.RaftListen))
+	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		bad("cluster.raft_listen", "%q is advertised to the peers as given, so it must name this server, not %s", c.RaftListen, host)
+	}
+	if c.DataDir == "" {
+		bad("cluster.data_dir", "is required")
+	}
+	if len(c.Peers) == 0 {
+		bad("cluster.peers", "is required: the initial voters, this server among them")
+	}
+	ids, raftAddrs := map[string]bool{}, map[string]bool{}
+	self := false
+	for i, p := range c.Peers {
+		key := fmt.Sprintf("cluster.peers[%d]", i)
+		if !nodeIDPattern.MatchString(p.ID) {
+			bad(key+".id", "%q must be 1 to 32 of a-z, 0-9 and -", clipValue(p.ID))
+		}
+		if ids[p.ID] {
+			bad(key+".id", "%q is listed twice", p.ID)
+		}
+		ids[p.ID] = true
+		if _, port, err := net.SplitHostPort(p.Raft); err != nil || port == "" {
+			bad(key+".raft", "%q is not a host:port address", clipValue(p.Raft))
+		}
+		if raftAddrs[p.Raft] {
+			bad(key+".raft", "%q is listed twice", p.Raft)
+		}
+		raftAddrs[p.Raft] = true
+		if u, err := url.Parse(p.API); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+			bad(key+".api", "%q must be an http:// or https:// URL with a host", clipValue(p.API))
+		}
+		if p.ID == c.NodeID {
+			self = true
+			if p.Raft != c.RaftListen {
+				bad(key+".raft", "%q differs from cluster.raft_listen %q for this server", p.Raft, c.RaftListen)
+			}
+		}
+	}
+	if len(c.Peers) > 0 && !self {
+		bad("cluster.peers", "does not list this server (cluster.node_id %q)", c.NodeID)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"cluster.heartbeat_timeout", c.HeartbeatTimeout}, {"cluster.election_timeout", c.ElectionTimeout}, {"cluster.failover_margin", c.FailoverMargin}} {
+		if d.v != 0 && d.v < 10*time.Millisecond {
+			bad(d.key, "must be at least 10ms (or 0 for the default), got %s", d.v)
+		}
+	}
+	if auth.Enabled() && len(auth.AdminTokens) == 0 {
+		bad("auth.admin_tokens", "a cluster with auth on needs an admin token: servers forward calls to the leader with the first one")
+	}
+}
+
+// clipValue shortens a value quoted in an error.
+func clipValue(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+var peerListType = reflect.TypeFor[[]Peer]()
+
+// peerListHook reads cluster.peers from the environment or a flag:
+// "id@raft-host:port@api-url" entries, comma-separated.
+func peerListHook(_ reflect.Type, to reflect.Type, raw any) (any, error) {
+	s, ok := raw.(string)
+	if to != peerListType || !ok {
+		return raw, nil
+	}
+	var out []Peer
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		parts := strings.SplitN(e, "@", 3)
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("want id@raft-host:port@api-url entries, comma-separated, got %q", clipValue(e))
+		}
+		out = append(out, Peer{ID: parts[0], Raft: parts[1], API: parts[2]})
+	}
+	return out, nil
+}

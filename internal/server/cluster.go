@@ -1,0 +1,82 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/mutexd/mutexd/internal/api"
+	"github.com/mutexd/mutexd/internal/cluster"
+	"github.com/mutexd/mutexd/internal/config"
+	"github.com/mutexd/mutexd/internal/engine"
+)
+
+// openCluster starts this server's Raft node; its engine reports to the
+// same observers a standalone engine would.
+func (s *Server) openCluster(limits engine.Limits, obs engine.Observer) error {
+	c := s.cfg.Cluster
+	peers := make([]cluster.Peer, len(c.Peers))
+	for i, p := range c.Peers {
+		peers[i] = cluster.Peer{ID: p.ID, Raft: p.Raft, API: p.API}
+	}
+	var token string
+	if s.guard.Tokens().Enabled() {
+		token = s.cfg.Auth.AdminTokens[0]
+	}
+	n, err := cluster.Open(cluster.Config{
+		NodeID: c.NodeID, RaftListen: c.RaftListen, DataDir: c.DataDir, Peers: peers,
+		HeartbeatTimeout: c.HeartbeatTimeout, ElectionTimeout: c.ElectionTimeout, FailoverMargin: c.FailoverMargin,
+		Limits: limits,
+		NewEngine: func(clock engine.Clock, l engine.Limits) *engine.Engine {
+			return engine.New(clock, obs, l)
+		},
+		Token: token,
+		Log:   s.log,
+	})
+	if errors.Is(err, cluster.ErrDataDir) {
+		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	s.node = n
+	return err
+}
+
+// clusterAPI adapts a node to api.Cluster.
+type clusterAPI struct{ n *cluster.Node }
+
+var _ api.Cluster = clusterAPI{}
+
+func (c clusterAPI) ReadBarrier(ctx context.Context, stale bool) error {
+	return c.n.ReadBarrier(ctx, stale)
+}
+
+func (c clusterAPI) Status(ctx context.Context, local bool) api.ClusterStatus {
+	st := c.n.Status(ctx, local)
+	out := api.ClusterStatus{NodeID: st.NodeID, State: st.State, LeaderID: st.LeaderID, LeaderAPI: st.LeaderAPI,
+		Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Nodes: make([]api.ClusterNode, len(st.Members))}
+	for i, m := range st.Members {
+		out.Nodes[i] = api.ClusterNode{ID: m.ID, Raft: m.Raft, API: m.API, Voter: m.Voter, State: m.State}
+	}
+	return out
+}
+
+func (c clusterAPI) Digest() ([]byte, uint64, error) { return c.n.Digest() }
+
+func (c clusterAPI) Apply(ctx context.Context, entry []byte, admin bool) error {
+	return apiError(c.n.Apply(ctx, entry, admin))
+}
+
+func (c clusterAPI) ReadIndex(ctx context.Context) (uint64, error) {
+	idx, err := c.n.ReadIndex(ctx)
+	return idx, apiError(err)
+}
+
+// apiError gives the cluster's errors the API's names.
+func apiError(err error) error {
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		return fmt.Errorf("%w: %w", api.ErrNotLeader, err)
+	case errors.Is(err, cluster.ErrBadEntry):
+		return fmt.Errorf("%w: %w", api.ErrBadEntry, err)
+	}
+	return err
+}
