@@ -62,7 +62,7 @@ func TestCheckersPassAGoodHistory(t *testing.T) {
 	ops := []Op{
 		acq(1, "k", 0, 10, ResOK, "T1", 100),
 		waitAcq(2, "k", 5, 520, 8, 3*time.Second, ResOK, "T2", 101), // queued behind T1
-		acq(3, "k", 200, 205, ResTimeout, "", 0),                     // try-lock while held
+		acq(3, "k", 200, 205, ResTimeout, "", 0),                    // try-lock while held
 		renew(1, "k", 300, 310, ResOK, "T1"),
 		rel(1, "k", 500, 510, ResOK, "T1"),
 		rel(2, "k", 600, 610, ResOK, "T2"),
