@@ -45,10 +45,10 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex // guards conns and closed
-	conns map[*proxied]bool
+	mu     sync.Mutex // guards conns and closed
+	conns  map[*proxied]bool
 	closed bool
-	wg    sync.WaitGroup
+	wg     sync.WaitGroup
 }
 
 // proxied is one accepted connection: forwarded (upstream set) or held
