@@ -93,8 +93,8 @@ func Start(t testing.TB, bin string, opts Options) (*Harness, error) {
 	t.Helper()
 	h := &Harness{t: t, bin: bin, opts: opts}
 	h.Net = NewNetwork(h.pids)
+	dir := t.TempDir() // before the cleanup, which reads the logs in it, so removed after it
 	t.Cleanup(h.cleanup)
-	dir := t.TempDir()
 	for i := range opts.Nodes {
 		ip := fmt.Sprintf("127.0.0.%d", 10+i)
 		listen, err := freePort(ip)
