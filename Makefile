@@ -3,12 +3,13 @@
 FUZZTIME ?= 1m
 CHAOS ?= 5m
 STRESS ?= 2m
+DURATION ?= 10m
 SEED ?= $(shell date +%s)
 # The revision bench-base measures against: origin/main when there is one,
 # else the commit before HEAD. BASE=HEAD measures uncommitted changes.
 BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null && echo origin/main || echo HEAD~1)
 
-.PHONY: test test-python test-js ci fuzz chaos stress flood bench-base
+.PHONY: test test-python test-js ci fuzz chaos stress flood faults bench-base
 
 # The README's test command, with the race detector as CI runs it.
 test:
@@ -48,6 +49,13 @@ stress:
 	@echo "stress seed $(SEED)"
 	go test -race -count=1 -timeout 0 -run '^TestStress' ./internal/engine -stress.duration=$(STRESS) -stress.seed=$(SEED) -v
 	go test -race -count=1 -timeout 0 -run '^TestRandomOpsOnOneShard$$' ./internal/engine -random.seeds=2000 -random.base=$(SEED)
+
+# The fault-injection suite (internal/faults) for DURATION (default 10m)
+# instead of CI's short run, with a fresh SEED (printed; SEED=n replays
+# the run's choices of faults and operations).
+faults:
+	@echo "faults seed $(SEED)"
+	FAULTS_SEED=$(SEED) FAULTS_DURATION=$(DURATION) go test -race -count=1 -timeout 0 -run '^TestFaults$$' ./internal/faults -v
 
 # The full 20,000-waiter flood (scaled down under -race).
 flood:

@@ -43,7 +43,9 @@ type Peer struct {
 type Config struct {
 	NodeID     string
 	RaftListen string
-	DataDir    string
+	// RaftAdvertise is the address peers dial; RaftListen when empty.
+	RaftAdvertise string
+	DataDir       string
 	// Peers are the initial voters, the same list on every node.
 	Peers []Peer
 	// HeartbeatTimeout and ElectionTimeout are hashicorp/raft's; LAN
@@ -177,9 +179,13 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("%w: snapshots: %w", ErrDataDir, err)
 	}
-	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftListen)
+	advertise := cfg.RaftAdvertise
+	if advertise == "" {
+		advertise = cfg.RaftListen
+	}
+	adv, err := net.ResolveTCPAddr("tcp", advertise)
 	if err != nil {
-		return fmt.Errorf("cluster.raft_listen: %w", err)
+		return fmt.Errorf("cluster.raft_advertise: %w", err)
 	}
 	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftListen, adv, 4, 5*time.Second, hlog)
 	if err != nil {

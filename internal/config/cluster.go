@@ -16,8 +16,12 @@ type Cluster struct {
 	// NodeID names this server, [a-z0-9-]{1,32}, unique in the cluster.
 	NodeID string `mapstructure:"node_id"`
 	// RaftListen is the Raft transport's host:port, advertised to the
-	// peers as given (so not 0.0.0.0).
+	// peers as given (so not 0.0.0.0) unless RaftAdvertise says otherwise.
 	RaftListen string `mapstructure:"raft_listen"`
+	// RaftAdvertise is the address the peers dial, when it is not
+	// RaftListen (behind NAT or a proxy); this server's entry in Peers
+	// must give it.
+	RaftAdvertise string `mapstructure:"raft_advertise"`
 	// DataDir holds the Raft log (bbolt) and the snapshots.
 	DataDir string `mapstructure:"data_dir"`
 	// Peers are the initial voters, the same list on every server.
@@ -38,6 +42,14 @@ type Peer struct {
 	API  string `mapstructure:"api"`
 }
 
+// Advertise is the Raft address the peers dial.
+func (c Cluster) Advertise() string {
+	if c.RaftAdvertise != "" {
+		return c.RaftAdvertise
+	}
+	return c.RaftListen
+}
+
 // Enabled reports whether the daemon is a cluster server.
 func (c Cluster) Enabled() bool { return c.NodeID != "" }
 
@@ -56,8 +68,15 @@ func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) 
 	}
 	if host, port, err := net.SplitHostPort(c.RaftListen); err != nil || port == "" || host == "" {
 		bad("cluster.raft_listen", "%q is not a host:port address", clipValue(c.RaftListen))
-	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		bad("cluster.raft_listen", "%q is advertised to the peers as given, so it must name this server, not %s", c.RaftListen, host)
+	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() && c.RaftAdvertise == "" {
+		bad("cluster.raft_listen", "%q is advertised to the peers as given, so it must name this server, not %s (or set cluster.raft_advertise)", c.RaftListen, host)
+	}
+	if c.RaftAdvertise != "" {
+		if host, port, err := net.SplitHostPort(c.RaftAdvertise); err != nil || port == "" || host == "" {
+			bad("cluster.raft_advertise", "%q is not a host:port address", clipValue(c.RaftAdvertise))
+		} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			bad("cluster.raft_advertise", "%q must name this server, not %s", c.RaftAdvertise, host)
+		}
 	}
 	if c.DataDir == "" {
 		bad("cluster.data_dir", "is required")
@@ -88,8 +107,8 @@ func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) 
 		}
 		if p.ID == c.NodeID {
 			self = true
-			if p.Raft != c.RaftListen {
-				bad(key+".raft", "%q differs from cluster.raft_listen %q for this server", p.Raft, c.RaftListen)
+			if adv := c.Advertise(); p.Raft != adv {
+				bad(key+".raft", "%q differs from %q, the Raft address this server advertises (cluster.raft_advertise, or else cluster.raft_listen)", p.Raft, adv)
 			}
 		}
 	}

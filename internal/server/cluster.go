@@ -24,7 +24,7 @@ func (s *Server) openCluster(limits engine.Limits, obs engine.Observer) error {
 		token = s.cfg.Auth.AdminTokens[0]
 	}
 	n, err := cluster.Open(cluster.Config{
-		NodeID: c.NodeID, RaftListen: c.RaftListen, DataDir: c.DataDir, Peers: peers,
+		NodeID: c.NodeID, RaftListen: c.RaftListen, RaftAdvertise: c.RaftAdvertise, DataDir: c.DataDir, Peers: peers,
 		HeartbeatTimeout: c.HeartbeatTimeout, ElectionTimeout: c.ElectionTimeout, FailoverMargin: c.FailoverMargin,
 		Limits: limits,
 		NewEngine: func(clock engine.Clock, l engine.Limits) *engine.Engine {
