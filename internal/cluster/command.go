@@ -65,6 +65,7 @@ type command struct {
 	WontReturn bool           `json:"wont_return,omitempty"`
 	Reason     string         `json:"reason,omitempty"`
 	Margin     time.Duration  `json:"margin,omitempty"`
+	Attempt    uint64         `json:"attempt,omitempty"` // of a detach: the acquire entry's Seq
 	Seed       []byte         `json:"seed,omitempty"`
 }
 
@@ -85,7 +86,7 @@ func decodeCommand(b []byte) (*command, error) {
 func (c *command) options() engine.AcquireOptions {
 	return engine.AcquireOptions{
 		Owner: c.Owner, TTL: c.TTL, Wait: c.Wait, OnError: c.OnError, Reserve: c.Reserve,
-		RequestID: c.RequestID, Limit: c.Limit, MaxHold: c.MaxHold, LockDelay: c.LockDelay,
+		RequestID: c.RequestID, Attempt: c.Seq, Limit: c.Limit, MaxHold: c.MaxHold, LockDelay: c.LockDelay,
 	}
 }
 

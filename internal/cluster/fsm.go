@@ -139,7 +139,7 @@ func (f *fsm) applyLocked(c *command) *result {
 	case opAbandon:
 		e.Abandon(c.Key, c.Fence)
 	case opDetach:
-		e.Detach(c.Key, c.RequestID, c.WontReturn)
+		e.Detach(c.Key, c.RequestID, c.Attempt, c.WontReturn)
 	case opPause:
 		r.ok = e.Pause(c.Key)
 	case opResume:

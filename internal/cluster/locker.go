@@ -26,54 +26,74 @@ func (n *Node) Acquire(ctx context.Context, key string, o engine.AcquireOptions)
 	}
 	c := &command{Op: opAcquire, Key: key, Owner: o.Owner, TTL: o.TTL, Wait: o.Wait, OnError: o.OnError, Reserve: o.Reserve,
 		RequestID: o.RequestID, Limit: o.Limit, MaxHold: o.MaxHold, LockDelay: o.LockDelay}
-	for attempt := 0; ; attempt++ {
-		r, err := n.propose(ctx, c)
+	for {
+		r, twice, err := n.proposeOnce(ctx, c)
 		if err != nil {
 			return engine.Grant{}, err
 		}
 		if r.waiting == nil {
 			if r.err == nil && ctx.Err() != nil {
-				n.detach(key, o.RequestID, ctx)
+				n.detach(key, o.RequestID, c.Seq, ctx)
 				return engine.Grant{}, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 			}
 			return r.grant, r.err
 		}
-		g, err := n.await(ctx, key, o, r.waiting)
-		if errors.Is(err, engine.ErrSuperseded) && attempt < 3 {
-			// A forward sent twice queued twice: the second took the
-			// first's place. Find it again.
+		g, err := n.await(ctx, key, o, c.Seq, r.waiting)
+		if errors.Is(err, engine.ErrSuperseded) && twice {
+			// This call's entry was appended twice (a forward whose
+			// answer was lost, sent again) and the second took the
+			// first's place: wait for that one, by sending once more.
 			continue
 		}
 		return g, err
 	}
 }
 
-// await waits for w in this replica.
-func (n *Node) await(ctx context.Context, key string, o engine.AcquireOptions, w *engine.Waiting) (engine.Grant, error) {
+// await waits for w, the waiter of attempt, in this replica. It tells
+// the caller's place in line (OnPosition) when it starts and, while it
+// waits, whenever that place changes (checked every second).
+func (n *Node) await(ctx context.Context, key string, o engine.AcquireOptions, attempt uint64, w *engine.Waiting) (engine.Grant, error) {
 	bound := time.NewTimer(o.Wait + n.proposeBound())
 	defer bound.Stop()
-	select {
-	case <-w.Done():
-		g, err := w.Result()
-		if err == nil && ctx.Err() != nil {
-			n.detach(key, o.RequestID, ctx)
-			return engine.Grant{}, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+	var posC <-chan time.Time
+	pos := 0
+	if o.OnPosition != nil {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		posC = t.C
+		if pos = w.Position(); pos > 0 {
+			o.OnPosition(pos)
 		}
-		return g, err
-	case <-ctx.Done():
-		n.detach(key, o.RequestID, ctx)
-		return engine.Grant{}, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
-	case <-bound.C:
-		n.detach(key, o.RequestID, ctx)
-		return engine.Grant{}, ErrNoLeader
+	}
+	for {
+		select {
+		case <-w.Done():
+			g, err := w.Result()
+			if err == nil && ctx.Err() != nil {
+				n.detach(key, o.RequestID, attempt, ctx)
+				return engine.Grant{}, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+			}
+			return g, err
+		case <-ctx.Done():
+			n.detach(key, o.RequestID, attempt, ctx)
+			return engine.Grant{}, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+		case <-bound.C:
+			n.detach(key, o.RequestID, attempt, ctx)
+			return engine.Grant{}, ErrNoLeader
+		case <-posC:
+			if p := w.Position(); p > 0 && p != pos {
+				pos = p
+				o.OnPosition(p)
+			}
+		}
 	}
 }
 
 // detach tells the cluster, in the background, that the caller of the
 // acquire with id has gone (engine.Detach).
-func (n *Node) detach(key, id string, ctx context.Context) {
+func (n *Node) detach(key, id string, attempt uint64, ctx context.Context) {
 	wont := errors.Is(context.Cause(ctx), engine.ErrWontReturn)
-	n.background(&command{Op: opDetach, Key: key, RequestID: id, WontReturn: wont})
+	n.background(&command{Op: opDetach, Key: key, RequestID: id, Attempt: attempt, WontReturn: wont})
 }
 
 // background appends c without a caller waiting, bounded in time.

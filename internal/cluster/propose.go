@@ -59,6 +59,13 @@ var idempotent = [opMax]bool{opAcquire: true, opRelease: true, opRenew: true, op
 // node's replica applied it. It retries with the same Seq while no leader
 // is known or the leader changes, for as long as ctx and the bound allow.
 func (n *Node) propose(ctx context.Context, c *command) (*result, error) {
+	r, _, err := n.proposeOnce(ctx, c)
+	return r, err
+}
+
+// proposeOnce is propose that also says whether c was sent more than
+// once, so that it may have been appended twice.
+func (n *Node) proposeOnce(ctx context.Context, c *command) (_ *result, twice bool, _ error) {
 	c.Origin, c.Seq = n.cfg.NodeID, randomSeq()
 	ch := n.pending.add(c.Seq)
 	defer n.pending.remove(c.Seq)
@@ -71,33 +78,34 @@ func (n *Node) propose(ctx context.Context, c *command) (*result, error) {
 			break
 		}
 		if errors.Is(err, errRefused) {
-			return nil, err
+			return nil, twice, err
 		}
 		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
 			if !idempotent[c.Op] {
-				return nil, ErrUnknownOutcome
+				return nil, true, ErrUnknownOutcome
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+			return nil, twice, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 		case <-bound.C:
-			return nil, ErrNoLeader
+			return nil, twice, ErrNoLeader
 		case r := <-ch:
-			return r, nil // a send whose answer was lost had been applied
+			return r, twice, nil // a send whose answer was lost had been applied
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
+		twice = twice || !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader)
 	}
 	select {
 	case r := <-ch:
-		return r, nil
+		return r, twice, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
+		return nil, twice, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 	case <-bound.C:
 		// Committed, but this replica has not applied it in time: it is
 		// cut off from the leader.
-		return nil, ErrNoLeader
+		return nil, twice, ErrNoLeader
 	}
 }
 

@@ -129,6 +129,7 @@ type lease struct {
 // leaseExt is what a lease with the newer options carries.
 type leaseExt struct {
 	id        string
+	attempt   uint64 // AcquireOptions.Attempt of the call it was granted to
 	maxHold   time.Duration
 	lockDelay time.Duration
 	// waited and prev repeat the Grant to a re-sent acquire.
@@ -541,7 +542,7 @@ func (sh *shard) grantLocked(ks *keyState, opts *AcquireOptions, g *grantOf, now
 	}
 	waited := now.Sub(g.since)
 	if opts.RequestID != "" || opts.MaxHold > 0 || opts.LockDelay > 0 {
-		l.ext = &leaseExt{id: opts.RequestID, maxHold: opts.MaxHold, lockDelay: opts.LockDelay, waited: waited, prev: g.prev}
+		l.ext = &leaseExt{id: opts.RequestID, attempt: opts.Attempt, maxHold: opts.MaxHold, lockDelay: opts.LockDelay, waited: waited, prev: g.prev}
 		if opts.MaxHold > 0 && opts.MaxHold < opts.TTL {
 			l.expiresAt = now.Add(opts.MaxHold)
 		}

@@ -14,13 +14,32 @@ import (
 // Waiting is an acquire that Submit queued. Whoever serves the request
 // waits on Done; the engine resolves it exactly as it would a blocked
 // Acquire.
-type Waiting struct{ w *waiter }
+type Waiting struct {
+	w  *waiter
+	sh *shard
+}
 
 // Done is closed once the acquire is granted or has left the queue.
 func (h *Waiting) Done() <-chan struct{} { return h.w.done }
 
 // Result is the acquire's outcome; valid once Done is closed.
 func (h *Waiting) Result() (Grant, error) { return h.w.grant, h.w.err }
+
+// Position is the waiter's place in its queue (1 is next), or 0 once it
+// has left it. It walks the queue: call it seldom.
+func (h *Waiting) Position() int {
+	w, sh := h.w, h.sh
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if w.resolved {
+		return 0 // w.ks may be another key's record by now
+	}
+	pos := 1
+	for q := w.ks.head; q != nil && q != w; q = q.next {
+		pos++
+	}
+	return pos
+}
 
 // Submit is Acquire without the wait: it grants at once, refuses, or
 // queues the caller and returns its Waiting. Nothing watches the caller:
@@ -38,16 +57,18 @@ func (e *Engine) Submit(key string, opts AcquireOptions) (Grant, *Waiting, error
 	if w == nil {
 		return g, nil, err
 	}
-	return Grant{}, &Waiting{w: w}, nil
+	return Grant{}, &Waiting{w: w, sh: sh}, nil
 }
 
-// Detach says that the caller of key's acquire with requestID has gone,
-// whatever became of it: a waiter keeps its place for the detach grace
-// (and leaves then unless a re-sent acquire takes it over), a lease
-// already granted to it is kept for the grace for a re-sent acquire to
-// claim, as Abandon keeps one. With wontReturn the caller will not send
-// again: the waiter leaves at once and an unclaimed lease is released.
-func (e *Engine) Detach(key, requestID string, wontReturn bool) {
+// Detach says that the caller of key's acquire with requestID and
+// attempt (AcquireOptions.Attempt; 0 matches any) has gone, whatever
+// became of it: a waiter keeps its place for the detach grace (and leaves
+// then unless a re-sent acquire takes it over), a lease already granted
+// to it is kept for the grace for a re-sent acquire to claim, as Abandon
+// keeps one. With wontReturn the caller will not send again: the waiter
+// leaves at once and an unclaimed lease is released. A place or a lease
+// that a later attempt took over is left alone: its caller is there.
+func (e *Engine) Detach(key, requestID string, attempt uint64, wontReturn bool) {
 	sh := e.shardFor(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -58,6 +79,9 @@ func (e *Engine) Detach(key, requestID string, wontReturn bool) {
 	now := e.clock.Now()
 	if ks.x != nil {
 		if w := ks.x.ids[requestID]; w != nil && !w.resolved {
+			if attempt != 0 && w.opts.Attempt != attempt {
+				return
+			}
 			if wontReturn || !sh.detachLocked(w, now) {
 				sh.leaveLocked(w, exitCancelled, now, "")
 			}
@@ -70,8 +94,8 @@ func (e *Engine) Detach(key, requestID string, wontReturn bool) {
 			l = m
 		}
 	})
-	if l == nil || !l.live(now) || l.ext.claim == claimedTimer {
-		return // gone, or a re-sent acquire returned it: its caller has the token
+	if l == nil || !l.live(now) || l.ext.claim == claimedTimer || (attempt != 0 && l.ext.attempt != attempt) {
+		return // gone, or a re-sent acquire returned it or took it over: its caller has the token
 	}
 	if !wontReturn && e.grace > 0 && !sh.stopped {
 		sh.awaitClaimLocked(l, e.grace)

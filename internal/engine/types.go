@@ -134,6 +134,10 @@ type AcquireOptions struct {
 	// again. The API validates it (1-64 printable ASCII bytes); the engine
 	// compares bytes.
 	RequestID string
+	// Attempt, when set, names this call among the calls that carry its
+	// RequestID (a replicated log's entry): Detach with it concerns only
+	// this call's place or grant, not one a later re-send took over.
+	Attempt uint64
 	// Limit is how many holders the key admits at once: 0 or 1 make it a
 	// mutex, up to MaxLimit a counting semaphore. Every live holder and
 	// waiter of a key must ask for the same limit (*LimitMismatchError).

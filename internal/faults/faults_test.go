@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -77,11 +76,6 @@ func TestFaults(t *testing.T) {
 func run(t *testing.T, bin string, seed uint64, sc scenario) {
 	h, err := Start(t, bin, Options{Nodes: sc.nodes, Cluster: sc.cluster, Extra: "lock:\n  detach_grace: 3s\n"})
 	if err != nil {
-		if sc.cluster && errors.Is(err, ErrExited) && strings.Contains(err.Error(), `unknown key "cluster`) {
-			// Transitional: the binary predates cluster mode. Remove this
-			// skip when internal/cluster lands.
-			t.Skipf("this mutexd has no cluster mode yet (its configuration rejects `cluster:`): %v", err)
-		}
 		t.Fatalf("start %d nodes: %v", sc.nodes, err)
 	}
 	urls := make([]string, len(h.Nodes))

@@ -147,7 +147,7 @@ func (h *Harness) config(n *Node) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nlog:\n  level: info\n  format: text\n", n.listen)
 	if h.opts.Cluster {
-		fmt.Fprintf(&b, "cluster:\n  node_id: %s\n  raft_listen: %s\n  data_dir: %s\n  peers:\n", n.ID, n.raftListen, n.dataDir)
+		fmt.Fprintf(&b, "cluster:\n  node_id: %s\n  raft_listen: %s\n  raft_advertise: %s\n  data_dir: %s\n  peers:\n", n.ID, n.raftListen, n.raftProxy.Addr(), n.dataDir)
 		for _, p := range h.Nodes {
 			fmt.Fprintf(&b, "    - {id: %s, raft: %s, api: http://%s}\n", p.ID, p.raftProxy.Addr(), p.apiProxy.Addr())
 		}
