@@ -57,8 +57,9 @@ type failoverRun struct {
 	Signal string `json:"signal"` // "kill" (SIGKILL) or "term" (SIGTERM)
 	Rep    int    `json:"rep"`
 	Outage outage `json:"outage"`
-	// NewLeader is from the signal to the first status (GET /v1/cluster,
-	// etcd's status) naming another live leader: the election alone.
+	// NewLeader is from the signal to the first status of a surviving
+	// member (GET /v1/cluster, etcd's status) naming another leader: the
+	// election alone.
 	NewLeader time.Duration `json:"new_leader_ns"`
 	// Terms is how far the term rose from before the signal to the
 	// recovery: the elections it took (at least).
@@ -349,8 +350,11 @@ func failover(ctx context.Context, c cluster, sig syscall.Signal, rep int) (fail
 	go func() { exited <- c.signal(lead, sig) }()
 	deadline := signalled.Add(failoverDeadline)
 	for {
-		if f.NewLeader == 0 {
-			if l, err := c.leader(ctx); err == nil && l != lead {
+		for _, i := range survivorIdx { // not the old leader: it may still be shutting down
+			if f.NewLeader != 0 {
+				break
+			}
+			if l, err := c.leaderOf(ctx, i); err == nil && l >= 0 && l != lead {
 				f.NewLeader = time.Since(signalled)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,8 +33,14 @@ type cluster interface {
 	size() int
 	// memberTarget speaks to member i only.
 	memberTarget(i int) loadgen.Target
-	// leader returns the index of the member the live members name as leader.
+	// leader returns the index of the live member that reports itself
+	// leader, the one with the highest term if several do (an old leader
+	// that has not heard of the new term yet): what another member names
+	// may be a term behind.
 	leader(ctx context.Context) (int, error)
+	// leaderOf returns the index of the member that member i names as
+	// leader, -1 when it names none.
+	leaderOf(ctx context.Context, i int) (int, error)
 	// term returns the highest Raft term among the live members.
 	term(ctx context.Context) (uint64, error)
 	// signal sends sig to member i and waits until it has exited.
@@ -187,6 +194,7 @@ func loopbackPorts(n int) ([]int, error) {
 type etcdCluster struct {
 	members []*member
 	clients []string // client URL of each member
+	ids     []uint64 // member ID of each member, learnt at the start
 	admin   *clientv3.Client
 }
 
@@ -231,6 +239,15 @@ func startEtcdCluster(ctx context.Context, dir string, n int) (*etcdCluster, err
 		c.stop()
 		return nil, err
 	}
+	sts := c.status(ctx)
+	for i := range c.members {
+		st, ok := sts[i]
+		if !ok {
+			c.stop()
+			return nil, fmt.Errorf("etcd member %d answered no status", i+1)
+		}
+		c.ids = append(c.ids, st.Header.MemberId)
+	}
 	return c, nil
 }
 
@@ -257,18 +274,26 @@ func (c *etcdCluster) status(ctx context.Context) map[int]*clientv3.StatusRespon
 }
 
 func (c *etcdCluster) leader(ctx context.Context) (int, error) {
-	sts := c.status(ctx)
-	for _, st := range sts {
-		if st.Leader == 0 {
-			continue
-		}
-		for j, o := range sts {
-			if o.Header.MemberId == st.Leader {
-				return j, nil
-			}
+	lead, term := -1, uint64(0)
+	for i, st := range c.status(ctx) {
+		if st.Leader == c.ids[i] && (lead < 0 || st.RaftTerm > term) {
+			lead, term = i, st.RaftTerm
 		}
 	}
-	return -1, errors.New("etcd: no live member names a live leader")
+	if lead < 0 {
+		return -1, errors.New("etcd: no live member reports itself leader")
+	}
+	return lead, nil
+}
+
+func (c *etcdCluster) leaderOf(ctx context.Context, i int) (int, error) {
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := c.admin.Status(sctx, c.clients[i])
+	if err != nil {
+		return -1, err
+	}
+	return slices.Index(c.ids, st.Leader), nil
 }
 
 func (c *etcdCluster) term(ctx context.Context) (uint64, error) {
@@ -405,32 +430,50 @@ func (c *mutexdCluster) status(ctx context.Context) map[int]clusterStatus {
 		if !m.running() {
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apis[i]+"/v1/cluster", nil)
-		if err != nil {
-			continue
-		}
-		resp, err := c.http.Do(req)
-		if err != nil {
-			continue
-		}
-		var st clusterStatus
-		if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&st) == nil {
+		if st, err := c.statusOf(ctx, i); err == nil {
 			out[i] = st
 		}
-		resp.Body.Close()
 	}
 	return out
 }
 
+// statusOf is GET /v1/cluster of member i.
+func (c *mutexdCluster) statusOf(ctx context.Context, i int) (clusterStatus, error) {
+	var st clusterStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apis[i]+"/v1/cluster", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /v1/cluster of %s: status %d", c.ids[i], resp.StatusCode)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+func (c *mutexdCluster) leaderOf(ctx context.Context, i int) (int, error) {
+	st, err := c.statusOf(ctx, i)
+	if err != nil {
+		return -1, err
+	}
+	return slices.Index(c.ids, st.LeaderID), nil
+}
+
 func (c *mutexdCluster) leader(ctx context.Context) (int, error) {
-	for _, st := range c.status(ctx) {
-		for j, id := range c.ids {
-			if st.LeaderID == id && c.members[j].running() {
-				return j, nil
-			}
+	lead, term := -1, uint64(0)
+	for i, st := range c.status(ctx) {
+		if st.State == "leader" && (lead < 0 || st.Term > term) {
+			lead, term = i, st.Term
 		}
 	}
-	return -1, errors.New("mutexd: no live node names a live leader in GET /v1/cluster")
+	if lead < 0 {
+		return -1, errors.New(`mutexd: no live node reports state "leader" in GET /v1/cluster`)
+	}
+	return lead, nil
 }
 
 func (c *mutexdCluster) term(ctx context.Context) (uint64, error) {

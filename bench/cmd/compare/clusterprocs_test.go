@@ -58,6 +58,9 @@ func TestEtcdCluster(t *testing.T) {
 	for {
 		l, err := c.leader(ctx)
 		if err == nil && l != lead {
+			if seen, err := c.leaderOf(ctx, l); err != nil || seen != l {
+				t.Errorf("the new leader e%d names e%d as leader (%v)", l+1, seen+1, err)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -132,8 +135,9 @@ func TestMutexdWithoutClusterMode(t *testing.T) {
 // TestMutexdClusterStatus reads the leader and the term from fake nodes
 // that answer GET /v1/cluster as the spec says.
 func TestMutexdClusterStatus(t *testing.T) {
+	// n1 is an old leader that has not heard of term 8 yet.
 	bodies := []string{
-		`{"node_id":"n1","state":"follower","leader_id":"n3","term":7}`,
+		`{"node_id":"n1","state":"leader","leader_id":"n1","term":7}`,
 		`{"node_id":"n2","state":"follower","leader_id":"n3","term":8}`,
 		`{"node_id":"n3","state":"leader","leader_id":"n3","term":8}`,
 	}
@@ -159,14 +163,26 @@ func TestMutexdClusterStatus(t *testing.T) {
 	if l, err := c.leader(t.Context()); err != nil || l != 2 {
 		t.Errorf("leader = %d, %v; want 2", l, err)
 	}
+	for i, want := range []int{0, 2, 2} {
+		if l, err := c.leaderOf(t.Context(), i); err != nil || l != want {
+			t.Errorf("leaderOf(%d) = %d, %v; want %d", i, l, err, want)
+		}
+	}
 	if term, err := c.term(t.Context()); err != nil || term != 8 {
 		t.Errorf("term = %d, %v; want 8", term, err)
 	}
-	// With the leader's process gone, nobody alive is leader.
+	// With n3's process gone, the stale n1 is all that claims to lead;
+	// with n1's too, nobody alive does.
 	if err := c.members[2].signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	if l, err := c.leader(t.Context()); err != nil || l != 0 {
+		t.Errorf("leader = %d, %v with n3 dead; want 0", l, err)
+	}
+	if err := c.members[0].signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	if l, err := c.leader(t.Context()); err == nil {
-		t.Errorf("leader = %d with the named leader dead, want an error", l)
+		t.Errorf("leader = %d with both claimants dead, want an error", l)
 	}
 }

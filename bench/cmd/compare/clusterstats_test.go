@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -230,4 +232,31 @@ func TestMutexdClusterConfig(t *testing.T) {
 			t.Errorf("config lacks %q:\n%s", want, got)
 		}
 	}
+}
+
+func TestWriteKeepingCluster(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	cluster := clusterHeading + "\n\nmeasured by -systems cluster\n"
+	if err := writeKeepingCluster(path, "# Benchmarks\n\n## Targets\n\nfirst\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(spliceSection(mustRead(t, path), clusterHeading, cluster)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeKeepingCluster(path, "# Benchmarks\n\n## Targets\n\nsecond\n"); err != nil {
+		t.Fatal(err)
+	}
+	got := mustRead(t, path)
+	if want := "# Benchmarks\n\n## Targets\n\nsecond\n\n" + cluster; got != want {
+		t.Errorf("after a standalone run:\n%q\nwant\n%q", got, want)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -313,13 +313,7 @@ func compare(ctx context.Context, o options) error {
 	if err := drawChart(rep, chartPath); err != nil {
 		return fmt.Errorf("chart: %w", err)
 	}
-	text := rep.markdown(chart)
-	if old, err := os.ReadFile(out); err == nil { // keep the cluster section of an earlier -systems cluster run
-		if sec := extractSection(string(old), clusterHeading); sec != "" {
-			text = spliceSection(text, clusterHeading, sec)
-		}
-	}
-	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
+	if err := writeKeepingCluster(out, rep.markdown(chart)); err != nil {
 		return err
 	}
 	log.Printf("wrote %s and %s", out, chartPath)
@@ -345,6 +339,22 @@ func repoRoot() (string, error) {
 		dir = filepath.Dir(dir)
 	}
 	return dir, nil
+}
+
+// writeKeepingCluster writes the standalone report text to path, keeping
+// the cluster section of the report already there: the two are measured
+// by different runs (-systems cluster writes only its section).
+func writeKeepingCluster(path, text string) error {
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if sec := extractSection(string(old), clusterHeading); sec != "" {
+			text = spliceSection(text, clusterHeading, sec)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
 }
 
 // writeOut writes text to the file path, or to stdout if path is empty.
