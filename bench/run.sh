@@ -10,12 +10,18 @@
 # Not run in CI: it takes about ten minutes. For the comparison alone,
 # without Redis or etcd and without touching BENCHMARKS.md, run
 # `make bench-base` (or -systems mutexd,base -base REV, which prints it to
-# stdout unless -out names a file).
+# stdout unless -out names a file). -systems cluster runs only the
+# comparison of a three-server mutexd cluster with a three-member etcd
+# cluster (`make bench-cluster`), which needs no Redis.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
+need_redis=1
+for arg in "$@"; do
+  case "$arg" in cluster | -systems=cluster | --systems=cluster) need_redis=0 ;; esac
+done
 missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
+[ "$need_redis" -eq 0 ] || command -v redis-server >/dev/null || missing+=(redis-server)
 command -v etcd >/dev/null || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

@@ -14,7 +14,7 @@ func TestUnknownParameterMessage(t *testing.T) {
 	tests := []struct {
 		method, path, want string
 	}{
-		{"GET", "/v1/locks/k?x=1", `Unknown parameter "x"; this call takes no parameters.`},
+		{"GET", "/v1/locks/k?x=1", `Unknown parameter "x"; this call takes stale.`},
 		{"DELETE", "/v1/locks/k?force=1", `Unknown parameter "force"; this call takes no parameters.`},
 		{"POST", "/v1/locks/k/acquire?tll=5s", `Unknown parameter "tll"; this call takes ttl, wait, owner, on_error, request_id, limit, max_hold, lock_delay.`},
 		{"DELETE", "/v1/locks/k/waiters?prefix=a", `Unknown parameter "prefix"; this call takes reason.`},

@@ -14,6 +14,12 @@
 // the build before it under the same machine load. With -systems
 // mutexd,base it runs only that comparison and prints it (or writes it to
 // -out), leaving BENCHMARKS.md alone.
+//
+// With -systems cluster it runs only the cluster comparison (issue 13): a
+// three-server mutexd cluster against a three-member etcd cluster, under
+// load, on one hot key, through leader failures and idle, and rewrites
+// only the section "Cluster: mutexd 3 servers vs etcd 3 members" of
+// BENCHMARKS.md, which the standalone runs keep.
 package main
 
 import (
@@ -114,15 +120,33 @@ func main() {
 	var only string
 	flag.IntVar(&o.reps, "reps", 3, "repetitions of every scenario (interleaved)")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of one run")
-	flag.StringVar(&only, "systems", "mutexd,noop,fifo,redis,etcd", "systems to run, comma-separated (base is added by -base)")
+	flag.StringVar(&only, "systems", "mutexd,noop,fifo,redis,etcd", "systems to run, comma-separated (base is added by -base); cluster alone runs the cluster comparison instead")
 	flag.StringVar(&o.out, "out", "", "the report to write (default: BENCHMARKS.md at the repository root; with -systems mutexd,base -base REV the comparison goes to stdout unless -out names a file)")
 	flag.StringVar(&o.chart, "chart", "docs/benchmarks.png", "the chart to write (a path relative to the report's folder)")
 	flag.StringVar(&o.raw, "json", "", "also write every run's figures to this JSON file")
 	flag.IntVar(&o.waiters, "waiters", 10000, "clients for the RSS-per-waiting-connection run (0 skips it)")
 	flag.StringVar(&o.base, "base", "", "a git revision of this repository (main~5, a commit hash): build mutexd there and run it as the system base, for the uncontended and contended scenarios")
+	var co clusterOptions
+	var clusterSystems string
+	flag.StringVar(&clusterSystems, "cluster-systems", "mutexd,etcd", "with -systems cluster: the clusters to run, comma-separated")
+	flag.IntVar(&co.failoverReps, "failover-reps", 5, "with -systems cluster: signals of each kind (SIGKILL, SIGTERM) to each cluster's leader")
+	flag.DurationVar(&co.idle, "idle", 10*time.Second, "with -systems cluster: how long to count elections without load or faults (the target's is 10m; 0 skips it)")
+	flag.DurationVar(&co.fifoMargin, "fifo-margin", 10*time.Millisecond, "with -systems cluster: how much earlier an acquire must have been sent to count as ahead in the FIFO check")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	o.systems = strings.Split(only, ",")
+	if slices.Contains(o.systems, "cluster") {
+		if len(o.systems) > 1 || o.base != "" {
+			log.Fatal("-systems cluster runs alone (no other system, no -base)")
+		}
+		co.systems, co.reps, co.duration, co.out, co.raw = strings.Split(clusterSystems, ","), o.reps, o.duration, o.out, o.raw
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		if err := clusterCompare(ctx, co); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if o.base != "" && !slices.Contains(o.systems, "base") {
 		o.systems = append(o.systems, "base")
 	}
@@ -289,7 +313,7 @@ func compare(ctx context.Context, o options) error {
 	if err := drawChart(rep, chartPath); err != nil {
 		return fmt.Errorf("chart: %w", err)
 	}
-	if err := os.WriteFile(out, []byte(rep.markdown(chart)), 0o644); err != nil {
+	if err := writeKeepingCluster(out, rep.markdown(chart)); err != nil {
 		return err
 	}
 	log.Printf("wrote %s and %s", out, chartPath)
@@ -315,6 +339,22 @@ func repoRoot() (string, error) {
 		dir = filepath.Dir(dir)
 	}
 	return dir, nil
+}
+
+// writeKeepingCluster writes the standalone report text to path, keeping
+// the cluster section of the report already there: the two are measured
+// by different runs (-systems cluster writes only its section).
+func writeKeepingCluster(path, text string) error {
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if sec := extractSection(string(old), clusterHeading); sec != "" {
+			text = spliceSection(text, clusterHeading, sec)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
 }
 
 // writeOut writes text to the file path, or to stdout if path is empty.
