@@ -158,7 +158,7 @@ func (n *Node) openRaft() error {
 	// A follower learns that an entry committed from the next append or
 	// heartbeat; a node waits for its own replica before it answers, so
 	// this bounds what a call through a follower adds.
-	rc.CommitTimeout = 5 * time.Millisecond
+	rc.CommitTimeout = time.Millisecond
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
 	// The state is small: snapshot often, keep a bounded tail.

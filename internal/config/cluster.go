@@ -141,8 +141,14 @@ var peerListType = reflect.TypeFor[[]Peer]()
 // peerListHook reads cluster.peers from the environment or a flag:
 // "id@raft-host:port@api-url" entries, comma-separated.
 func peerListHook(_ reflect.Type, to reflect.Type, raw any) (any, error) {
+	if to != peerListType {
+		return raw, nil
+	}
+	if l, ok := raw.([]any); ok && len(l) == 0 {
+		return []Peer(nil), nil // an empty list is the default, nil
+	}
 	s, ok := raw.(string)
-	if to != peerListType || !ok {
+	if !ok {
 		return raw, nil
 	}
 	var out []Peer
