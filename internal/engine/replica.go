@@ -74,7 +74,7 @@ func (e *Engine) Detach(key, requestID string, wontReturn bool) {
 		return // gone, or a re-sent acquire returned it: its caller has the token
 	}
 	if !wontReturn && e.grace > 0 && !sh.stopped {
-		sh.awaitClaimLocked(l, e.grace)
+		sh.awaitClaimLocked(l, now.Add(e.grace), now)
 		return
 	}
 	sh.endLocked(l, OutcomeReleased, now)
