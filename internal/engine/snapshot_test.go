@@ -390,3 +390,163 @@ func TestSnapshotDeterminism(t *testing.T) {
 		runDifferential(t, seed+1000, 250, -1)
 	}
 }
+
+// TestRestoreKeepsTimerOrder: a lease awaiting its claim and a waiter
+// whose wait ends at the same instant: whichever timer was armed first
+// decides whether the waiter is granted (the claim ends first and hands
+// the key on) or times out. A restored replica must decide alike in both
+// arming orders.
+func TestRestoreKeepsTimerOrder(t *testing.T) {
+	for _, claimFirst := range []bool{true, false} {
+		t.Run(fmt.Sprint("claim first=", claimFirst), func(t *testing.T) {
+			a := newReplica(diffStart, rand.NewChaCha8([32]byte{7}))
+			mustSubmit(t, a.e, "k", withID(opts("h", time.Minute, 0), "h"))
+			a.clk.Advance(time.Second)
+			// The detach grace is 2s: the claim ends at 3s; the waiter's
+			// wait is made to end then too.
+			if claimFirst {
+				a.e.Detach("k", "h", false)
+				mustQueue(t, a.e, "k", opts("w", time.Minute, 2*time.Second))
+			} else {
+				mustQueue(t, a.e, "k", opts("w", time.Minute, 2*time.Second))
+				a.e.Detach("k", "h", false)
+			}
+			a.clk.Advance(time.Second)
+			b := a.fork(t)
+			for _, r := range []*replica{a, b} {
+				r.clk.Advance(time.Second)
+				if err := r.e.Check(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := a.e.Inspect("k", 0).Held; got != claimFirst {
+				t.Fatalf("original: held %v after the claim ended, want %v", got, claimFirst)
+			}
+			if sa, sb := a.snapshot(t), b.snapshot(t); !bytes.Equal(sa, sb) {
+				t.Fatalf("states differ:\n original %s\n restored %s", sa, sb)
+			}
+		})
+	}
+}
+
+// TestSnapshotShardedRoundTrip: a sharded (standalone) engine's snapshot
+// restores too, and the restored engine writes the same bytes.
+func TestSnapshotShardedRoundTrip(t *testing.T) {
+	lim := engine.Limits{RememberOutcome: time.Hour, DetachGrace: 5 * time.Second}
+	e, clk, _ := newEngine(t, lim)
+	for i := range 20 {
+		k := fmt.Sprint("k", i%7)
+		g, _, err := e.Submit(k, withID(opts(k, time.Duration(1+i%3)*time.Second, time.Duration(i%4)*time.Second), fmt.Sprint("r", i)))
+		if err == nil && g.Key != "" && i%2 == 0 {
+			_, _ = e.Release(k, g.Token, i%4 == 0)
+		}
+		if i%5 == 0 {
+			e.Detach(k, fmt.Sprint("r", i-1), false)
+		}
+		clk.Advance(300 * time.Millisecond)
+	}
+	e.PausePrefix("k1")
+	var b1 bytes.Buffer
+	if err := e.Snapshot(&b1); err != nil {
+		t.Fatal(err)
+	}
+	e2 := engine.New(fakeclock.New(clk.Now()), nil, lim)
+	if err := e2.Restore(bytes.NewReader(b1.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	checkEngine(t, e2)
+	if got, want := e2.Stats(), e.Stats(); got != want {
+		t.Fatalf("restored Stats() = %+v, want %+v", got, want)
+	}
+	var b2 bytes.Buffer
+	if err := e2.Snapshot(&b2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b1.Bytes(), b2.Bytes()) {
+		t.Fatalf("restored engine's snapshot differs:\n got %s\nwant %s", b2.Bytes(), b1.Bytes())
+	}
+}
+
+func TestRestoreRefuses(t *testing.T) {
+	a := newReplica(diffStart, rand.NewChaCha8([32]byte{}))
+	mustSubmit(t, a.e, "k", opts("h", time.Minute, 0))
+	good := a.snapshot(t)
+	tests := []struct {
+		name string
+		in   string
+	}{
+		{"empty", ""},
+		{"not json", "mutexd"},
+		{"unknown version", `{"v":2}`},
+		{"no version", `{"fence":3}`},
+		{"unknown field", `{"v":1,"x":1}`},
+		{"trailing data", string(good) + "{}"},
+		{"keys out of order", `{"v":1,"fence":9,"keys":[{"key":"b","limit":1,"paused":true},{"key":"a","limit":1,"paused":true}]}`},
+		{"idle key", `{"v":1,"keys":[{"key":"a","limit":1}]}`},
+		{"limit 0", `{"v":1,"keys":[{"key":"a","limit":0,"paused":true}]}`},
+		{"fence never issued", `{"v":1,"fence":1,"keys":[{"key":"a","limit":1,"leases":[{"token":"00000000000000000000000000000000","fence":2,"ttl":1,"acquired_at":1,"expires_at":2}]}]}`},
+		{"bad token", `{"v":1,"fence":1,"keys":[{"key":"a","limit":1,"leases":[{"token":"zz","fence":1,"ttl":1,"acquired_at":1,"expires_at":2}]}]}`},
+		{"outcome out of range", `{"v":1,"memos":[{"key":"a","prev":{"outcome":9}}]}`},
+		{"waiters with a free slot", `{"v":1,"keys":[{"key":"a","limit":1,"queue":[{"ttl":1,"wait":1,"since":1}]}]}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newReplica(diffStart, rand.NewChaCha8([32]byte{}))
+			if err := b.e.Restore(strings.NewReader(tc.in)); err == nil {
+				t.Fatal("Restore accepted it")
+			}
+			if s := b.e.Stats(); s != (engine.Stats{}) {
+				t.Fatalf("after a refused Restore, Stats() = %+v, want empty", s)
+			}
+		})
+	}
+	t.Run("engine not new", func(t *testing.T) {
+		if err := a.e.Restore(bytes.NewReader(good)); err == nil {
+			t.Fatal("Restore into an engine with state was accepted")
+		}
+	})
+}
+
+// FuzzRestore: Restore never panics; what it accepts passes Check and
+// writes a snapshot that restores to the same bytes.
+func FuzzRestore(f *testing.F) {
+	for seed := range uint64(4) {
+		a := newReplica(diffStart, rand.NewChaCha8([32]byte{byte(seed)}))
+		rng := rand.New(rand.NewPCG(seed, 5))
+		w := &world{tokens: map[string][]engine.Token{}, fences: map[string][]uint64{}}
+		for range 60 {
+			randomOp(rng, w, a)(a)
+		}
+		var b bytes.Buffer
+		if err := a.e.Snapshot(&b); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+	}
+	f.Add([]byte(`{"v":1}`))
+	f.Add([]byte(`{"v":1,"keys":[{"key":"a","limit":2,"paused":true,"delay_until":5,"queue":[{"ttl":1,"wait":-5,"since":1,"request_id":"x","detached":true,"order":3}]}]}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := newReplica(diffStart, rand.NewChaCha8([32]byte{}))
+		if err := r.e.Restore(bytes.NewReader(in)); err != nil {
+			if !errors.Is(err, engine.ErrBadSnapshot) {
+				t.Fatalf("Restore: %v, want ErrBadSnapshot", err)
+			}
+			return
+		}
+		if err := r.e.Check(); err != nil {
+			t.Fatalf("accepted %s: %v", in, err)
+		}
+		out := r.snapshot(t)
+		r2 := newReplica(diffStart, rand.NewChaCha8([32]byte{}))
+		if err := r2.e.Restore(bytes.NewReader(out)); err != nil {
+			t.Fatalf("its own snapshot %s: %v", out, err)
+		}
+		if again := r2.snapshot(t); !bytes.Equal(again, out) {
+			t.Fatalf("snapshot of the restored engine differs:\n %s\n %s", again, out)
+		}
+		r.clk.Advance(time.Hour) // its timers run without panicking
+		if err := r.e.Check(); err != nil {
+			t.Fatalf("an hour after restoring %s: %v", in, err)
+		}
+	})
+}
