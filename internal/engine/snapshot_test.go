@@ -17,7 +17,7 @@ import (
 // More or other seeds than CI's: -snapshot.seeds 5000 -snapshot.base 77.
 // Each seed replays exactly.
 var (
-	snapSeeds = flag.Int("snapshot.seeds", 300, "seeds TestSnapshotDifferential runs")
+	snapSeeds = flag.Int("snapshot.seeds", 200, "seeds TestSnapshotDifferential runs")
 	snapBase  = flag.Uint64("snapshot.base", 0, "first seed of TestSnapshotDifferential")
 )
 
@@ -386,7 +386,7 @@ func TestSnapshotDifferential(t *testing.T) {
 // TestSnapshotDeterminism: two replicas fed the same operations from the
 // start answer alike and hold byte-identical states.
 func TestSnapshotDeterminism(t *testing.T) {
-	for seed := range uint64(50) {
+	for seed := range uint64(30) {
 		runDifferential(t, seed+1000, 250, -1)
 	}
 }
