@@ -135,10 +135,11 @@ type leaseExt struct {
 	// waited and prev repeat the Grant to a re-sent acquire.
 	waited time.Duration
 	prev   Previous
-	// claim, while set, releases the lease unless a re-sent acquire claims
-	// it first: it was granted to a waiter whose caller had gone. Once a
-	// re-sent acquire has returned the lease it is claimedTimer, so that
-	// no claim is ever set on it again (its caller knows the token).
+	// claim, while set (a *claimWait), releases the lease unless a
+	// re-sent acquire claims it first: it was granted to a waiter whose
+	// caller had gone. Once a re-sent acquire has returned the lease it is
+	// claimedTimer, so that no claim is ever set on it again (its caller
+	// knows the token).
 	claim Timer
 }
 
@@ -500,7 +501,7 @@ func (e *Engine) Abandon(key string, fence uint64) {
 		return
 	}
 	if l.ext != nil && l.ext.id != "" && e.grace > 0 && !sh.stopped {
-		sh.awaitClaimLocked(l, e.grace)
+		sh.awaitClaimLocked(l, now.Add(e.grace), now)
 		return
 	}
 	sh.endLocked(l, OutcomeReleased, now)
@@ -661,7 +662,7 @@ func (sh *shard) pumpLocked(ks *keyState, now time.Time) {
 		if w.detached {
 			// Its caller has gone: keep the lease for the caller's re-sent
 			// acquire until its detach grace ends.
-			sh.awaitClaimLocked(l, w.until().Sub(now))
+			sh.awaitClaimLocked(l, w.until(), now)
 		}
 		close(w.done)
 		granted = true
@@ -1121,8 +1122,11 @@ func (sh *shard) armLocked(deadline, now time.Time) {
 func (sh *shard) expireDue() {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	sh.expireDueLocked(sh.e.clock.Now())
+}
+
+func (sh *shard) expireDueLocked(now time.Time) {
 	sh.timerAt = time.Time{}
-	now := sh.e.clock.Now()
 	for {
 		var next time.Time
 		var l *lease

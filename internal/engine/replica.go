@@ -98,7 +98,7 @@ func (e *Engine) Detach(key, requestID string, attempt uint64, wontReturn bool) 
 		return // gone, or a re-sent acquire returned it or took it over: its caller has the token
 	}
 	if !wontReturn && e.grace > 0 && !sh.stopped {
-		sh.awaitClaimLocked(l, e.grace)
+		sh.awaitClaimLocked(l, now.Add(e.grace), now)
 		return
 	}
 	sh.endLocked(l, OutcomeReleased, now)
@@ -122,13 +122,19 @@ func (e *Engine) ExpireDue() {
 // was left at prev is counted again from now, plus margin, so that no
 // lease ends, in real time, before the instant its holder was promised,
 // whatever the offset between the two clocks. A deadline is never moved
-// earlier.
+// earlier. A deadline not after prev had passed on the old owner's clock:
+// nothing was left of it, so it is kept and ends at once, as it would
+// have there (a lease past its deadline is over whether or not its timer
+// ran; Extend must not bring it back).
 func (e *Engine) Extend(prev time.Time, margin time.Duration) {
 	for i := range e.mask + 1 {
 		sh := &e.shards[i]
 		sh.mu.Lock()
 		now := e.clock.Now()
 		later := func(t time.Time) time.Time {
+			if !t.After(prev) {
+				return t
+			}
 			if u := now.Add(t.Sub(prev) + margin); u.After(t) {
 				return u
 			}
@@ -142,6 +148,9 @@ func (e *Engine) Extend(prev time.Time, margin time.Duration) {
 			ks.x.delayUntil = later(ks.x.delayUntil)
 		}
 		heap.Init(&sh.delays)
+		if !sh.stopped {
+			sh.expireDueLocked(now)
+		}
 		sh.mu.Unlock()
 	}
 }

@@ -233,10 +233,10 @@ func (sh *shard) detachOver(w *waiter) {
 	}
 }
 
-// awaitClaimLocked keeps l, granted to a caller that has gone, for d: a
-// re-sent acquire with its RequestID claims it (resendLocked); otherwise
-// it is released, as no work can have been done under it.
-func (sh *shard) awaitClaimLocked(l *lease, d time.Duration) {
+// awaitClaimLocked keeps l, granted to a caller that has gone, until
+// until: a re-sent acquire with its RequestID claims it (resendLocked);
+// otherwise it is released, as no work can have been done under it.
+func (sh *shard) awaitClaimLocked(l *lease, until, now time.Time) {
 	if l.ext.claim != nil {
 		// Already waiting for its claim, or claimed (claimedTimer): a
 		// re-sent acquire may return the lease before the cancelled
@@ -244,7 +244,23 @@ func (sh *shard) awaitClaimLocked(l *lease, d time.Duration) {
 		return
 	}
 	key, fence := l.ks.key, l.fence
-	l.ext.claim = sh.e.clock.AfterFunc(max(d, 0), func() { sh.claimOver(key, fence) })
+	until = maxTime(until, now)
+	l.ext.claim = &claimWait{Timer: sh.e.clock.AfterFunc(until.Sub(now), func() { sh.claimOver(key, fence) }), until: until}
+}
+
+// claimWait is the timer of a lease awaiting its claim, with its deadline,
+// which a snapshot records. It is allocated only for such a lease (rare),
+// so leaseExt keeps its size.
+type claimWait struct {
+	Timer
+	until time.Time
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // claimOver releases the lease of key with fence if it is still unclaimed.

@@ -1,6 +1,8 @@
 // Package fakeclock is a manual clock for deterministic tests of code that
 // takes an engine.Clock: time moves only when the test calls Advance, and
-// timers fire synchronously, in deadline order, inside Advance.
+// timers fire synchronously, in deadline order (ties in the order they were
+// armed), inside Advance. With BeforeDeadline it behaves as the clock of a
+// replica driven by a log: a hook runs at each deadline before its timers.
 package fakeclock
 
 import (
@@ -16,6 +18,7 @@ type Clock struct {
 	now    time.Time
 	seq    uint64
 	timers map[*timer]struct{}
+	before func() // BeforeDeadline's hook; nil when none
 }
 
 var _ engine.Clock = (*Clock)(nil)
@@ -47,11 +50,25 @@ func (c *Clock) scheduleLocked(t *timer, d time.Duration) {
 	c.timers[t] = struct{}{}
 }
 
+// BeforeDeadline makes Advance call f each time it reaches the deadline of
+// a due timer, with the clock reading that deadline, before any timer due
+// then runs. It is how a replica driven by a log runs its timers
+// (internal/cluster calls engine.ExpireDue there), so tests of snapshots
+// can drive an engine exactly as a replica does. f may use the clock.
+func (c *Clock) BeforeDeadline(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.before = f
+}
+
 // Advance moves the clock forward by d, running every timer that falls due
-// at its own deadline (the clock reads that deadline while it runs).
+// at its own deadline (the clock reads that deadline while it runs), in
+// (deadline, arming order).
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	target := c.now.Add(d)
+	var hooked time.Time // the last deadline the BeforeDeadline hook ran at
+	hasHooked := false
 	for {
 		var next *timer
 		for t := range c.timers {
@@ -62,10 +79,17 @@ func (c *Clock) Advance(d time.Duration) {
 		if next == nil {
 			break
 		}
-		delete(c.timers, next)
 		if next.when.After(c.now) {
 			c.now = next.when
 		}
+		if f := c.before; f != nil && (!hasHooked || c.now.After(hooked)) {
+			hooked, hasHooked = c.now, true
+			c.mu.Unlock()
+			f()
+			c.mu.Lock()
+			continue // f may have stopped or armed timers: look again
+		}
+		delete(c.timers, next)
 		c.mu.Unlock()
 		next.f()
 		c.mu.Lock()
@@ -81,11 +105,21 @@ func (c *Clock) Pending() int {
 	return len(c.timers)
 }
 
+// timer is an armed or stopped timer of Clock. It implements Seq, which
+// the engine's snapshots use to re-arm timers in their firing order.
 type timer struct {
 	c    *Clock
 	f    func()
 	when time.Time
 	seq  uint64
+}
+
+// Seq is the timer's place among timers with the same deadline: they fire
+// in increasing Seq. Every AfterFunc and Reset takes the next one.
+func (t *timer) Seq() uint64 {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	return t.seq
 }
 
 func (t *timer) Stop() bool {
