@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -172,12 +171,6 @@ func (f *fsm) appliedChanged() <-chan struct{} {
 	return f.appliedC
 }
 
-// snapshotter is what an engine snapshot needs of the engine.
-type snapshotter interface {
-	Snapshot(io.Writer) error
-	Restore(io.Reader) error
-}
-
 // snapHeader precedes the engine's own snapshot.
 type snapHeader struct {
 	Version int    `json:"version"`
@@ -198,10 +191,6 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 func (f *fsm) encodeLocked() ([]byte, error) {
-	s, ok := any(f.eng).(snapshotter)
-	if !ok {
-		return nil, errors.New("cluster: this build's engine cannot snapshot")
-	}
 	h := snapHeader{Version: 1, Time: f.clock.Now().UnixNano()}
 	if f.rng != nil {
 		rb, err := f.rng.MarshalBinary()
@@ -214,7 +203,7 @@ func (f *fsm) encodeLocked() ([]byte, error) {
 	if err := json.NewEncoder(&buf).Encode(h); err != nil {
 		return nil, err
 	}
-	if err := s.Snapshot(&buf); err != nil {
+	if err := f.eng.Snapshot(&buf); err != nil {
 		return nil, err
 	}
 	return buf.b, nil
@@ -241,20 +230,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("cluster: snapshot token generator: %w", err)
 		}
 	}
-	s, ok := any(eng).(snapshotter)
-	if !ok {
-		return errors.New("cluster: this build's engine cannot restore")
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	// The token generator is read by Restore (a key's lease keeps its
-	// token), and by nothing else until the next Apply.
-	f.rng = rng
-	if err := s.Restore(br); err != nil {
+	if err := eng.Restore(br); err != nil {
 		return fmt.Errorf("cluster: snapshot: %w", err)
 	}
+	f.mu.Lock()
 	old := f.eng
-	f.eng, f.clock = eng, clock
+	f.eng, f.clock, f.rng = eng, clock, rng
+	f.mu.Unlock()
 	old.Close()
 	return nil
 }

@@ -88,9 +88,9 @@ func TestDetachWaiterKeepsItsPlaceForTheGrace(t *testing.T) {
 	w1 := mustQueue(t, e, "k", withID(opts("w1", time.Minute, time.Minute), "r1"))
 	w2 := mustQueue(t, e, "k", withID(opts("w2", time.Minute, time.Minute), "r2"))
 	clk.Advance(time.Second)
-	e.Detach("k", "r1", false)
-	e.Detach("k", "nobody", false)
-	e.Detach("absent", "r1", false)
+	e.Detach("k", "r1", 0, false)
+	e.Detach("k", "nobody", 0, false)
+	e.Detach("absent", "r1", 0, false)
 	clk.Advance(5*time.Second - time.Nanosecond)
 	if isDone(w1) || e.Inspect("k", 0).Waiters != 2 {
 		t.Fatal("a detached waiter left before its grace ended")
@@ -103,7 +103,7 @@ func TestDetachWaiterKeepsItsPlaceForTheGrace(t *testing.T) {
 		t.Fatalf("%d waiters after the grace, want 1", n)
 	}
 	// wontReturn: the waiter leaves at once.
-	e.Detach("k", "r2", true)
+	e.Detach("k", "r2", 0, true)
 	if _, err := w2.Result(); !isDone(w2) || !errors.Is(err, engine.ErrCancelled) {
 		t.Fatalf("wontReturn: done %v, err %v, want ErrCancelled at once", isDone(w2), err)
 	}
@@ -118,7 +118,7 @@ func TestDetachWaiterReSentKeepsItsPlace(t *testing.T) {
 	h := mustSubmit(t, e, "k", opts("h", time.Minute, 0))
 	w1 := mustQueue(t, e, "k", withID(opts("w1", time.Minute, time.Minute), "r1"))
 	mustQueue(t, e, "k", opts("w2", time.Minute, time.Minute))
-	e.Detach("k", "r1", false)
+	e.Detach("k", "r1", 0, false)
 	clk.Advance(3 * time.Second)
 	again := mustQueue(t, e, "k", withID(opts("w1", time.Minute, time.Minute), "r1"))
 	if _, err := w1.Result(); !errors.Is(err, engine.ErrSuperseded) {
@@ -139,7 +139,7 @@ func TestDetachGrantedLease(t *testing.T) {
 	// Granted but not yet picked up: kept for a re-send for the grace,
 	// then released.
 	g := mustSubmit(t, e, "a", withID(opts("a", time.Minute, 0), "ra"))
-	e.Detach("a", "ra", false)
+	e.Detach("a", "ra", 0, false)
 	clk.Advance(5*time.Second - time.Nanosecond)
 	if !e.Inspect("a", 0).Held {
 		t.Fatal("an unclaimed lease ended before the grace")
@@ -153,7 +153,7 @@ func TestDetachGrantedLease(t *testing.T) {
 	}
 	// A re-send within the grace claims it: it stays, also past the grace.
 	g = mustSubmit(t, e, "b", withID(opts("b", time.Minute, 0), "rb"))
-	e.Detach("b", "rb", false)
+	e.Detach("b", "rb", 0, false)
 	clk.Advance(time.Second)
 	if again := mustSubmit(t, e, "b", withID(opts("b", time.Minute, 0), "rb")); again.Token != g.Token {
 		t.Fatalf("re-send got fence %d, want the detached grant %d", again.Fence, g.Fence)
@@ -163,15 +163,15 @@ func TestDetachGrantedLease(t *testing.T) {
 		t.Fatal("a claimed lease ended at the end of the grace")
 	}
 	// Once claimed, Detach leaves it alone.
-	e.Detach("b", "rb", false)
-	e.Detach("b", "rb", true)
+	e.Detach("b", "rb", 0, false)
+	e.Detach("b", "rb", 0, true)
 	clk.Advance(10 * time.Second)
 	if st := e.CheckFence("b", g.Fence); !st.Live {
 		t.Fatal("Detach ended a claimed lease")
 	}
 	// wontReturn releases an unclaimed one at once.
 	g = mustSubmit(t, e, "c", withID(opts("c", time.Minute, 0), "rc"))
-	e.Detach("c", "rc", true)
+	e.Detach("c", "rc", 0, true)
 	if e.Inspect("c", 0).Held {
 		t.Fatal("wontReturn left an unclaimed lease")
 	}
@@ -179,7 +179,7 @@ func TestDetachGrantedLease(t *testing.T) {
 	// grace ends.
 	h := mustSubmit(t, e, "d", opts("h", time.Minute, 0))
 	mustQueue(t, e, "d", withID(opts("w", time.Minute, time.Minute), "rd"))
-	e.Detach("d", "rd", false) // the grace ends at now+5s
+	e.Detach("d", "rd", 0, false) // the grace ends at now+5s
 	clk.Advance(2 * time.Second)
 	if _, err := e.Release("d", h.Token, false); err != nil {
 		t.Fatal(err)

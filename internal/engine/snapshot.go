@@ -73,6 +73,7 @@ const (
 
 type snapLeaseExt struct {
 	ID         string        `json:"id,omitempty"`
+	Attempt    uint64        `json:"attempt,omitempty"`
 	MaxHold    time.Duration `json:"max_hold,omitempty"`
 	LockDelay  time.Duration `json:"lock_delay,omitempty"`
 	Waited     time.Duration `json:"waited,omitempty"`
@@ -101,6 +102,7 @@ type snapWaiter struct {
 	OnError   OnError       `json:"on_error,omitempty"`
 	Reserve   bool          `json:"reserve,omitempty"`
 	RequestID string        `json:"request_id,omitempty"`
+	Attempt   uint64        `json:"attempt,omitempty"`
 	Limit     int           `json:"limit,omitempty"`
 	MaxHold   time.Duration `json:"max_hold,omitempty"`
 	LockDelay time.Duration `json:"lock_delay,omitempty"`
@@ -268,7 +270,7 @@ func snapKeyOf(ks *keyState) snapKey {
 		sl := snapLease{Token: l.token.String(), Fence: l.fence, Owner: l.owner, TTL: l.ttl,
 			AcquiredAt: l.acquiredAt.UnixNano(), ExpiresAt: l.expiresAt.UnixNano(), OnError: l.onError}
 		if x := l.ext; x != nil {
-			se := &snapLeaseExt{ID: x.id, MaxHold: x.maxHold, LockDelay: x.lockDelay, Waited: x.waited, Prev: snapPrevOf(x.prev)}
+			se := &snapLeaseExt{ID: x.id, Attempt: x.attempt, MaxHold: x.maxHold, LockDelay: x.lockDelay, Waited: x.waited, Prev: snapPrevOf(x.prev)}
 			switch c := x.claim.(type) {
 			case nil:
 			case *claimWait:
@@ -283,7 +285,7 @@ func snapKeyOf(ks *keyState) snapKey {
 	for w := ks.head; w != nil; w = w.next {
 		o := &w.opts
 		k.Queue = append(k.Queue, snapWaiter{Owner: o.Owner, TTL: o.TTL, Wait: o.Wait, OnError: o.OnError, Reserve: o.Reserve,
-			RequestID: o.RequestID, Limit: o.Limit, MaxHold: o.MaxHold, LockDelay: o.LockDelay,
+			RequestID: o.RequestID, Attempt: o.Attempt, Limit: o.Limit, MaxHold: o.MaxHold, LockDelay: o.LockDelay,
 			Since: w.since.UnixNano(), Detached: w.detached, Order: timerSeq(w.timer)})
 	}
 	return k
@@ -508,7 +510,7 @@ func (e *Engine) install(st *snapState) error {
 				acquiredAt: time.Unix(0, sl.AcquiredAt).UTC(), expiresAt: time.Unix(0, sl.ExpiresAt).UTC(),
 				onError: sl.OnError, heapIdx: -1, ks: ks}
 			if x := sl.Ext; x != nil {
-				l.ext = &leaseExt{id: x.ID, maxHold: x.MaxHold, lockDelay: x.LockDelay, waited: x.Waited, prev: x.Prev.previous()}
+				l.ext = &leaseExt{id: x.ID, attempt: x.Attempt, maxHold: x.MaxHold, lockDelay: x.LockDelay, waited: x.Waited, prev: x.Prev.previous()}
 				switch x.Claim {
 				case claimTaken:
 					l.ext.claim = claimedTimer
@@ -525,7 +527,7 @@ func (e *Engine) install(st *snapState) error {
 		for j, sw := range sk.Queue {
 			w := &waiter{ks: ks, since: time.Unix(0, sw.Since).UTC(), detached: sw.Detached, done: make(chan struct{}),
 				opts: AcquireOptions{Owner: sw.Owner, TTL: sw.TTL, Wait: sw.Wait, OnError: sw.OnError, Reserve: sw.Reserve,
-					RequestID: sw.RequestID, Limit: sw.Limit, MaxHold: sw.MaxHold, LockDelay: sw.LockDelay}}
+					RequestID: sw.RequestID, Attempt: sw.Attempt, Limit: sw.Limit, MaxHold: sw.MaxHold, LockDelay: sw.LockDelay}}
 			ks.push(w)
 			if id := sw.RequestID; id != "" {
 				x := ks.ext()

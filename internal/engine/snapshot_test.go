@@ -169,6 +169,7 @@ func randomOp(rng *rand.Rand, w *world, r0 *replica) func(*replica) string {
 			Reserve: rng.IntN(5) == 0}
 		if rng.IntN(3) != 0 {
 			o.RequestID = fmt.Sprint("r", rng.IntN(4))
+			o.Attempt = uint64(rng.IntN(3))
 		}
 		if rng.IntN(4) == 0 {
 			o.MaxHold = time.Duration(1+rng.IntN(4)) * time.Second
@@ -235,7 +236,8 @@ func randomOp(rng *rand.Rand, w *world, r0 *replica) func(*replica) string {
 	case 10, 11:
 		id := fmt.Sprint("r", rng.IntN(4))
 		wontReturn := rng.IntN(4) == 0
-		return func(r *replica) string { r.e.Detach(k, id, wontReturn); return "" }
+		attempt := uint64(rng.IntN(3))
+		return func(r *replica) string { r.e.Detach(k, id, attempt, wontReturn); return "" }
 	case 12:
 		var f uint64
 		if fs := w.fences[k]; len(fs) > 0 {
@@ -405,11 +407,11 @@ func TestRestoreKeepsTimerOrder(t *testing.T) {
 			// The detach grace is 2s: the claim ends at 3s; the waiter's
 			// wait is made to end then too.
 			if claimFirst {
-				a.e.Detach("k", "h", false)
+				a.e.Detach("k", "h", 0, false)
 				mustQueue(t, a.e, "k", opts("w", time.Minute, 2*time.Second))
 			} else {
 				mustQueue(t, a.e, "k", opts("w", time.Minute, 2*time.Second))
-				a.e.Detach("k", "h", false)
+				a.e.Detach("k", "h", 0, false)
 			}
 			a.clk.Advance(time.Second)
 			b := a.fork(t)
@@ -441,7 +443,7 @@ func TestSnapshotShardedRoundTrip(t *testing.T) {
 			_, _ = e.Release(k, g.Token, i%4 == 0)
 		}
 		if i%5 == 0 {
-			e.Detach(k, fmt.Sprint("r", i-1), false)
+			e.Detach(k, fmt.Sprint("r", i-1), 0, false)
 		}
 		clk.Advance(300 * time.Millisecond)
 	}
