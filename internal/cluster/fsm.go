@@ -33,6 +33,9 @@ type fsm struct {
 	eng   *engine.Engine
 	clock *logClock
 	rng   *rand.ChaCha8 // nil until the first leader seeds it
+	// term is the Raft term of the last promote entry applied: only the
+	// entries its leader appended after it (and older ones) are applied.
+	term uint64
 
 	applied  atomic.Uint64
 	appliedC chan struct{} // closed and replaced after every apply
@@ -98,7 +101,18 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = &result{err: err}
 			continue
 		}
-		r := f.applyLocked(c)
+		var r *result
+		if c.Op != opPromote && l.Term > f.term {
+			// A leader's entry from before its promote entry (it believed
+			// itself promoted from an earlier term): its time would skip
+			// the deadline restart. Every replica refuses it alike.
+			r = &result{err: errUnpromoted}
+		} else {
+			if c.Op == opPromote {
+				f.term = l.Term
+			}
+			r = f.applyLocked(c)
+		}
 		out[i] = r
 		if c.Origin == f.self && c.Seq != 0 {
 			f.pending.deliver(c.Seq, r)
@@ -175,8 +189,13 @@ func (f *fsm) appliedChanged() <-chan struct{} {
 type snapHeader struct {
 	Version int    `json:"version"`
 	Time    int64  `json:"time"`
+	Term    uint64 `json:"term"`
 	RNG     []byte `json:"rng,omitempty"`
 }
+
+// errUnpromoted answers an entry its leader appended before its promote
+// entry; the call is sent again.
+var errUnpromoted = fmt.Errorf("%w: the leader had not taken over yet", ErrNotLeader)
 
 // Snapshot captures the state. The engine is small, so it is written
 // here, in the apply goroutine, into memory; Persist only copies bytes.
@@ -191,7 +210,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 func (f *fsm) encodeLocked() ([]byte, error) {
-	h := snapHeader{Version: 1, Time: f.clock.Now().UnixNano()}
+	h := snapHeader{Version: 1, Time: f.clock.Now().UnixNano(), Term: f.term}
 	if f.rng != nil {
 		rb, err := f.rng.MarshalBinary()
 		if err != nil {
@@ -235,7 +254,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	old := f.eng
-	f.eng, f.clock, f.rng = eng, clock, rng
+	f.eng, f.clock, f.rng, f.term = eng, clock, rng, h.Term
 	f.mu.Unlock()
 	old.Close()
 	return nil

@@ -39,7 +39,7 @@ func (n *Node) Acquire(ctx context.Context, key string, o engine.AcquireOptions)
 			return r.grant, r.err
 		}
 		g, err := n.await(ctx, key, o, c.Seq, r.waiting)
-		if errors.Is(err, engine.ErrSuperseded) && twice {
+		if errors.Is(err, engine.ErrSuperseded) && twice && ctx.Err() == nil {
 			// This call's entry was appended twice (a forward whose
 			// answer was lost, sent again) and the second took the
 			// first's place: wait for that one, by sending once more.

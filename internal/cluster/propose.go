@@ -67,45 +67,52 @@ func (n *Node) propose(ctx context.Context, c *command) (*result, error) {
 // once, so that it may have been appended twice.
 func (n *Node) proposeOnce(ctx context.Context, c *command) (_ *result, twice bool, _ error) {
 	c.Origin, c.Seq = n.cfg.NodeID, randomSeq()
-	ch := n.pending.add(c.Seq)
+	s := n.pending.add(c.Seq)
 	defer n.pending.remove(c.Seq)
 	bound := time.NewTimer(n.proposeBound())
 	defer bound.Stop()
 	backoff := 5 * time.Millisecond
+	send := true
 	for {
-		err := n.submit(ctx, c)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, errRefused) {
-			return nil, twice, err
-		}
-		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
-			if !idempotent[c.Op] {
+		var retry <-chan time.Time
+		if send {
+			err := n.submit(ctx, c)
+			switch {
+			case err == nil:
+				send = false
+			case errors.Is(err, errRefused):
+				return nil, twice, err
+			case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader):
+				retry = time.After(backoff) // not appended: send again
+			case !idempotent[c.Op]:
 				return nil, true, ErrUnknownOutcome
+			default:
+				twice = true // maybe appended: send again, with the same seq
+				retry = time.After(backoff)
+			}
+			if retry != nil {
+				backoff = min(2*backoff, 200*time.Millisecond)
 			}
 		}
 		select {
+		case <-s.ready:
+			r, resend := n.pending.take(s)
+			if r != nil {
+				return r, twice, nil
+			}
+			if resend {
+				// Every replica refused the entry (its leader had not
+				// taken over yet): it had no effect.
+				send = true
+			}
+		case <-retry:
 		case <-ctx.Done():
 			return nil, twice, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 		case <-bound.C:
+			// No leader took it in time, or this replica is cut off from
+			// the leader and has not applied it.
 			return nil, twice, ErrNoLeader
-		case r := <-ch:
-			return r, twice, nil // a send whose answer was lost had been applied
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 200*time.Millisecond)
-		twice = twice || !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader)
-	}
-	select {
-	case r := <-ch:
-		return r, twice, nil
-	case <-ctx.Done():
-		return nil, twice, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
-	case <-bound.C:
-		// Committed, but this replica has not applied it in time: it is
-		// cut off from the leader.
-		return nil, twice, ErrNoLeader
 	}
 }
 

@@ -309,8 +309,15 @@ func (h *Harness) cleanup() {
 	wg.Wait()
 	h.Net.Close()
 	if h.t.Failed() {
+		keep := os.Getenv("FAULTS_KEEP_LOGS") // a directory to copy the whole logs to
 		for _, n := range h.Nodes {
 			h.t.Logf("--- last lines of %s's log:\n%s", n.ID, lastLines(n.LogPath, 40))
+			if keep != "" {
+				if b, err := os.ReadFile(n.LogPath); err == nil {
+					_ = os.MkdirAll(keep, 0o755)
+					_ = os.WriteFile(filepath.Join(keep, n.ID+".log"), b, 0o644)
+				}
+			}
 		}
 	}
 }
