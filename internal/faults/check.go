@@ -17,7 +17,8 @@ type lease struct {
 // which the history proves it held: from the acquire's return until the
 // earliest of its LiveUntil (the acquire's or a successful renew's call
 // plus the TTL), the call of any release with its token, and the call of
-// a force-release that ended it (or of one whose answer was lost).
+// a force-release that ended it (or of one whose answer was lost),
+// whenever that force was called.
 func certainLeases(ops []Op) []lease {
 	var leases []lease
 	for _, o := range ops {
@@ -43,7 +44,11 @@ func certainLeases(ops []Op) []lease {
 			switch {
 			case o.Kind == OpRelease && o.Token == l.op.Token:
 				l.End = min(l.End, o.Call)
-			case o.Kind == OpForce && (o.Result == ResUnknown || o.Result == ResOK && o.Fence == l.op.Fence) && o.Call >= l.op.Call:
+			case o.Kind == OpForce && (o.Result == ResUnknown || o.Result == ResOK && o.Fence == l.op.Fence):
+				// A force that ended this lease, or may have (its answer was
+				// lost), took effect somewhere after its call: possibly
+				// before the acquire even returned, when the force was
+				// called first but applied after the grant.
 				l.End = min(l.End, o.Call)
 			}
 		}

@@ -72,6 +72,13 @@ func TestCheckersPassAGoodHistory(t *testing.T) {
 		acq(1, "k", 1000, 1010, ResOK, "T3", 102),
 		waitAcq(2, "k", 1500, 2100, 1502, 3*time.Second, ResOK, "T4", 103),
 		force(9, "k", 2200, 2210, ResOK, 103),
+		// A force called before an acquire, answered after it: it was
+		// applied after the grant and ended that lease, which a waiter
+		// then took while T5's acquire still looked live.
+		force(9, "k", 2290, 2330, ResOK, 104),
+		acq(1, "k", 2300, 2310, ResOK, "T5", 104),
+		waitAcq(2, "k", 2305, 2340, 2306, 3*time.Second, ResOK, "T6", 105),
+		force(9, "k", 2400, 2410, ResOK, 105),
 		// A lost answer: maybe granted (a lease nobody can use), which
 		// explains the try that timed out right after.
 		{Client: 4, Key: "k", Kind: OpAcquire, Call: t0(3000), Return: t0(3001), Result: ResUnknown, TTL: time.Second},
