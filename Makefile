@@ -9,7 +9,7 @@ SEED ?= $(shell date +%s)
 # else the commit before HEAD. BASE=HEAD measures uncommitted changes.
 BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null && echo origin/main || echo HEAD~1)
 
-.PHONY: test test-python test-js ci fuzz chaos stress flood faults bench-base
+.PHONY: test test-python test-js ci fuzz chaos stress flood faults mutations bench-base
 
 # The README's test command, with the race detector as CI runs it.
 test:
@@ -68,3 +68,12 @@ flood:
 bench-base:
 	cd bench && go run ./cmd/compare -systems mutexd,base -base $(BASE) -reps 5 -duration 3s -waiters 0 -out bench-base.md
 	@cat bench/bench-base.md
+
+# The mutation proof of the fault suite's checkers: mutexd built with each
+# deliberate bug of internal/cluster (mutation.go) under the cluster
+# workload, SEED fixed (default 1) so that a run replays; fails if a
+# broken build passes every checker.
+MSEED ?= 1
+MDURATION ?= 45s
+mutations:
+	MUTATIONS=1 FAULTS_SEED=$(MSEED) FAULTS_DURATION=$(MDURATION) go test -count=1 -timeout 0 -run '^TestMutationsBite$$' ./internal/faults -v
