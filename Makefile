@@ -11,7 +11,7 @@ SEED ?= $(shell date +%s)
 CLUSTER_FLAGS ?=
 BASE ?= $(shell git rev-parse -q --verify origin/main >/dev/null && echo origin/main || echo HEAD~1)
 
-.PHONY: test test-python test-js ci fuzz chaos stress flood faults bench-base bench-cluster
+.PHONY: test test-python test-js ci fuzz chaos stress flood faults mutations bench-base bench-cluster
 
 # The README's test command, with the race detector as CI runs it.
 test:
@@ -80,3 +80,12 @@ bench-base:
 # members" of BENCHMARKS.md.
 bench-cluster:
 	bench/run.sh -systems cluster $(CLUSTER_FLAGS)
+
+# The mutation proof of the fault suite's checkers: mutexd built with each
+# deliberate bug of internal/cluster (mutation.go) under the cluster
+# workload, SEED fixed (default 1) so that a run replays; fails if a
+# broken build passes every checker.
+MSEED ?= 1
+MDURATION ?= 45s
+mutations:
+	MUTATIONS=1 FAULTS_SEED=$(MSEED) FAULTS_DURATION=$(MDURATION) go test -count=1 -timeout 0 -run '^TestMutationsBite$$' ./internal/faults -v

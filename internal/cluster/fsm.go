@@ -146,6 +146,10 @@ func (f *fsm) applyLocked(c *command) *result {
 	case opRelease:
 		r.ended, r.err = e.Release(c.Key, c.token(), c.Failed)
 	case opRenew:
+		if mutation == "skiprenew" { // a deliberately broken build: mutation.go
+			r.renewal, r.err = mutantRenew(e, c)
+			break
+		}
 		r.renewal, r.err = e.Renew(c.Key, c.token(), c.TTL)
 	case opForce:
 		r.ended, r.err = e.ForceRelease(c.Key)

@@ -24,6 +24,11 @@ func (n *Node) Acquire(ctx context.Context, key string, o engine.AcquireOptions)
 	if o.RequestID == "" {
 		o.RequestID = fmt.Sprintf("mutexd-%016x%016x", randomSeq(), randomSeq())
 	}
+	if mutation == "grantlocal" { // a deliberately broken build: mutation.go
+		if g, ok := n.mutantGrantLocal(key, o); ok {
+			return g, nil
+		}
+	}
 	c := &command{Op: opAcquire, Key: key, Owner: o.Owner, TTL: o.TTL, Wait: o.Wait, OnError: o.OnError, Reserve: o.Reserve,
 		RequestID: o.RequestID, Limit: o.Limit, MaxHold: o.MaxHold, LockDelay: o.LockDelay}
 	for {

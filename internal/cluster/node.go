@@ -144,6 +144,10 @@ func Open(cfg Config) (*Node, error) {
 	n.wg.Add(2)
 	go n.watchLeadership()
 	go n.watchReady()
+	if mutation == "followerclock" { // a deliberately broken build: mutation.go
+		n.wg.Add(1)
+		go n.mutantOwnClock()
+	}
 	return n, nil
 }
 

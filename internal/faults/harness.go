@@ -108,15 +108,21 @@ func Start(t testing.TB, bin string, opts Options) (*Harness, error) {
 		n := &Node{Index: i, ID: fmt.Sprintf("n%d", i+1), URL: "http://" + listen, listen: listen, raftListen: raft,
 			dataDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1), "data"), ConfigPath: filepath.Join(dir, fmt.Sprintf("n%d.yaml", i+1)),
 			LogPath: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1))}
-		if opts.Cluster {
-			if n.raftProxy, err = h.Net.Proxy(i, raft); err != nil {
-				return h, err
-			}
-			if n.apiProxy, err = h.Net.Proxy(i, listen); err != nil {
-				return h, err
-			}
-		}
 		h.Nodes = append(h.Nodes, n)
+	}
+	// The proxies' goroutines read h.Nodes (pids): start them only once
+	// it is complete, so that their reads follow every write to it.
+	for _, n := range h.Nodes {
+		if !opts.Cluster {
+			break
+		}
+		var err error
+		if n.raftProxy, err = h.Net.Proxy(n.Index, n.raftListen); err != nil {
+			return h, err
+		}
+		if n.apiProxy, err = h.Net.Proxy(n.Index, n.listen); err != nil {
+			return h, err
+		}
 	}
 	for _, n := range h.Nodes {
 		if err := os.WriteFile(n.ConfigPath, []byte(h.config(n)), 0o600); err != nil {
