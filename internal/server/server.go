@@ -343,7 +343,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Warn("limits.max_requests is below limits.max_waiters + limits.max_subscribers: waits and event streams can be refused 503 too_many_requests before their own limits",
 			"max_requests", l.MaxRequests, "max_waiters", l.MaxWaiters, "max_subscribers", l.MaxSubscribers)
 	}
-	if g := c.Lock.RestartGrace; g > 0 && g < c.Lock.MaxTTL {
+	if g := c.Lock.RestartGrace; g > 0 && s.node != nil {
+		s.log.Warn("lock.restart_grace is ignored in cluster mode: leases and queues survive a restart in the Raft log", "restart_grace", g.String())
+	} else if g > 0 && g < c.Lock.MaxTTL {
 		s.log.Warn("lock.restart_grace is shorter than lock.max_ttl: a lease granted before a restart with a longer TTL can outlive the grace",
 			"restart_grace", g.String(), "max_ttl", c.Lock.MaxTTL.String())
 	}
