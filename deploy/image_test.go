@@ -239,10 +239,11 @@ func TestImageBinaries(t *testing.T) {
 				t.Fatal(err)
 			}
 			// distroless/static adds about 2 MB; the image should stay under
-			// 15 MB, so the binary under 13 MB.
+			// 17 MB, so the binary under 15 MB. (Cluster mode brought
+			// hashicorp/raft, its msgpack codec and bbolt: 13 MB became 14.5.)
 			t.Logf("%s: %.2f MB", name, float64(st.Size())/1e6)
-			if st.Size() > 13e6 {
-				t.Errorf("%s is %.2f MB, want at most 13 MB so the image stays under 15 MB", name, float64(st.Size())/1e6)
+			if st.Size() > 15e6 {
+				t.Errorf("%s is %.2f MB, want at most 15 MB so the image stays under 17 MB", name, float64(st.Size())/1e6)
 			}
 		})
 	}
