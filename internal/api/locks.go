@@ -32,7 +32,11 @@ func (s *Server) acquire(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !s.ready.Load() {
+	// A cluster's server is not ready while it knows no leader, but an
+	// acquire sent then waits for one (a failover's time) in the Locker
+	// rather than failing at once: /readyz tells load balancers, and a
+	// caller already connected rides the failover out.
+	if !s.ready.Load() && s.cluster == nil {
 		return s.notReady()
 	}
 	if wantsStream(r) {

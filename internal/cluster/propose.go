@@ -106,6 +106,8 @@ func (n *Node) proposeOnce(ctx context.Context, c *command) (_ *result, twice bo
 				send = true
 			}
 		case <-retry:
+		case <-n.stop:
+			return nil, twice, engine.ErrUnavailable // shutting down
 		case <-ctx.Done():
 			return nil, twice, fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
 		case <-bound.C:
@@ -246,6 +248,8 @@ func (n *Node) ReadBarrier(ctx context.Context, stale bool) error {
 			return n.waitApplied(ctx, idx)
 		}
 		select {
+		case <-n.stop:
+			return engine.ErrUnavailable
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 				return ErrNoLeader
