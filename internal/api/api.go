@@ -99,6 +99,11 @@ type Options struct {
 	// Cluster serves the cluster's routes and makes reads linearizable;
 	// nil for a standalone engine.
 	Cluster Cluster
+	// Forward, when set, makes this an agent's API: every /v1 route (but
+	// the servers' internal ones) is answered by Forward, not by Locker,
+	// Operator, Cluster or Events, which may be nil. Health, readiness,
+	// metrics, the console and the error mapping stay local.
+	Forward Forwarder
 	Bounds  Bounds
 	// Observer records HTTP metrics; nil records none.
 	Observer Observer
@@ -149,6 +154,7 @@ type Server struct {
 	locker   Locker
 	ops      Operator
 	cluster  Cluster
+	forward  Forwarder // nil but in an agent
 	bounds   Bounds
 	log      *slog.Logger
 	ready    atomic.Bool
@@ -205,7 +211,7 @@ func New(o Options) *Server {
 			o.Operator = engineOperator{e}
 		}
 	}
-	s := &Server{echo: echo.New(), locker: o.Locker, ops: o.Operator, cluster: o.Cluster, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
+	s := &Server{echo: echo.New(), locker: o.Locker, ops: o.Operator, cluster: o.Cluster, forward: o.Forward, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
 		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat, bodyTimeout: o.BodyTimeout,
 		maxRequests: int64(o.MaxRequests), writeTimeout: o.WriteTimeout}
 	if s.bodyTimeout <= 0 {
@@ -225,6 +231,9 @@ func New(o Options) *Server {
 	e.HTTPErrorHandler = s.handleError
 
 	routes := s.routeTable(o)
+	if o.Forward != nil {
+		routes = forwarded(routes, o.Forward)
+	}
 	s.routes = make(map[routeKey]routeInfo, len(routes))
 	for _, r := range routes {
 		info := routeInfo{tier: r.tier}

@@ -85,14 +85,14 @@ func (s *Server) routeTable(o Options) []route {
 		{http.MethodGet, "/healthz", tierPublic, s.healthz, answers(200)},
 		{http.MethodGet, "/readyz", tierPublic, s.readyz, answers(200, 503)},
 	}
-	if o.Cluster != nil {
+	if o.Cluster != nil || o.Forward != nil {
 		routes = append(routes,
 			route{http.MethodGet, "/v1/cluster", tierClient, s.clusterStatus, answers(200, 400, 413)},
 			route{http.MethodGet, "/v1/cluster/digest", tierAdmin, s.clusterDigest, answers(200, 400, 413, statusClientClosed, 503)},
 			route{http.MethodPost, InternalApplyPath, tierAdmin, s.internalApply, answers(204, 400, 413, 421, statusClientClosed, 503)},
 			route{http.MethodGet, InternalReadIndexPath, tierAdmin, s.internalReadIndex, answers(200, 400, 413, 421, statusClientClosed, 503)})
 	}
-	if o.Events != nil {
+	if o.Events != nil || o.Forward != nil {
 		routes = append(routes, route{http.MethodGet, "/v1/events", tierAdminForMany, s.events, answers(200, 400, 413, 429, 503)},
 			// Counts only: no key, no owner.
 			route{http.MethodGet, "/v1/stats", tierClient, s.stats, s.clustered(200, 400, 413)})
@@ -121,7 +121,7 @@ func (s *Server) routeTable(o Options) []route {
 // 499 when the caller leaves during a read barrier or a forward, 503
 // while there is no leader.
 func (s *Server) clustered(codes ...int) []int {
-	if s.cluster != nil {
+	if s.cluster != nil || s.forward != nil {
 		codes = append(codes, statusClientClosed, http.StatusServiceUnavailable)
 		slices.Sort(codes)
 		codes = slices.Compact(codes)

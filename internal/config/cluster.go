@@ -11,8 +11,15 @@ import (
 )
 
 // Cluster makes the daemon a server of a replicated cluster (hashicorp/raft;
-// docs/cluster.md). Without node_id it runs standalone, in memory.
+// docs/cluster.md), or an agent in front of one. Without node_id or role
+// agent it runs standalone, in memory.
 type Cluster struct {
+	// Role is "server" (the default: a server when node_id is set) or
+	// "agent": a stateless daemon that forwards every call to Servers.
+	Role string `mapstructure:"role"`
+	// Servers are the API URLs an agent forwards to (any server answers
+	// every call); agents only.
+	Servers []string `mapstructure:"servers"`
 	// NodeID names this server, [a-z0-9-]{1,32}, unique in the cluster.
 	NodeID string `mapstructure:"node_id"`
 	// RaftListen is the Raft transport's host:port, advertised to the
@@ -51,14 +58,36 @@ func (c Cluster) Advertise() string {
 }
 
 // Enabled reports whether the daemon is a cluster server.
-func (c Cluster) Enabled() bool { return c.NodeID != "" }
+func (c Cluster) Enabled() bool { return c.NodeID != "" && c.Role != RoleAgent }
+
+// The values of cluster.role.
+const (
+	RoleServer = "server"
+	RoleAgent  = "agent"
+)
+
+// Agent reports whether the daemon is an agent: no Raft and no state, every
+// call forwarded to Servers.
+func (c Cluster) Agent() bool { return c.Role == RoleAgent }
 
 var nodeIDPattern = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
 
 // validate appends the cluster section's errors through bad.
 func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) {
+	switch c.Role {
+	case "", RoleServer:
+	case RoleAgent:
+		c.validateAgent(bad)
+		return
+	default:
+		bad("cluster.role", "%q must be server or agent", clipValue(c.Role))
+		return
+	}
+	if len(c.Servers) > 0 {
+		bad("cluster.servers", "is for cluster.role agent only (a server's peers are cluster.peers)")
+	}
 	if !c.Enabled() {
-		if len(c.Peers) > 0 || c.RaftListen != "" || c.DataDir != "" {
+		if len(c.Peers) > 0 || c.RaftListen != "" || c.DataDir != "" || c.Role == RoleServer {
 			bad("cluster.node_id", "is required when the cluster section is set")
 		}
 		return
@@ -125,6 +154,35 @@ func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) 
 	}
 	if auth.Enabled() && len(auth.AdminTokens) == 0 {
 		bad("auth.admin_tokens", "a cluster with auth on needs an admin token: servers forward calls to the leader with the first one")
+	}
+}
+
+// validateAgent checks an agent's section: servers to forward to, and
+// none of a server's keys (an agent has no Raft and no state).
+func (c Cluster) validateAgent(bad func(key, format string, args ...any)) {
+	for _, k := range []struct {
+		key string
+		set bool
+	}{{"cluster.node_id", c.NodeID != ""}, {"cluster.raft_listen", c.RaftListen != ""}, {"cluster.raft_advertise", c.RaftAdvertise != ""},
+		{"cluster.data_dir", c.DataDir != ""}, {"cluster.peers", len(c.Peers) > 0}} {
+		if k.set {
+			bad(k.key, "must not be set on an agent (cluster.role agent has no Raft and no state)")
+		}
+	}
+	if len(c.Servers) == 0 {
+		bad("cluster.servers", "is required for cluster.role agent: the servers' API URLs")
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Servers {
+		key := fmt.Sprintf("cluster.servers[%d]", i)
+		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			bad(key, "%q must be an http:// or https:// URL with a host", clipValue(s))
+			continue
+		}
+		if seen[s] {
+			bad(key, "%q is listed twice", clipValue(s))
+		}
+		seen[s] = true
 	}
 }
 

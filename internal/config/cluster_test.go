@@ -82,3 +82,57 @@ func TestClusterBadInput(t *testing.T) {
 		}
 	})
 }
+
+func TestClusterAgent(t *testing.T) {
+	c, err := load(t, "cluster:\n  role: agent\n  servers: [http://10.0.0.1:7070, https://b.example:7070/]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	if !c.Cluster.Agent() || c.Cluster.Enabled() || len(c.Cluster.Servers) != 2 {
+		t.Fatalf("cluster = %+v, want an agent (not a server) with 2 servers", c.Cluster)
+	}
+	t.Setenv("MUTEXD_CLUSTER_ROLE", "agent")
+	t.Setenv("MUTEXD_CLUSTER_SERVERS", "http://a:1, http://b:2,http://c:3")
+	c, err = load(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Cluster.Servers; !c.Cluster.Agent() || len(got) != 3 || got[1] != "http://b:2" {
+		t.Fatalf("from the environment: role %q servers %q, want agent and 3 servers", c.Cluster.Role, got)
+	}
+}
+
+func TestClusterAgentBadInput(t *testing.T) {
+	agent := "cluster:\n  role: agent\n  servers: [http://a:1]\n"
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown role", "cluster:\n  role: client\n", `cluster.role: "client" must be server or agent`},
+		{"agent without servers", "cluster:\n  role: agent\n", "cluster.servers: is required for cluster.role agent"},
+		{"agent with node_id", agent + "  node_id: n1\n", "cluster.node_id: must not be set on an agent"},
+		{"agent with data_dir", agent + "  data_dir: d\n", "cluster.data_dir: must not be set on an agent"},
+		{"agent with raft_listen", agent + "  raft_listen: 127.0.0.1:7171\n", "cluster.raft_listen: must not be set on an agent"},
+		{"agent with peers", agent + threePeers, "cluster.peers: must not be set on an agent"},
+		{"bad server url", "cluster:\n  role: agent\n  servers: [http://a:1, 'ftp://b']\n", `cluster.servers[1]: "ftp://b" must be an http:// or https:// URL`},
+		{"server url without host", "cluster:\n  role: agent\n  servers: ['http://']\n", "cluster.servers[0]"},
+		{"server url listed twice", "cluster:\n  role: agent\n  servers: [http://a:1, http://a:1]\n", `cluster.servers[1]: "http://a:1" is listed twice`},
+		{"servers on a server", "cluster:\n  node_id: n1\n  raft_listen: 127.0.0.1:7171\n  data_dir: d\n  servers: [http://a:1]\n" + threePeers, "cluster.servers: is for cluster.role agent only"},
+		{"role server without node_id", "cluster:\n  role: server\n", "cluster.node_id: is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := load(t, tc.yaml)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err == nil || !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want ErrInvalid naming %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans lines: %q", err)
+			}
+		})
+	}
+}

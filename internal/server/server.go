@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mutexd/mutexd/internal/agent"
 	"github.com/mutexd/mutexd/internal/api"
 	"github.com/mutexd/mutexd/internal/auth"
 	"github.com/mutexd/mutexd/internal/cluster"
@@ -32,7 +33,8 @@ type Server struct {
 	log      *slog.Logger
 	engine   *engine.Engine // nil in cluster mode
 	node     *cluster.Node  // nil standalone
-	locker   api.Locker     // engine or node
+	agent    *agent.Agent   // set only for cluster.role agent (no engine, no node)
+	locker   api.Locker     // engine or node; nil in an agent
 	metrics  *metrics.Metrics
 	api      *api.Server
 	http     *http.Server
@@ -132,6 +134,9 @@ func (s *Server) buildEngine(version string) error {
 		RememberOutcome:  cfg.Lock.RememberOutcome,
 		MaxRemembered:    cfg.Lock.MaxRemembered,
 	}
+	if cfg.Cluster.Agent() {
+		return s.openAgent()
+	}
 	if cfg.Cluster.Enabled() {
 		if err := s.openCluster(limits, obs); err != nil {
 			return err
@@ -166,10 +171,16 @@ func (s *Server) buildAPI() {
 	if s.node != nil {
 		cl, ops = clusterAPI{s.node}, s.node
 	}
+	var fwd api.Forwarder
+	var events api.EventSource = s.hub
+	if s.agent != nil {
+		fwd, events = s.agent, nil // an agent's events are a server's
+	}
 	s.api = api.New(api.Options{
 		Locker:   s.locker,
 		Operator: ops,
 		Cluster:  cl,
+		Forward:  fwd,
 		Bounds: api.Bounds{
 			DefaultTTL:       cfg.Lock.DefaultTTL,
 			MinTTL:           config.MinTTL,
@@ -187,7 +198,7 @@ func (s *Server) buildAPI() {
 		Auth:             s.guard,
 		CheckBrowsers:    true,
 		AllowedHosts:     allowedHosts(cfg),
-		Events:           s.hub,
+		Events:           events,
 		UI:               console,
 		MaxRequests:      cfg.Limits.MaxRequests,
 		WriteTimeout:     cfg.Limits.WriteTimeout,
@@ -236,11 +247,16 @@ func (s *Server) listen() error {
 		s.conns = newLimitListener(ln, l.MaxConnections, refusal503, l.ReadHeaderTimeout)
 		s.ln = s.conns
 	}
-	var src metrics.Source = s.engine
-	if s.node != nil {
-		src = s.node
+	src := metrics.Sources{Events: s.hub, Conns: s.conns}
+	switch {
+	case s.node != nil:
+		src.Engine = s.node
+	case s.engine != nil:
+		src.Engine = s.engine
+	default: // an agent: no keys and no event streams of its own
+		src.Events = nil
 	}
-	s.metrics.Watch(metrics.Sources{Engine: src, Events: s.hub, Conns: s.conns})
+	s.metrics.Watch(src)
 	return nil
 }
 
@@ -310,7 +326,10 @@ func (s *Server) Run(ctx context.Context) error {
 	// all run out.
 	var graceOver <-chan time.Time
 	var readyPoll <-chan time.Time // a cluster server is ready while its node is
-	if s.node != nil {
+	if s.agent != nil {
+		s.agent.Start()
+	}
+	if s.node != nil || s.agent != nil {
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		readyPoll = t.C
@@ -358,7 +377,7 @@ wait:
 			s.hub.Close()
 			return fmt.Errorf("serve: %w", err)
 		case <-readyPoll:
-			if r := s.node.Ready(); r != ready {
+			if r := s.clusterReady(); r != ready {
 				ready = r
 				s.api.SetReady(r)
 				s.log.Info("cluster readiness", "ready", r)
@@ -395,6 +414,10 @@ wait:
 // closeLocker answers every waiter (503, so clients go elsewhere) and, in
 // a cluster, hands leadership on and leaves.
 func (s *Server) closeLocker() {
+	if s.agent != nil {
+		s.agent.Close()
+		return
+	}
 	if s.node != nil {
 		if err := s.node.Close(); err != nil {
 			s.log.Warn("cluster node close", "err", err)
