@@ -269,9 +269,9 @@ func TestImageBinaries(t *testing.T) {
 	rss := residentBytes(t, d.pid)
 	_, m := sidecarMutexd(t)
 	req := quantityBytes(t, m.Resources.Requests["memory"])
-	t.Logf("idle mutexd: %.1f MiB resident; sidecar.yaml requests %.1f MiB", float64(rss)/(1<<20), float64(req)/(1<<20))
+	t.Logf("idle mutexd: %.1f MiB resident; standalone/sidecar.yaml requests %.1f MiB", float64(rss)/(1<<20), float64(req)/(1<<20))
 	if rss > req {
-		t.Errorf("idle mutexd uses %.1f MiB, more than sidecar.yaml's memory request %s: re-measure and resize", float64(rss)/(1<<20), m.Resources.Requests["memory"])
+		t.Errorf("idle mutexd uses %.1f MiB, more than standalone/sidecar.yaml's memory request %s: re-measure and resize", float64(rss)/(1<<20), m.Resources.Requests["memory"])
 	}
 }
 

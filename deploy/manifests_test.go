@@ -187,34 +187,7 @@ func containerFile(ms []mount, p string) (string, bool) {
 // rules, and Grafana's provisioning finds the data source and every
 // dashboard in deploy/grafana.
 func TestComposeFile(t *testing.T) {
-	// Compose v1.29 (Debian's docker-compose) knows only these top-level
-	// keys; v2's name: makes it reject the whole file.
-	var top map[string]yaml.Node
-	unmarshalYAML(t, "docker-compose.yml", &top)
-	for k := range top {
-		if !slices.Contains([]string{"version", "services", "networks", "volumes", "secrets", "configs"}, k) && !strings.HasPrefix(k, "x-") {
-			t.Errorf("docker-compose.yml: top-level key %q, which docker-compose 1.29 rejects", k)
-		}
-	}
-	if path, err := exec.LookPath("docker-compose"); err == nil {
-		// Validates the file as Compose v1 reads it; needs no Docker engine.
-		runTool(t, repoRoot(t), nil, path, "--file", "docker-compose.yml", "config", "--quiet")
-	}
-
-	var c struct {
-		Services map[string]composeService `yaml:"services"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, "docker-compose.yml")))
-	dec.KnownFields(false)
-	if err := dec.Decode(&c); err != nil {
-		t.Fatal(err)
-	}
-	stages := map[string]bool{}
-	for _, in := range readDockerfile(t) {
-		if f := strings.Fields(in.args); in.cmd == "FROM" && len(f) == 3 && strings.EqualFold(f[1], "AS") {
-			stages[f[2]] = true
-		}
-	}
+	c := readCompose(t, "docker-compose.yml")
 	byImage := func(prefix string) (string, composeService) {
 		t.Helper()
 		for name, s := range c.Services {
@@ -224,6 +197,69 @@ func TestComposeFile(t *testing.T) {
 		}
 		t.Fatalf("docker-compose.yml has no service with image %s*", prefix)
 		return "", composeService{}
+	}
+
+	// mutexd: the image's final stage.
+	mName, m := byImage("mutexd:")
+	if m.Build == nil || m.Build.Target != "" {
+		t.Errorf("service %s must build the Dockerfile's final stage", mName)
+	}
+	port := checkMutexdService(t, mName, m)
+	mounts(t, mName, m.Volumes)
+
+	// The demo app: mutexd's network namespace, mutexd on loopback.
+	checkDemoService(t, c, mName, port)
+
+	// Prometheus: the shipped config and every rule file it names.
+	pName, p := byImage("prom/prometheus:")
+	scraped := scrapedTargets(t, pName, p, "deploy/prometheus/prometheus.yml")
+	if !slices.Contains(scraped, net.JoinHostPort(mName, port)) {
+		t.Errorf("prometheus.yml job mutexd does not scrape %s", net.JoinHostPort(mName, port))
+	}
+
+	// Grafana: provisioning, data source and dashboards.
+	gName, g := byImage("grafana/grafana")
+	checkGrafanaService(t, gName, g, pName)
+}
+
+// composeFile is a compose file as far as the tests read it.
+type composeFile struct {
+	Services map[string]composeService `yaml:"services"`
+	Volumes  map[string]yaml.Node      `yaml:"volumes"`
+}
+
+// readCompose reads a compose file (a path from the repository root) and
+// checks what holds for every service of both: only top-level keys
+// docker-compose 1.29 accepts (and `docker-compose config` passes where it
+// is installed), ports published on loopback only, builds from the
+// repository with a target the Dockerfile has.
+func readCompose(t *testing.T, rel string) composeFile {
+	t.Helper()
+	// Compose v1.29 (Debian's docker-compose) knows only these top-level
+	// keys; v2's name: makes it reject the whole file.
+	var top map[string]yaml.Node
+	unmarshalYAML(t, rel, &top)
+	for k := range top {
+		if !slices.Contains([]string{"version", "services", "networks", "volumes", "secrets", "configs"}, k) && !strings.HasPrefix(k, "x-") {
+			t.Errorf("%s: top-level key %q, which docker-compose 1.29 rejects", rel, k)
+		}
+	}
+	if path, err := exec.LookPath("docker-compose"); err == nil {
+		// Validates the file as Compose v1 reads it; needs no Docker engine.
+		runTool(t, repoRoot(t), nil, path, "--file", rel, "config", "--quiet")
+	}
+
+	var c composeFile
+	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, rel)))
+	dec.KnownFields(false)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("%s: %v", rel, err)
+	}
+	stages := map[string]bool{}
+	for _, in := range readDockerfile(t) {
+		if f := strings.Fields(in.args); in.cmd == "FROM" && len(f) == 3 && strings.EqualFold(f[1], "AS") {
+			stages[f[2]] = true
+		}
 	}
 	for name, s := range c.Services {
 		for _, p := range s.Ports {
@@ -241,11 +277,14 @@ func TestComposeFile(t *testing.T) {
 		}
 	}
 
-	// mutexd: the image's final stage.
-	mName, m := byImage("mutexd:")
-	if m.Build == nil || m.Build.Target != "" {
-		t.Errorf("service %s must build the Dockerfile's final stage", mName)
-	}
+	return c
+}
+
+// checkMutexdService checks a mutexd service: only variables mutexd reads,
+// ports published to the one it listens on, the image's HEALTHCHECK kept.
+// It returns the port.
+func checkMutexdService(t *testing.T, mName string, m composeService) string {
+	t.Helper()
 	allowed := mutexdEnv(t)
 	listen := imageListen(t)
 	for k, v := range m.Environment {
@@ -265,10 +304,22 @@ func TestComposeFile(t *testing.T) {
 	if m.Healthcheck != nil {
 		t.Errorf("service %s overrides the image's HEALTHCHECK; keep the image's", mName)
 	}
-	mounts(t, mName, m.Volumes)
+	return port
+}
 
-	// The demo app: mutexd's network namespace, mutexd on loopback.
-	dName, d := byImage("mutexd-demo:")
+// checkDemoService checks the demo app: in the network namespace of the
+// mutexd service mName (a pod's sidecar), calling it on loopback at port.
+func checkDemoService(t *testing.T, c composeFile, mName, port string) {
+	t.Helper()
+	dName, d := "", composeService{}
+	for name, s := range c.Services {
+		if strings.HasPrefix(s.Image, "mutexd-demo:") {
+			dName, d = name, s
+		}
+	}
+	if dName == "" {
+		t.Fatal("no service with image mutexd-demo:*")
+	}
 	if d.NetworkMode != "service:"+mName {
 		t.Errorf("service %s: network_mode %q, want service:%s (a sidecar shares the network namespace)", dName, d.NetworkMode, mName)
 	}
@@ -284,9 +335,13 @@ func TestComposeFile(t *testing.T) {
 	if got, want := d.Environment["DEMO_MUTEXD"], "http://127.0.0.1:"+port; got != want {
 		t.Errorf("service %s: DEMO_MUTEXD=%q, want %q", dName, got, want)
 	}
+}
 
-	// Prometheus: the shipped config and every rule file it names.
-	pName, p := byImage("prom/prometheus:")
+// scrapedTargets checks that the Prometheus service reads wantCfg (a path
+// from the repository root) and every rule file it names, and returns the
+// targets of its job "mutexd" (the job the alerts select).
+func scrapedTargets(t *testing.T, pName string, p composeService, wantCfg string) []string {
+	t.Helper()
 	pm := mounts(t, pName, p.Volumes)
 	cfgPath := ""
 	for _, a := range p.Command {
@@ -297,8 +352,8 @@ func TestComposeFile(t *testing.T) {
 	if cfgPath == "" {
 		cfgPath = "/etc/prometheus/prometheus.yml" // the image's default
 	}
-	if host, ok := containerFile(pm, cfgPath); !ok || host != "deploy/prometheus/prometheus.yml" {
-		t.Errorf("service %s reads %s, mounted from %q; want deploy/prometheus/prometheus.yml", pName, cfgPath, host)
+	if host, ok := containerFile(pm, cfgPath); !ok || host != wantCfg {
+		t.Errorf("service %s reads %s, mounted from %q; want %s", pName, cfgPath, host, wantCfg)
 	}
 	var prom struct {
 		RuleFiles     []string `yaml:"rule_files"`
@@ -310,30 +365,32 @@ func TestComposeFile(t *testing.T) {
 			} `yaml:"static_configs"`
 		} `yaml:"scrape_configs"`
 	}
-	unmarshalYAML(t, "deploy/prometheus/prometheus.yml", &prom)
+	unmarshalYAML(t, wantCfg, &prom)
 	for _, rf := range prom.RuleFiles {
 		if host, ok := containerFile(pm, path.Join(path.Dir(cfgPath), rf)); !ok || host != "deploy/prometheus/"+rf {
 			t.Errorf("service %s: rule file %s is not mounted from deploy/prometheus/%s", pName, rf, rf)
 		}
 	}
-	scraped := false
+	var scraped []string
 	for _, sc := range prom.ScrapeConfigs {
 		if sc.JobName != "mutexd" {
 			continue
 		}
 		if sc.MetricsPath != "" && sc.MetricsPath != config.Default().Metrics.Path {
-			t.Errorf("prometheus.yml scrapes %s, mutexd serves %s", sc.MetricsPath, config.Default().Metrics.Path)
+			t.Errorf("%s scrapes %s, mutexd serves %s", wantCfg, sc.MetricsPath, config.Default().Metrics.Path)
 		}
 		for _, st := range sc.StaticConfigs {
-			scraped = scraped || slices.Contains(st.Targets, net.JoinHostPort(mName, port))
+			scraped = append(scraped, st.Targets...)
 		}
 	}
-	if !scraped {
-		t.Errorf("prometheus.yml job mutexd does not scrape %s", net.JoinHostPort(mName, port))
-	}
+	return scraped
+}
 
-	// Grafana: provisioning, data source and dashboards.
-	gName, g := byImage("grafana/grafana")
+// checkGrafanaService checks Grafana's provisioning: the data source is the
+// Prometheus service pName, and every dashboard in deploy/grafana is
+// mounted where the dashboard provider reads.
+func checkGrafanaService(t *testing.T, gName string, g composeService, pName string) {
+	t.Helper()
 	gm := mounts(t, gName, g.Volumes)
 	prov, ok := containerFile(gm, "/etc/grafana/provisioning")
 	if !ok || prov != "deploy/grafana/provisioning" {
@@ -402,6 +459,9 @@ type (
 				Name string `yaml:"name"`
 				Key  string `yaml:"key"`
 			} `yaml:"secretKeyRef"`
+			FieldRef *struct {
+				FieldPath string `yaml:"fieldPath"`
+			} `yaml:"fieldRef"`
 		} `yaml:"valueFrom"`
 	}
 	k8sProbe struct {
@@ -409,6 +469,9 @@ type (
 			Path string `yaml:"path"`
 			Port any    `yaml:"port"`
 		} `yaml:"httpGet"`
+		PeriodSeconds    int `yaml:"periodSeconds"`
+		TimeoutSeconds   int `yaml:"timeoutSeconds"`
+		FailureThreshold int `yaml:"failureThreshold"`
 	}
 	k8sContainer struct {
 		Name          string   `yaml:"name"`
@@ -432,7 +495,10 @@ type (
 			RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
 			RunAsUser                *int  `yaml:"runAsUser"`
 		} `yaml:"securityContext"`
-		VolumeMounts []struct{ Name string } `yaml:"volumeMounts"`
+		VolumeMounts []struct {
+			Name      string `yaml:"name"`
+			MountPath string `yaml:"mountPath"`
+		} `yaml:"volumeMounts"`
 	}
 	k8sObject struct {
 		Kind     string `yaml:"kind"`
@@ -443,10 +509,26 @@ type (
 		Spec struct {
 			Selector yaml.Node `yaml:"selector"`
 			Ports    []struct {
-				Port       int `yaml:"port"`
-				TargetPort any `yaml:"targetPort"`
+				Name       string `yaml:"name"`
+				Port       int    `yaml:"port"`
+				TargetPort any    `yaml:"targetPort"`
 			} `yaml:"ports"`
-			Template struct {
+			// Service
+			ClusterIP                string `yaml:"clusterIP"`
+			PublishNotReadyAddresses bool   `yaml:"publishNotReadyAddresses"`
+			// StatefulSet
+			ServiceName          string `yaml:"serviceName"`
+			Replicas             *int   `yaml:"replicas"`
+			PodManagementPolicy  string `yaml:"podManagementPolicy"`
+			VolumeClaimTemplates []struct {
+				Metadata struct {
+					Name string `yaml:"name"`
+				} `yaml:"metadata"`
+			} `yaml:"volumeClaimTemplates"`
+			// PodDisruptionBudget
+			MaxUnavailable any `yaml:"maxUnavailable"`
+			MinAvailable   any `yaml:"minAvailable"`
+			Template       struct {
 				Metadata struct {
 					Labels      map[string]string `yaml:"labels"`
 					Annotations map[string]string `yaml:"annotations"`
@@ -455,6 +537,7 @@ type (
 					SecurityContext struct {
 						RunAsNonRoot *bool `yaml:"runAsNonRoot"`
 						RunAsUser    *int  `yaml:"runAsUser"`
+						FSGroup      *int  `yaml:"fsGroup"`
 					} `yaml:"securityContext"`
 					InitContainers []k8sContainer          `yaml:"initContainers"`
 					Containers     []k8sContainer          `yaml:"containers"`
@@ -465,10 +548,19 @@ type (
 	}
 )
 
-// readKubernetes decodes every document of deploy/kubernetes/sidecar.yaml.
-func readKubernetes(t *testing.T) []k8sObject {
+// The Kubernetes examples: a standalone mutexd as an app's sidecar, and a
+// three-server cluster with a mutexd agent as the app's sidecar.
+const (
+	standaloneManifest = "deploy/kubernetes/standalone/sidecar.yaml"
+	serversManifest    = "deploy/kubernetes/cluster/servers.yaml"
+	agentAppManifest   = "deploy/kubernetes/cluster/app.yaml"
+)
+
+// readKubernetes decodes every document of a manifest (a path from the
+// repository root).
+func readKubernetes(t *testing.T, rel string) []k8sObject {
 	t.Helper()
-	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, "deploy/kubernetes/sidecar.yaml")))
+	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, rel)))
 	var out []k8sObject
 	for {
 		var o k8sObject
@@ -477,16 +569,24 @@ func readKubernetes(t *testing.T) []k8sObject {
 			return out
 		}
 		if err != nil {
-			t.Fatalf("sidecar.yaml: %v", err)
+			t.Fatalf("%s: %v", rel, err)
 		}
 		out = append(out, o)
 	}
 }
 
-// sidecarMutexd returns the Deployment and its mutexd container.
+// sidecarMutexd returns the standalone example's Deployment and its mutexd
+// container: the one the memory sizing is measured against.
 func sidecarMutexd(t *testing.T) (k8sObject, k8sContainer) {
 	t.Helper()
-	for _, o := range readKubernetes(t) {
+	return appMutexd(t, standaloneManifest, readKubernetes(t, standaloneManifest))
+}
+
+// appMutexd returns the Deployment of objs (read from rel) and its mutexd
+// container.
+func appMutexd(t *testing.T, rel string, objs []k8sObject) (k8sObject, k8sContainer) {
+	t.Helper()
+	for _, o := range objs {
 		if o.Kind != "Deployment" {
 			continue
 		}
@@ -497,18 +597,31 @@ func sidecarMutexd(t *testing.T) (k8sObject, k8sContainer) {
 			}
 		}
 	}
-	t.Fatal("sidecar.yaml has no Deployment with a mutexd container")
+	t.Fatalf("%s has no Deployment with a mutexd container", rel)
 	return k8sObject{}, k8sContainer{}
 }
 
-// TestKubernetesFile checks deploy/kubernetes/sidecar.yaml: a Deployment
-// whose mutexd sidecar gets only variables mutexd reads, probes /healthz
-// and /readyz on the port it listens on, has resource requests and limits,
-// runs non-root on a read-only root filesystem; an app container that
-// reaches it on loopback; scrape annotations and a Service that match.
+// TestKubernetesFile checks the app manifests, the standalone sidecar and
+// the cluster's agent sidecar: a Deployment whose mutexd sidecar gets only
+// variables mutexd reads, probes /healthz and /readyz on the port it
+// listens on, has resource requests and limits, runs non-root on a
+// read-only root filesystem; an app container that reaches it on
+// loopback; scrape annotations and a Service that match.
 func TestKubernetesFile(t *testing.T) {
-	objs := readKubernetes(t)
-	dep, m := sidecarMutexd(t)
+	for _, rel := range []string{standaloneManifest, agentAppManifest} {
+		t.Run(path.Base(path.Dir(rel)), func(t *testing.T) {
+			if rel == agentAppManifest {
+				requireAgentRole(t)
+			}
+			checkAppManifest(t, rel)
+		})
+	}
+}
+
+// checkAppManifest is TestKubernetesFile for one manifest.
+func checkAppManifest(t *testing.T, rel string) {
+	objs := readKubernetes(t, rel)
+	dep, m := appMutexd(t, rel, objs)
 	ps := dep.Spec.Template.Spec
 
 	listen := imageListen(t)
@@ -651,7 +764,7 @@ func TestKubernetesFile(t *testing.T) {
 		}
 	}
 	if services != 1 {
-		t.Errorf("sidecar.yaml has %d Services, want 1", services)
+		t.Errorf("%s has %d Services, want 1", rel, services)
 	}
 }
 

@@ -97,6 +97,22 @@ func goMemLimit(t *testing.T, v string) int64 {
 // request, so the collector works harder before the kernel kills mutexd.
 func TestSidecarMemory(t *testing.T) {
 	_, m := sidecarMutexd(t)
+	checkContainerMemory(t, m)
+	readme := string(readFile(t, "deploy/README.md"))
+	if !strings.Contains(readme, "\n## Sizing memory\n") {
+		t.Error(`deploy/README.md has no section "## Sizing memory"`)
+	}
+	for _, fig := range []string{"24 MiB", "22 KiB", "16 KiB", "1 KiB", "512 KiB", "0.5 KiB"} {
+		if !strings.Contains(readme, fig) {
+			t.Errorf("deploy/README.md's sizing formula lacks the figure %s the tests use", fig)
+		}
+	}
+}
+
+// checkContainerMemory checks a mutexd container's memory settings fit
+// together (see TestSidecarMemory).
+func checkContainerMemory(t *testing.T, m k8sContainer) {
+	t.Helper()
 	limit := quantityBytes(t, m.Resources.Limits["memory"])
 	request := quantityBytes(t, m.Resources.Requests["memory"])
 	l, remembered := containerLimits(t, m.Env)
@@ -122,15 +138,6 @@ func TestSidecarMemory(t *testing.T) {
 	if g > limit*9/10 || g < request {
 		t.Errorf("GOMEMLIMIT=%s, want between the memory request %s and 90%% of the limit %s (the runtime does not count the binary's own pages)",
 			gml, m.Resources.Requests["memory"], m.Resources.Limits["memory"])
-	}
-	readme := string(readFile(t, "deploy/README.md"))
-	if !strings.Contains(readme, "\n## Sizing memory\n") {
-		t.Error(`deploy/README.md has no section "## Sizing memory"`)
-	}
-	for _, fig := range []string{"24 MiB", "22 KiB", "16 KiB", "1 KiB", "512 KiB", "0.5 KiB"} {
-		if !strings.Contains(readme, fig) {
-			t.Errorf("deploy/README.md's sizing formula lacks the figure %s the tests use", fig)
-		}
 	}
 }
 
