@@ -158,7 +158,10 @@ func (n *Node) openRaft() error {
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.ElectionTimeout
-	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout / 2
+	// A leader steps down after this long without hearing from a majority:
+	// as long as raft allows, so that a CPU-starved moment (a GC pause, a
+	// busy machine) does not cost an election.
+	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout
 	// A follower learns that an entry committed from the next append or
 	// heartbeat; a node waits for its own replica before it answers, so
 	// this bounds what a call through a follower adds.
