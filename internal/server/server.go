@@ -133,7 +133,7 @@ func (s *Server) buildEngine(version string) error {
 		MaxRemembered:    cfg.Lock.MaxRemembered,
 	}
 	if cfg.Cluster.Enabled() {
-		if err := s.openCluster(limits, obs); err != nil {
+		if err := s.openCluster(limits, obs, s.metrics.Cluster(cluster.ForwardOps())); err != nil {
 			return err
 		}
 		s.locker = s.node
@@ -241,6 +241,9 @@ func (s *Server) listen() error {
 		src = s.node
 	}
 	s.metrics.Watch(metrics.Sources{Engine: src, Events: s.hub, Conns: s.conns})
+	if s.node != nil {
+		s.metrics.WatchCluster(clusterMetrics{s.node})
+	}
 	return nil
 }
 
