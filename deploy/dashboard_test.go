@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"regexp"
@@ -56,6 +57,7 @@ type target struct {
 	RefID      string `json:"refId"`
 	Datasource *dsRef `json:"datasource"`
 	Panel      string `json:"-"`
+	Row        string `json:"-"` // the title of the row the panel is in
 }
 
 type panel struct {
@@ -92,17 +94,32 @@ func (d dashboard) all() []panel {
 	return out
 }
 
-// targets returns every query of every panel.
+// targets returns every query of every panel, with its panel's and
+// row's titles.
 func (d dashboard) targets() []target {
 	var out []target
-	for _, p := range d.all() {
+	add := func(p panel, row string) {
 		for _, tg := range p.Targets {
-			tg.Panel = p.Title
+			tg.Panel, tg.Row = p.Title, row
 			out = append(out, tg)
+		}
+	}
+	row := ""
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			row = p.Title
+		}
+		add(p, row)
+		for _, sub := range p.Panels { // of a collapsed row
+			add(sub, row)
 		}
 	}
 	return out
 }
+
+// clusterRow is the row of panels only cluster servers give data to:
+// TestClusterDashboardAgainstPrometheus proves them on a real cluster.
+const clusterRow = "Cluster"
 
 func readFile(t *testing.T, rel string) []byte {
 	t.Helper()
@@ -225,7 +242,7 @@ func TestDashboardFile(t *testing.T) {
 			}
 		}
 	}
-	wantRows := []string{"Overview", "Acquisitions", "Waiting", "Holding", "HTTP", "Process"}
+	wantRows := []string{"Overview", "Acquisitions", "Waiting", "Holding", "HTTP", "Process", clusterRow}
 	if !slices.Equal(rows, wantRows) {
 		t.Errorf("rows = %q, want %q (docs/operations.md describes these)", rows, wantRows)
 	}
@@ -266,6 +283,8 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	m.Watch(metrics.Sources{Engine: fakeSource{}})
 	m.OnEvent(engine.Event{Type: engine.EventGranted, Key: "a:1"})
 	m.Route("/v1/locks/:key/acquire", "POST", []int{200, 423}).Observe(200, time.Millisecond)
+	m.Cluster([]string{"acquire"})
+	m.WatchCluster(fakeCluster{})
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +298,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 			}
 		}
 	}
-	for _, name := range []string{"mutexd_keys", "mutexd_wait_duration_seconds", "go_goroutines", "process_resident_memory_bytes"} {
+	for _, name := range []string{"mutexd_keys", "mutexd_wait_duration_seconds", "mutexd_raft_follower_lag_entries", "go_goroutines", "process_resident_memory_bytes"} {
 		if !known[name] {
 			t.Fatalf("the registry lacks %s: exportedFamilies no longer sees every family", name)
 		}
@@ -292,6 +311,14 @@ type fakeSource struct{}
 
 func (fakeSource) Stats() engine.Stats                                { return engine.Stats{} }
 func (fakeSource) EachOldestWaiter(func(key string, since time.Time)) {}
+
+// fakeCluster is the leader of two servers, for exportedFamilies.
+type fakeCluster struct{}
+
+func (fakeCluster) RaftStats() metrics.RaftStats { return metrics.RaftStats{State: "leader"} }
+func (fakeCluster) Peers(context.Context) []metrics.Peer {
+	return []metrics.Peer{{ID: "n1", Self: true, Voter: true, State: "leader"}, {ID: "n2", Voter: true, State: "follower"}}
+}
 
 // TestAlertRules checks every alert carries what the on-call person needs
 // (severity, summary, description, a runbook that exists), that the

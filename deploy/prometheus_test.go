@@ -102,6 +102,9 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 			t.Fatalf("dashboard has %d panel targets, want the full set of rows", len(targets))
 		}
 		for _, tg := range targets {
+			if tg.Row == clusterRow {
+				continue // a standalone daemon has no Raft: see TestClusterDashboardAgainstPrometheus
+			}
 			for _, ns := range namespaces {
 				vars := maps(builtin, map[string]string{"lock_namespace": ns})
 				expr := substitute(t, tg.Expr, vars)
@@ -210,8 +213,8 @@ type prometheus struct {
 
 // startPrometheus runs promBin on a free loopback port with the shipped
 // prometheus.yml, changed only where a test must: 1s scrape and evaluation
-// intervals, the daemon's address as the target, the rule file's path.
-func startPrometheus(t *testing.T, promBin, target string) prometheus {
+// intervals, the daemons' addresses as the targets, the rule file's path.
+func startPrometheus(t *testing.T, promBin string, targets ...string) prometheus {
 	t.Helper()
 	var cfg map[string]any
 	if err := yaml.Unmarshal(readFile(t, "deploy/prometheus/prometheus.yml"), &cfg); err != nil {
@@ -226,7 +229,11 @@ func startPrometheus(t *testing.T, promBin, target string) prometheus {
 	for _, sc := range cfg["scrape_configs"].([]any) {
 		sc := sc.(map[string]any)
 		if sc["job_name"] == "mutexd" {
-			sc["static_configs"] = []any{map[string]any{"targets": []any{target}}}
+			var addrs []any
+			for _, a := range targets {
+				addrs = append(addrs, a)
+			}
+			sc["static_configs"] = []any{map[string]any{"targets": addrs}}
 			found = true
 		}
 	}

@@ -65,6 +65,9 @@ type Config struct {
 	// HTTPClient forwards to the leader; nil makes one.
 	HTTPClient *http.Client
 	Log        *slog.Logger
+	// Observer is told of commits, applies, snapshots, forwards and
+	// leader changes as they happen (the metrics); nil tells no one.
+	Observer Observer
 }
 
 // Defaults for a LAN: a dead leader is noticed within one to two
@@ -105,6 +108,10 @@ type Node struct {
 	promoted atomic.Bool // leader, and its promote entry applied
 	ready    atomic.Bool
 
+	obs      Observer
+	observed chan raft.Observation // raft's leader observations, for obs
+	lastSnap atomic.Int64          // unix nanoseconds; see RaftStats.LastSnapshot
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -124,8 +131,11 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	n := &Node{cfg: cfg, log: cfg.Log.With("component", "cluster"), pending: newPending(), apis: make(map[string]string),
-		t0: time.Now(), stop: make(chan struct{})}
+		t0: time.Now(), stop: make(chan struct{}), obs: cfg.Observer, observed: make(chan raft.Observation, 16)}
 	for _, p := range cfg.Peers {
 		n.apis[p.ID] = p.API
 	}
@@ -141,9 +151,10 @@ func Open(cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.watchLeadership()
 	go n.watchReady()
+	go n.watchLeaderChanges(n.observed)
 	if mutation == "followerclock" { // a deliberately broken build: mutation.go
 		n.wg.Add(1)
 		go n.mutantOwnClock()
@@ -203,11 +214,21 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	if t := snapshotTime(snaps); !t.IsZero() {
+		n.lastSnap.Store(t.UnixNano())
+	}
+	r, err := raft.NewRaft(rc, observedFSM{fsm: n.fsm, obs: n.obs, lastSnap: &n.lastSnap}, store, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.raft = r
+	// Registered before the first election can end (an election timeout
+	// away at least); a full channel drops an observation, never blocks
+	// Raft.
+	r.RegisterObserver(raft.NewObserver(n.observed, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
 	if !has {
 		var servers []raft.Server
 		for _, p := range cfg.Peers {

@@ -67,6 +67,7 @@ func (n *Node) propose(ctx context.Context, c *command) (*result, error) {
 // once, so that it may have been appended twice.
 func (n *Node) proposeOnce(ctx context.Context, c *command) (_ *result, twice bool, _ error) {
 	c.Origin, c.Seq = n.cfg.NodeID, randomSeq()
+	start := time.Now()
 	s := n.pending.add(c.Seq)
 	defer n.pending.remove(c.Seq)
 	bound := time.NewTimer(n.proposeBound())
@@ -98,6 +99,7 @@ func (n *Node) proposeOnce(ctx context.Context, c *command) (_ *result, twice bo
 		case <-s.ready:
 			r, resend := n.pending.take(s)
 			if r != nil {
+				n.obs.Committed(time.Since(start))
 				return r, twice, nil
 			}
 			if resend {
@@ -152,6 +154,7 @@ func (n *Node) submit(ctx context.Context, c *command) error {
 	if n.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+n.cfg.Token)
 	}
+	n.obs.Forwarded(opNames[c.Op])
 	resp, err := n.hc.Do(req)
 	if err != nil {
 		var op *net.OpError
@@ -200,6 +203,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 	if n.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+n.cfg.Token)
 	}
+	n.obs.Forwarded(opReadIndex)
 	resp, err := n.hc.Do(req)
 	if err != nil {
 		return 0, ErrNoLeader

@@ -9,11 +9,12 @@ import (
 	"github.com/mutexd/mutexd/internal/cluster"
 	"github.com/mutexd/mutexd/internal/config"
 	"github.com/mutexd/mutexd/internal/engine"
+	"github.com/mutexd/mutexd/internal/metrics"
 )
 
 // openCluster starts this server's Raft node; its engine reports to the
 // same observers a standalone engine would.
-func (s *Server) openCluster(limits engine.Limits, obs engine.Observer) error {
+func (s *Server) openCluster(limits engine.Limits, obs engine.Observer, raftObs cluster.Observer) error {
 	c := s.cfg.Cluster
 	peers := make([]cluster.Peer, len(c.Peers))
 	for i, p := range c.Peers {
@@ -30,8 +31,9 @@ func (s *Server) openCluster(limits engine.Limits, obs engine.Observer) error {
 		NewEngine: func(clock engine.Clock, l engine.Limits) *engine.Engine {
 			return engine.New(clock, obs, l)
 		},
-		Token: token,
-		Log:   s.log,
+		Token:    token,
+		Log:      s.log,
+		Observer: raftObs,
 	})
 	if errors.Is(err, cluster.ErrDataDir) {
 		return fmt.Errorf("%w: %w", config.ErrInvalid, err)
@@ -79,4 +81,24 @@ func apiError(err error) error {
 		return fmt.Errorf("%w: %w", api.ErrBadEntry, err)
 	}
 	return err
+}
+
+// clusterMetrics adapts a node to metrics.ClusterSource.
+type clusterMetrics struct{ n *cluster.Node }
+
+var _ metrics.ClusterSource = clusterMetrics{}
+
+func (c clusterMetrics) RaftStats() metrics.RaftStats {
+	st := c.n.RaftStats()
+	return metrics.RaftStats{State: st.State, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
+		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, LastSnapshot: st.LastSnapshot, StartedAt: st.StartedAt}
+}
+
+func (c clusterMetrics) Peers(ctx context.Context) []metrics.Peer {
+	peers := c.n.Peers(ctx)
+	out := make([]metrics.Peer, len(peers))
+	for i, p := range peers {
+		out[i] = metrics.Peer{ID: p.ID, Self: p.Self, Voter: p.Voter, State: p.State, AppliedIndex: p.AppliedIndex}
+	}
+	return out
 }

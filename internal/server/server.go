@@ -138,7 +138,7 @@ func (s *Server) buildEngine(version string) error {
 		return s.openAgent()
 	}
 	if cfg.Cluster.Enabled() {
-		if err := s.openCluster(limits, obs); err != nil {
+		if err := s.openCluster(limits, obs, s.metrics.Cluster(cluster.ForwardOps())); err != nil {
 			return err
 		}
 		s.locker = s.node
@@ -257,6 +257,9 @@ func (s *Server) listen() error {
 		src.Events = nil
 	}
 	s.metrics.Watch(src)
+	if s.node != nil {
+		s.metrics.WatchCluster(clusterMetrics{s.node})
+	}
 	return nil
 }
 
