@@ -99,7 +99,11 @@ type Options struct {
 	// Cluster serves the cluster's routes and makes reads linearizable;
 	// nil for a standalone engine.
 	Cluster Cluster
-	Bounds  Bounds
+	// ClusterAdmin serves the membership and snapshot routes
+	// (/v1/cluster/members, transfer-leadership, snapshot) when set, with
+	// Cluster.
+	ClusterAdmin ClusterAdmin
+	Bounds       Bounds
 	// Observer records HTTP metrics; nil records none.
 	Observer Observer
 	// Metrics serves MetricsPath when both are set.
@@ -149,6 +153,7 @@ type Server struct {
 	locker   Locker
 	ops      Operator
 	cluster  Cluster
+	admin    ClusterAdmin // nil: no membership routes
 	bounds   Bounds
 	log      *slog.Logger
 	ready    atomic.Bool
@@ -205,7 +210,7 @@ func New(o Options) *Server {
 			o.Operator = engineOperator{e}
 		}
 	}
-	s := &Server{echo: echo.New(), locker: o.Locker, ops: o.Operator, cluster: o.Cluster, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
+	s := &Server{echo: echo.New(), locker: o.Locker, ops: o.Operator, cluster: o.Cluster, admin: o.ClusterAdmin, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
 		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat, bodyTimeout: o.BodyTimeout,
 		maxRequests: int64(o.MaxRequests), writeTimeout: o.WriteTimeout}
 	if s.bodyTimeout <= 0 {

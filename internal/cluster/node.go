@@ -46,7 +46,8 @@ type Config struct {
 	// RaftAdvertise is the address peers dial; RaftListen when empty.
 	RaftAdvertise string
 	DataDir       string
-	// Peers are the initial voters, the same list on every node.
+	// Peers are the initial voters, the same list on every node. Empty,
+	// the node bootstraps nothing: it waits for a leader to add it (Join).
 	Peers []Peer
 	// HeartbeatTimeout and ElectionTimeout are hashicorp/raft's; LAN
 	// defaults.
@@ -98,8 +99,10 @@ type Node struct {
 	trans   *raft.NetworkTransport
 	store   *raftboltdb.BoltStore
 	hc      *http.Client
-	apis    map[string]string // node id → API base URL
-	t0      time.Time         // the leader's clock reads t0's wall time plus monotonic time since
+	// seedAPIs are the initial peers' API URLs from the configuration,
+	// used until the log sets them (apiOf).
+	seedAPIs map[string]string
+	t0       time.Time // the leader's clock reads t0's wall time plus monotonic time since
 
 	notify   <-chan bool // raft's leadership changes
 	promoted atomic.Bool // leader, and its promote entry applied
@@ -124,10 +127,10 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log.With("component", "cluster"), pending: newPending(), apis: make(map[string]string),
+	n := &Node{cfg: cfg, log: cfg.Log.With("component", "cluster"), pending: newPending(), seedAPIs: make(map[string]string),
 		t0: time.Now(), stop: make(chan struct{})}
 	for _, p := range cfg.Peers {
-		n.apis[p.ID] = p.API
+		n.seedAPIs[p.ID] = p.API
 	}
 	n.hc = cfg.HTTPClient
 	if n.hc == nil {
@@ -205,7 +208,7 @@ func (n *Node) openRaft() error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.raft = r
-	if !has {
+	if !has && len(cfg.Peers) > 0 {
 		var servers []raft.Server
 		for _, p := range cfg.Peers {
 			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Raft), Suffrage: raft.Voter})
@@ -294,7 +297,38 @@ func (n *Node) lead(ctx context.Context) {
 	}
 	n.promoted.Store(true)
 	n.log.Info("leading", "term", n.raft.CurrentTerm())
+	n.seedMembers()
 	n.tick(ctx)
+}
+
+// apiOf returns a member's API URL: as the log set it, else as the
+// initial peers gave it.
+func (n *Node) apiOf(id string) string {
+	if api, ok := n.fsm.memberAPI(id); ok {
+		return api
+	}
+	return n.seedAPIs[id]
+}
+
+// seedMembers records in the log the API URL of every initial peer that
+// is still a member and has none there yet (a cluster's first leader, or
+// one upgraded from a version that kept them in the configuration only).
+func (n *Node) seedMembers() {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	set := n.fsm.memberAPIs()
+	for _, s := range f.Configuration().Servers {
+		id := string(s.ID)
+		if _, ok := set[id]; ok || n.seedAPIs[id] == "" {
+			continue
+		}
+		if err := n.appendLocal(&command{Op: opSetMember, MemberID: id, API: n.seedAPIs[id]}); err != nil {
+			n.log.Warn("could not record a member's API URL", "member", id, "err", err)
+			return
+		}
+	}
 }
 
 // tick appends a tick entry whenever the leader's clock passes the
@@ -367,7 +401,7 @@ func (n *Node) applied() uint64 { return max(n.fsm.applied.Load(), n.raft.Applie
 // Close stops the node. A leader hands leadership to another voter first,
 // so that calls pause for an election's worth of time at most.
 func (n *Node) Close() error {
-	if n.raft.State() == raft.Leader && len(n.cfg.Peers) > 1 {
+	if n.raft.State() == raft.Leader && n.voters() > 1 {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("leadership transfer before shutdown failed", "err", err)
 		}
@@ -379,6 +413,21 @@ func (n *Node) Close() error {
 	e.Close()
 	n.closeStores()
 	return err
+}
+
+// voters counts the voters of the latest configuration.
+func (n *Node) voters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	k := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			k++
+		}
+	}
+	return k
 }
 
 func (n *Node) closeStores() {

@@ -132,7 +132,7 @@ func (n *Node) submit(ctx context.Context, c *command) error {
 		return n.appendLocal(c)
 	}
 	_, id := n.raft.LeaderWithID()
-	api := n.apis[string(id)]
+	api := n.apiOf(string(id))
 	if id == "" || api == "" {
 		return ErrNoLeader
 	}
@@ -185,7 +185,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		return idx, nil
 	}
 	_, id := n.raft.LeaderWithID()
-	api := n.apis[string(id)]
+	api := n.apiOf(string(id))
 	if id == "" || api == "" {
 		return 0, ErrNoLeader
 	}

@@ -26,6 +26,10 @@ type Cluster struct {
 	DataDir string `mapstructure:"data_dir"`
 	// Peers are the initial voters, the same list on every server.
 	Peers []Peer `mapstructure:"peers"`
+	// Join makes a new server that is to be added to a running cluster
+	// (mutexd cluster join): it bootstraps nothing, has no peers, and
+	// learns the members from the leader once added.
+	Join bool `mapstructure:"join"`
 	// HeartbeatTimeout and ElectionTimeout are Raft's (0: 500ms each, for
 	// a LAN).
 	HeartbeatTimeout time.Duration `mapstructure:"heartbeat_timeout"`
@@ -81,8 +85,11 @@ func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) 
 	if c.DataDir == "" {
 		bad("cluster.data_dir", "is required")
 	}
-	if len(c.Peers) == 0 {
-		bad("cluster.peers", "is required: the initial voters, this server among them")
+	switch {
+	case c.Join && len(c.Peers) > 0:
+		bad("cluster.peers", "must be empty with cluster.join: a joining server learns the members from the cluster")
+	case len(c.Peers) == 0 && !c.Join:
+		bad("cluster.peers", "is required: the initial voters, this server among them (or set cluster.join to add this server to a running cluster)")
 	}
 	ids, raftAddrs := map[string]bool{}, map[string]bool{}
 	self := false

@@ -163,13 +163,16 @@ func (s *Server) buildAPI() {
 	}
 	var cl api.Cluster
 	var ops api.Operator
+	var admin api.ClusterAdmin
 	if s.node != nil {
-		cl, ops = clusterAPI{s.node}, s.node
+		cl, ops, admin = clusterAPI{s.node}, s.node, clusterAdmin{s.node}
 	}
 	s.api = api.New(api.Options{
 		Locker:   s.locker,
 		Operator: ops,
 		Cluster:  cl,
+		// ClusterAdmin: the membership and snapshot routes.
+		ClusterAdmin: admin,
 		Bounds: api.Bounds{
 			DefaultTTL:       cfg.Lock.DefaultTTL,
 			MinTTL:           config.MinTTL,
