@@ -29,7 +29,7 @@ var ErrRecover = errors.New("cluster recover")
 // included; the new leader's promote entry restarts their deadlines).
 // Entries that a lost server had not replicated to any survivor are lost
 // with it. It returns the configuration it found and the one it wrote.
-func Recover(dataDir, nodeID string, voters []string) (before, after []raft.Server, _ error) {
+func Recover(dataDir, nodeID string, voters []string) (before, after []Peer, _ error) {
 	if len(voters) == 0 {
 		return nil, nil, fmt.Errorf("%w: name at least one voter", ErrRecover)
 	}
@@ -64,11 +64,12 @@ func Recover(dataDir, nodeID string, voters []string) (before, after []raft.Serv
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: reading the configuration: %w", ErrRecover, err)
 	}
+	before = peersOf(old.Servers)
 	var next raft.Configuration
 	for _, id := range voters {
 		i := slices.IndexFunc(old.Servers, func(s raft.Server) bool { return string(s.ID) == id })
 		if i < 0 {
-			return old.Servers, nil, fmt.Errorf("%w: %q is not a member of the last configuration this server knows", ErrRecover, id)
+			return before, nil, fmt.Errorf("%w: %q is not a member of the last configuration this server knows", ErrRecover, id)
 		}
 		s := old.Servers[i]
 		s.Suffrage = raft.Voter
@@ -78,7 +79,16 @@ func Recover(dataDir, nodeID string, voters []string) (before, after []raft.Serv
 	conf.LocalID = raft.ServerID(nodeID)
 	conf.Logger = hlog
 	if err := raft.RecoverCluster(conf, scratch(), store, store, snaps, trans, next); err != nil {
-		return old.Servers, nil, fmt.Errorf("%w: %w", ErrRecover, err)
+		return before, nil, fmt.Errorf("%w: %w", ErrRecover, err)
 	}
-	return old.Servers, next.Servers, nil
+	return before, peersOf(next.Servers), nil
+}
+
+// peersOf names servers by id and Raft address.
+func peersOf(servers []raft.Server) []Peer {
+	out := make([]Peer, len(servers))
+	for i, s := range servers {
+		out[i] = Peer{ID: string(s.ID), Raft: string(s.Address)}
+	}
+	return out
 }
