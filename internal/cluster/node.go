@@ -56,6 +56,11 @@ type Config struct {
 	// FailoverMargin is added to every lease's remaining time when a new
 	// leader takes over (engine.Extend).
 	FailoverMargin time.Duration
+	// SnapshotThreshold, SnapshotInterval and TrailingLogs are Raft's;
+	// zero takes the defaults below.
+	SnapshotThreshold int
+	SnapshotInterval  time.Duration
+	TrailingLogs      int
 	// Limits and NewEngine make the replica's engine (NewEngine binds the
 	// observers: metrics, events, the lease log).
 	Limits    engine.Limits
@@ -74,6 +79,10 @@ const (
 	DefaultHeartbeatTimeout = 500 * time.Millisecond
 	DefaultElectionTimeout  = 500 * time.Millisecond
 	DefaultFailoverMargin   = time.Second
+	// The state is small: snapshot often, keep a bounded tail.
+	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotInterval  = 30 * time.Second
+	DefaultTrailingLogs      = 10240
 )
 
 // Errors of a node.
@@ -124,6 +133,15 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.FailoverMargin <= 0 {
 		cfg.FailoverMargin = DefaultFailoverMargin
 	}
+	if cfg.SnapshotThreshold <= 0 {
+		cfg.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if cfg.TrailingLogs <= 0 {
+		cfg.TrailingLogs = DefaultTrailingLogs
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -168,10 +186,9 @@ func (n *Node) openRaft() error {
 	rc.CommitTimeout = time.Millisecond
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
-	// The state is small: snapshot often, keep a bounded tail.
-	rc.SnapshotInterval = 30 * time.Second
-	rc.SnapshotThreshold = 8192
-	rc.TrailingLogs = 10240
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = uint64(cfg.SnapshotThreshold)
+	rc.TrailingLogs = uint64(cfg.TrailingLogs)
 	rc.Logger = hlog
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify

@@ -28,6 +28,7 @@ func (s *Server) openCluster(limits engine.Limits, obs engine.Observer) error {
 	n, err := cluster.Open(cluster.Config{
 		NodeID: c.NodeID, RaftListen: c.RaftListen, RaftAdvertise: c.RaftAdvertise, DataDir: c.DataDir, Peers: peers,
 		HeartbeatTimeout: c.HeartbeatTimeout, ElectionTimeout: c.ElectionTimeout, FailoverMargin: c.FailoverMargin,
+		SnapshotThreshold: c.SnapshotThreshold, SnapshotInterval: c.SnapshotInterval, TrailingLogs: c.TrailingLogs,
 		Limits: limits,
 		NewEngine: func(clock engine.Clock, l engine.Limits) *engine.Engine {
 			return engine.New(clock, obs, l)
