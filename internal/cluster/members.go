@@ -76,7 +76,8 @@ func (n *Node) configuration() ([]raft.Server, error) {
 // Join adds a server (a voter, or a non-voter that only replicates) and
 // records its API URL in the log. On a follower it is forwarded to the
 // leader, unless fwd says it was forwarded already (ErrNotLeader then).
-// A clashing id, Raft address or API URL is ErrMemberExists.
+// A clashing id, Raft address or API URL is ErrMemberExists; the same
+// join again (a retry after a lost answer) changes nothing and succeeds.
 func (n *Node) Join(ctx context.Context, j JoinRequest, fwd bool) error {
 	if !n.leading() {
 		b, _ := json.Marshal(j)
@@ -85,6 +86,11 @@ func (n *Node) Join(ctx context.Context, j JoinRequest, fwd bool) error {
 	servers, err := n.configuration()
 	if err != nil {
 		return err
+	}
+	for _, s := range servers {
+		if string(s.ID) == j.ID && string(s.Address) == j.Raft && n.apiOf(j.ID) == j.API && (s.Suffrage == raft.Voter) == j.Voter {
+			return nil // this very join, sent again after an answer was lost
+		}
 	}
 	for _, s := range servers {
 		switch {

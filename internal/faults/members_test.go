@@ -142,7 +142,7 @@ func sameDigests(t *testing.T, nodes ...*Node) {
 
 // Small snapshots, often, with a short tail: a joining server finds the
 // log it needs compacted away and must install a snapshot.
-const compactingCluster = "  snapshot_threshold: 32\n  snapshot_interval: 100ms\n  trailing_logs: 4\n"
+const compactingCluster = "  snapshot_threshold: 64\n  snapshot_interval: 200ms\n  trailing_logs: 16\n"
 
 func testJoinFromSnapshot(t *testing.T, bin string) {
 	h, err := Start(t, bin, Options{Nodes: 3, Cluster: true, ClusterExtra: compactingCluster})
@@ -153,9 +153,9 @@ func testJoinFromSnapshot(t *testing.T, bin string) {
 	n := h.Nodes
 	kept := c.acquire(n[0], "kept", "holder", "", 2*time.Minute, 0).grant(t, "kept")
 	// Enough entries for several snapshots and a compacted log.
-	for i := range 80 {
-		g := c.acquire(n[i%3], "churn", "churn", "", 10*time.Second, 0).grant(t, "churn")
-		if r := c.release(n[(i+1)%3], "churn", g.Token); r.status != http.StatusOK {
+	for i := range 120 {
+		g := retry(10*time.Second, func() reply { return c.acquire(n[i%3], "churn", "churn", "", 10*time.Second, 0) }).grant(t, "churn")
+		if r := retry(10*time.Second, func() reply { return c.release(n[(i+1)%3], "churn", g.Token) }); r.status != http.StatusOK {
 			t.Fatalf("release churn: %v", r)
 		}
 	}
