@@ -184,9 +184,21 @@ func testJoinFromSnapshot(t *testing.T, bin string) {
 		t.Fatalf("kept on n4: want held by fence %d, got %v", kept.Fence, r)
 	}
 	sameDigests(t, n[0], n[1], n[2], n4)
+	// n4 has no peers in its configuration: it knows every member's API
+	// URL from the snapshot and log it caught up with, and forwards to
+	// the leader with it.
 	_, ms := c.members(t, n4)
-	if m := ms["n4"]; len(ms) != 4 || !m.Voter || m.API != n4.JoinAPI() {
+	if len(ms) != 4 || !ms["n4"].Voter {
 		t.Fatalf("members seen by n4: %+v", ms)
+	}
+	for _, node := range []*Node{n[0], n[1], n[2], n4} {
+		if got := ms[node.ID].API; got != node.JoinAPI() {
+			t.Fatalf("n4 sees %s's API as %q, want %q", node.ID, got, node.JoinAPI())
+		}
+	}
+	g4 := retry(10*time.Second, func() reply { return c.acquire(n4, "via-follower-n4", "x", "", 10*time.Second, 0) }).grant(t, "acquire forwarded by n4")
+	if r := c.release(n4, "via-follower-n4", g4.Token); r.status != http.StatusOK {
+		t.Fatalf("release forwarded by n4: %v", r)
 	}
 
 	// n4 leads: the others reach it only through the API URL the log
