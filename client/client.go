@@ -293,6 +293,10 @@ type request struct {
 	path   string     // escaped, from the API root
 	query  url.Values // GET parameters
 	body   any        // POST parameters, sent as a JSON object
+	// raw, when set, is sent as the body as is (a snapshot file), and
+	// limit, when positive, bounds the answer instead of maxBody.
+	raw   []byte
+	limit int64
 	// longPoll marks a request that may wait on the server (see
 	// longpoll.go).
 	longPoll bool
@@ -345,6 +349,13 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 	if err != nil {
 		return response{}, err
 	}
+	ctype, limit := "application/json", int64(maxBody)
+	if r.raw != nil {
+		body, ctype = r.raw, "application/octet-stream"
+	}
+	if r.limit > 0 {
+		limit = r.limit
+	}
 	target := r.path
 	if len(r.query) > 0 {
 		target += "?" + r.query.Encode()
@@ -370,7 +381,7 @@ func (c *Client) do(ctx context.Context, r request) (response, error) {
 				return response{}, err
 			}
 		}
-		resp, after, err := c.send(ctx, srv, r.method, target, body, r.longPoll, r.written)
+		resp, after, err := c.send(ctx, srv, r.method, target, body, ctype, limit, r.longPoll, r.written)
 		if answered(err) {
 			c.current.Store(int32(i))
 		}
@@ -446,7 +457,7 @@ func (e roundError) Unwrap() []error { return e.errs }
 // send makes one attempt at srv. The error is an *APIError for a non-2xx
 // answer, an unreachableError when the request certainly was not sent,
 // else the transport's error.
-func (c *Client) send(ctx context.Context, srv server, method, target string, body []byte, long bool, written *atomic.Bool) (response, time.Duration, error) {
+func (c *Client) send(ctx context.Context, srv server, method, target string, body []byte, ctype string, limit int64, long bool, written *atomic.Bool) (response, time.Duration, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -471,7 +482,7 @@ func (c *Client) send(ctx context.Context, srv server, method, target string, bo
 		return response{}, 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.token != "" {
@@ -494,7 +505,7 @@ func (c *Client) send(ctx context.Context, srv server, method, target string, bo
 		ae := decodeAPIError(resp.StatusCode, resp.Header, b)
 		return response{}, ae.RetryAfter, ae
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)

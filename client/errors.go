@@ -68,6 +68,21 @@ var (
 	// ErrStaleFence: the fence is not a live lease of the key (409
 	// stale_fence); APIError.CurrentFences lists the live ones.
 	ErrStaleFence = errors.New("stale fence: not a live lease of the key")
+	// ErrMemberExists: a join named an id, Raft address or API URL that a
+	// member of the cluster already has (409 member_exists).
+	ErrMemberExists = errors.New("a cluster member already has this id or address")
+	// ErrUnknownMember: no member of the cluster has this id (404
+	// unknown_member).
+	ErrUnknownMember = errors.New("no such cluster member")
+	// ErrLastVoter: the call would leave the cluster without a voter to
+	// lead it (409 last_voter).
+	ErrLastVoter = errors.New("the cluster's only voter")
+	// ErrNotVoter: leadership cannot go to a non-voter (409 not_voter).
+	ErrNotVoter = errors.New("the member is not a voter")
+	// ErrClusterRunning: a restore was refused because the cluster holds
+	// lock state, which it would replace; RestoreSnapshot with force
+	// replaces it (409 cluster_running).
+	ErrClusterRunning = errors.New("the cluster holds lock state")
 )
 
 // APIError is an error answer from the server: the HTTP status and the
@@ -142,6 +157,16 @@ func (e *APIError) sentinel() error {
 		return ErrDrained
 	case "stale_fence":
 		return ErrStaleFence
+	case "member_exists":
+		return ErrMemberExists
+	case "unknown_member":
+		return ErrUnknownMember
+	case "last_voter":
+		return ErrLastVoter
+	case "not_voter":
+		return ErrNotVoter
+	case "cluster_running":
+		return ErrClusterRunning
 	}
 	switch e.Status {
 	case http.StatusServiceUnavailable:

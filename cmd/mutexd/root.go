@@ -36,21 +36,29 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(serve, newVersionCmd(stdout), newHealthcheckCmd(stdout), newBenchCmd(stdout, stderr),
 		newLockCmd(stdout, stderr), newAcquireCmd(stdout), newReleaseCmd(stdout), newRenewCmd(stdout),
 		newStatusCmd(stdout), newLsCmd(stdout), newCheckCmd(stdout), newPauseCmd(stdout, false), newPauseCmd(stdout, true),
-		newDrainCmd(stdout))
+		newDrainCmd(stdout), newClusterCmd(stdout))
 	// Bad flags and bad arguments are usage errors (exit 2) in every
 	// command: cobra reports both as plain errors.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err: err} })
-	for _, c := range root.Commands() {
+	usageArgs(root.Commands())
+	return root
+}
+
+// usageArgs makes the argument checks of cmds and of their subcommands
+// (mutexd cluster ...) report usage errors.
+func usageArgs(cmds []*cobra.Command) {
+	for _, c := range cmds {
 		if check := c.Args; check != nil {
 			c.Args = func(c *cobra.Command, args []string) error {
 				if err := check(c, args); err != nil {
-					return usageError{err: fmt.Errorf("%s: %w (see mutexd %s --help)", c.Name(), err, c.Name())}
+					path := strings.TrimPrefix(c.CommandPath(), "mutexd ")
+					return usageError{err: fmt.Errorf("%s: %w (see mutexd %s --help)", c.Name(), err, path)}
 				}
 				return nil
 			}
 		}
+		usageArgs(c.Commands())
 	}
-	return root
 }
 
 // unknownCommand refuses arguments to the root command: they can only be a

@@ -104,7 +104,11 @@ type Options struct {
 	// Operator, Cluster or Events, which may be nil. Health, readiness,
 	// metrics, the console and the error mapping stay local.
 	Forward Forwarder
-	Bounds  Bounds
+	// ClusterAdmin serves the membership and snapshot routes
+	// (/v1/cluster/members, transfer-leadership, snapshot) when set, with
+	// Cluster.
+	ClusterAdmin ClusterAdmin
+	Bounds       Bounds
 	// Observer records HTTP metrics; nil records none.
 	Observer Observer
 	// Metrics serves MetricsPath when both are set.
@@ -154,7 +158,8 @@ type Server struct {
 	locker   Locker
 	ops      Operator
 	cluster  Cluster
-	forward  Forwarder // nil but in an agent
+	forward  Forwarder    // nil but in an agent
+	admin    ClusterAdmin // nil: no membership routes
 	bounds   Bounds
 	log      *slog.Logger
 	ready    atomic.Bool
@@ -211,7 +216,7 @@ func New(o Options) *Server {
 			o.Operator = engineOperator{e}
 		}
 	}
-	s := &Server{echo: echo.New(), locker: o.Locker, ops: o.Operator, cluster: o.Cluster, forward: o.Forward, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
+	s := &Server{echo: echo.New(), locker: o.Locker, ops: o.Operator, cluster: o.Cluster, forward: o.Forward, admin: o.ClusterAdmin, bounds: o.Bounds, log: o.Logger, idPrefix: hex.EncodeToString(seed[:]) + "-",
 		auth: o.Auth, metricsPath: o.MetricsPath, source: o.Events, heartbeat: o.Heartbeat, bodyTimeout: o.BodyTimeout,
 		maxRequests: int64(o.MaxRequests), writeTimeout: o.WriteTimeout}
 	if s.bodyTimeout <= 0 {

@@ -111,6 +111,19 @@ func toError(err error) *Error {
 		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_keys", Message: "Too many keys are active; retry later.", RetryAfter: 1}
 	case errors.Is(err, engine.ErrFencesExhausted):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "fences_exhausted", Message: "Every fence up to 2^53-1 has been issued; no lease can be granted."}
+	case errors.Is(err, ErrMemberExists):
+		return &Error{Status: http.StatusConflict, Code: "member_exists", Message: "Nothing was changed: " + err.Error() + "."}
+	case errors.Is(err, ErrUnknownMember):
+		return &Error{Status: http.StatusNotFound, Code: "unknown_member", Message: "No member of the cluster has this id; nothing was changed."}
+	case errors.Is(err, ErrLastVoter):
+		return &Error{Status: http.StatusConflict, Code: "last_voter", Message: "It is the cluster's only voter: the cluster would have nobody to lead; nothing was changed."}
+	case errors.Is(err, ErrNotVoter):
+		return &Error{Status: http.StatusConflict, Code: "not_voter", Message: "The member is a non-voter, which cannot lead; nothing was changed."}
+	case errors.Is(err, ErrClusterRunning):
+		return &Error{Status: http.StatusConflict, Code: "cluster_running",
+			Message: "The cluster holds lock state, which a restore would replace (a disaster-recovery step); nothing was changed. Send force=true to replace it."}
+	case errors.Is(err, ErrBadSnapshot):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_snapshot", Message: "The body is not a snapshot file of GET /v1/cluster/snapshot (" + err.Error() + "); nothing was changed."}
 	case errors.Is(err, ErrNotLeader):
 		return &Error{Status: http.StatusMisdirectedRequest, Code: "not_leader", Message: "This node is not the cluster leader."}
 	case errors.Is(err, ErrBadEntry):

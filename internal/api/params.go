@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -64,11 +65,17 @@ const (
 	pReason
 	pStale
 	pLocal
+	pID
+	pRaft
+	pAPI
+	pVoter
+	pTo
+	pForce
 	numParams
 )
 
 var paramNames = [numParams]string{"ttl", "wait", "owner", "on_error", "token", "outcome", "prefix", "limit", "after", "key", "since",
-	"request_id", "max_hold", "lock_delay", "reason", "stale", "local"}
+	"request_id", "max_hold", "lock_delay", "reason", "stale", "local", "id", "raft", "api", "voter", "to", "force"}
 
 func (p *params) get(k param) (string, bool) { return p.vals[k], p.set[k] }
 
@@ -121,7 +128,7 @@ func parseParams(c echo.Context, bodyTimeout time.Duration, allowed ...param) (p
 		}
 		s, err := scalar(v)
 		if err != nil {
-			return p, badRequest("invalid_body", "Parameter %q must be a string or a number.", name)
+			return p, badRequest("invalid_body", "Parameter %q must be a string, a number or a boolean.", name)
 		}
 		p.vals[k], p.set[k] = s, true
 	}
@@ -182,6 +189,10 @@ func scalar(v json.RawMessage) (string, error) {
 	var s string
 	if err := json.Unmarshal(v, &s); err == nil {
 		return s, nil
+	}
+	var b bool
+	if err := json.Unmarshal(v, &b); err == nil {
+		return strconv.FormatBool(b), nil // a flag's JSON form ("voter": false)
 	}
 	var n json.Number
 	if err := json.Unmarshal(v, &n); err != nil {

@@ -32,6 +32,10 @@ const (
 	// (engine.Extend) and seeds the token generator once. Only a leader
 	// makes it.
 	opPromote
+	// opSetMember records a member's API URL (MemberID, API; an empty API
+	// forgets it), so that every replica can forward to any leader,
+	// including one that joined after it started. Only a leader makes it.
+	opSetMember
 	opMax
 )
 
@@ -67,6 +71,8 @@ type command struct {
 	Margin     time.Duration  `json:"margin,omitempty"`
 	Attempt    uint64         `json:"attempt,omitempty"` // of a detach: the acquire entry's Seq
 	Seed       []byte         `json:"seed,omitempty"`
+	MemberID   string         `json:"mid,omitempty"`
+	API        string         `json:"api,omitempty"`
 }
 
 // errBadCommand is a forwarded entry this node will not append.

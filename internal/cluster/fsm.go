@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,9 @@ type fsm struct {
 	// term is the Raft term of the last promote entry applied: only the
 	// entries its leader appended after it (and older ones) are applied.
 	term uint64
+	// members maps a member's id to its API URL (opSetMember entries,
+	// kept in snapshots): how a follower reaches whichever server leads.
+	members map[string]string
 
 	applied  atomic.Uint64
 	appliedC chan struct{} // closed and replaced after every apply
@@ -45,7 +49,7 @@ type fsm struct {
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(self string, limits engine.Limits, newEng func(engine.Clock, engine.Limits) *engine.Engine, p *pending) *fsm {
-	f := &fsm{self: self, newEng: newEng, limits: limits, pending: p, appliedC: make(chan struct{})}
+	f := &fsm{self: self, newEng: newEng, limits: limits, pending: p, appliedC: make(chan struct{}), members: map[string]string{}}
 	f.eng, f.clock = f.build()
 	return f
 }
@@ -169,9 +173,30 @@ func (f *fsm) applyLocked(c *command) *result {
 		r.n = e.Drain(c.Key, c.Reason)
 	case opDrainPrefix:
 		r.n = e.DrainPrefix(c.Key, c.Reason)
+	case opSetMember:
+		if c.API == "" {
+			delete(f.members, c.MemberID)
+		} else {
+			f.members[c.MemberID] = c.API
+		}
 	case opTick:
 	}
 	return r
+}
+
+// memberAPI returns a member's API URL as the log last set it.
+func (f *fsm) memberAPI(id string) (string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	api, ok := f.members[id]
+	return api, ok
+}
+
+// memberAPIs returns a copy of every member's API URL the log set.
+func (f *fsm) memberAPIs() map[string]string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return maps.Clone(f.members)
 }
 
 func (f *fsm) setApplied(i uint64) {
@@ -195,6 +220,9 @@ type snapHeader struct {
 	Time    int64  `json:"time"`
 	Term    uint64 `json:"term"`
 	RNG     []byte `json:"rng,omitempty"`
+	// Members are the members' API URLs (encoding/json writes a map in
+	// key order, so the encoding stays canonical).
+	Members map[string]string `json:"members,omitempty"`
 }
 
 // errUnpromoted answers an entry its leader appended before its promote
@@ -214,7 +242,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 func (f *fsm) encodeLocked() ([]byte, error) {
-	h := snapHeader{Version: 1, Time: f.clock.Now().UnixNano(), Term: f.term}
+	h := snapHeader{Version: 1, Time: f.clock.Now().UnixNano(), Term: f.term, Members: f.members}
 	if f.rng != nil {
 		rb, err := f.rng.MarshalBinary()
 		if err != nil {
@@ -258,7 +286,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	old := f.eng
-	f.eng, f.clock, f.rng, f.term = eng, clock, rng, h.Term
+	members := h.Members
+	if members == nil {
+		members = map[string]string{}
+	}
+	f.eng, f.clock, f.rng, f.term, f.members = eng, clock, rng, h.Term, members
 	f.mu.Unlock()
 	old.Close()
 	return nil

@@ -46,7 +46,8 @@ type Config struct {
 	// RaftAdvertise is the address peers dial; RaftListen when empty.
 	RaftAdvertise string
 	DataDir       string
-	// Peers are the initial voters, the same list on every node.
+	// Peers are the initial voters, the same list on every node. Empty,
+	// the node bootstraps nothing: it waits for a leader to add it (Join).
 	Peers []Peer
 	// HeartbeatTimeout and ElectionTimeout are hashicorp/raft's; LAN
 	// defaults.
@@ -55,6 +56,11 @@ type Config struct {
 	// FailoverMargin is added to every lease's remaining time when a new
 	// leader takes over (engine.Extend).
 	FailoverMargin time.Duration
+	// SnapshotThreshold, SnapshotInterval and TrailingLogs are Raft's;
+	// zero takes the defaults below.
+	SnapshotThreshold int
+	SnapshotInterval  time.Duration
+	TrailingLogs      int
 	// Limits and NewEngine make the replica's engine (NewEngine binds the
 	// observers: metrics, events, the lease log).
 	Limits    engine.Limits
@@ -76,6 +82,10 @@ const (
 	DefaultHeartbeatTimeout = 500 * time.Millisecond
 	DefaultElectionTimeout  = 500 * time.Millisecond
 	DefaultFailoverMargin   = time.Second
+	// The state is small: snapshot often, keep a bounded tail.
+	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotInterval  = 30 * time.Second
+	DefaultTrailingLogs      = 10240
 )
 
 // Errors of a node.
@@ -101,8 +111,10 @@ type Node struct {
 	trans   *raft.NetworkTransport
 	store   *raftboltdb.BoltStore
 	hc      *http.Client
-	apis    map[string]string // node id → API base URL
-	t0      time.Time         // the leader's clock reads t0's wall time plus monotonic time since
+	// seedAPIs are the initial peers' API URLs from the configuration,
+	// used until the log sets them (apiOf).
+	seedAPIs map[string]string
+	t0       time.Time // the leader's clock reads t0's wall time plus monotonic time since
 
 	notify   <-chan bool // raft's leadership changes
 	promoted atomic.Bool // leader, and its promote entry applied
@@ -128,16 +140,25 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.FailoverMargin <= 0 {
 		cfg.FailoverMargin = DefaultFailoverMargin
 	}
+	if cfg.SnapshotThreshold <= 0 {
+		cfg.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if cfg.TrailingLogs <= 0 {
+		cfg.TrailingLogs = DefaultTrailingLogs
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	n := &Node{cfg: cfg, log: cfg.Log.With("component", "cluster"), pending: newPending(), apis: make(map[string]string),
+	n := &Node{cfg: cfg, log: cfg.Log.With("component", "cluster"), pending: newPending(), seedAPIs: make(map[string]string),
 		t0: time.Now(), stop: make(chan struct{}), obs: cfg.Observer, observed: make(chan raft.Observation, 16)}
 	for _, p := range cfg.Peers {
-		n.apis[p.ID] = p.API
+		n.seedAPIs[p.ID] = p.API
 	}
 	n.hc = cfg.HTTPClient
 	if n.hc == nil {
@@ -179,10 +200,9 @@ func (n *Node) openRaft() error {
 	rc.CommitTimeout = time.Millisecond
 	rc.MaxAppendEntries = 512
 	rc.BatchApplyCh = true
-	// The state is small: snapshot often, keep a bounded tail.
-	rc.SnapshotInterval = 30 * time.Second
-	rc.SnapshotThreshold = 8192
-	rc.TrailingLogs = 10240
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = uint64(cfg.SnapshotThreshold)
+	rc.TrailingLogs = uint64(cfg.TrailingLogs)
 	rc.Logger = hlog
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
@@ -229,7 +249,7 @@ func (n *Node) openRaft() error {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	}))
-	if !has {
+	if !has && len(cfg.Peers) > 0 {
 		var servers []raft.Server
 		for _, p := range cfg.Peers {
 			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Raft), Suffrage: raft.Voter})
@@ -318,7 +338,38 @@ func (n *Node) lead(ctx context.Context) {
 	}
 	n.promoted.Store(true)
 	n.log.Info("leading", "term", n.raft.CurrentTerm())
+	n.seedMembers()
 	n.tick(ctx)
+}
+
+// apiOf returns a member's API URL: as the log set it, else as the
+// initial peers gave it.
+func (n *Node) apiOf(id string) string {
+	if api, ok := n.fsm.memberAPI(id); ok {
+		return api
+	}
+	return n.seedAPIs[id]
+}
+
+// seedMembers records in the log the API URL of every initial peer that
+// is still a member and has none there yet (a cluster's first leader, or
+// one upgraded from a version that kept them in the configuration only).
+func (n *Node) seedMembers() {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	set := n.fsm.memberAPIs()
+	for _, s := range f.Configuration().Servers {
+		id := string(s.ID)
+		if _, ok := set[id]; ok || n.seedAPIs[id] == "" {
+			continue
+		}
+		if err := n.appendLocal(&command{Op: opSetMember, MemberID: id, API: n.seedAPIs[id]}); err != nil {
+			n.log.Warn("could not record a member's API URL", "member", id, "err", err)
+			return
+		}
+	}
 }
 
 // tick appends a tick entry whenever the leader's clock passes the
@@ -391,7 +442,7 @@ func (n *Node) applied() uint64 { return max(n.fsm.applied.Load(), n.raft.Applie
 // Close stops the node. A leader hands leadership to another voter first,
 // so that calls pause for an election's worth of time at most.
 func (n *Node) Close() error {
-	if n.raft.State() == raft.Leader && len(n.cfg.Peers) > 1 {
+	if n.raft.State() == raft.Leader && n.voters() > 1 {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("leadership transfer before shutdown failed", "err", err)
 		}
@@ -403,6 +454,21 @@ func (n *Node) Close() error {
 	e.Close()
 	n.closeStores()
 	return err
+}
+
+// voters counts the voters of the latest configuration.
+func (n *Node) voters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	k := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			k++
+		}
+	}
+	return k
 }
 
 func (n *Node) closeStores() {

@@ -227,7 +227,7 @@ func (n *Node) Peers(ctx context.Context) []PeerStats {
 			out[i].State, out[i].AppliedIndex = stateName(n.raft.State()), n.applied()
 			continue
 		}
-		api := n.apis[out[i].ID]
+		api := n.apiOf(out[i].ID)
 		wg.Go(func() { out[i].State, out[i].AppliedIndex = n.peerStats(ctx, api) })
 	}
 	wg.Wait()

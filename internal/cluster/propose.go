@@ -136,7 +136,7 @@ func (n *Node) submit(ctx context.Context, c *command) error {
 		return n.appendLocal(c)
 	}
 	_, id := n.raft.LeaderWithID()
-	api := n.apis[string(id)]
+	api := n.apiOf(string(id))
 	if id == "" || api == "" {
 		return ErrNoLeader
 	}
@@ -190,7 +190,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		return idx, nil
 	}
 	_, id := n.raft.LeaderWithID()
-	api := n.apis[string(id)]
+	api := n.apiOf(string(id))
 	if id == "" || api == "" {
 		return 0, ErrNoLeader
 	}

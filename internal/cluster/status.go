@@ -39,7 +39,7 @@ type Member struct {
 func (n *Node) Status(ctx context.Context, local bool) Status {
 	_, leader := n.raft.LeaderWithID()
 	st := Status{
-		NodeID: n.cfg.NodeID, State: stateName(n.raft.State()), LeaderID: string(leader), LeaderAPI: n.apis[string(leader)],
+		NodeID: n.cfg.NodeID, State: stateName(n.raft.State()), LeaderID: string(leader), LeaderAPI: n.apiOf(string(leader)),
 		Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.applied(),
 	}
 	var servers []raft.Server
@@ -49,7 +49,7 @@ func (n *Node) Status(ctx context.Context, local bool) Status {
 	st.Members = make([]Member, len(servers))
 	var wg sync.WaitGroup
 	for i, s := range servers {
-		m := Member{ID: string(s.ID), Raft: string(s.Address), API: n.apis[string(s.ID)], Voter: s.Suffrage == raft.Voter}
+		m := Member{ID: string(s.ID), Raft: string(s.Address), API: n.apiOf(string(s.ID)), Voter: s.Suffrage == raft.Voter}
 		switch {
 		case m.ID == n.cfg.NodeID:
 			m.State = st.State
@@ -125,7 +125,7 @@ func (n *Node) Apply(ctx context.Context, entry []byte, admin bool) error {
 		return fmt.Errorf("%w: %w", ErrBadEntry, err)
 	}
 	switch {
-	case c.Op == opTick || c.Op == opPromote:
+	case c.Op == opTick || c.Op == opPromote || c.Op == opSetMember:
 		return fmt.Errorf("%w: op %d is the leader's own", ErrBadEntry, c.Op)
 	case adminOps[c.Op] && !admin:
 		return fmt.Errorf("%w: op %d needs an admin token", ErrBadEntry, c.Op)

@@ -33,6 +33,10 @@ type Cluster struct {
 	DataDir string `mapstructure:"data_dir"`
 	// Peers are the initial voters, the same list on every server.
 	Peers []Peer `mapstructure:"peers"`
+	// Join makes a new server that is to be added to a running cluster
+	// (mutexd cluster join): it bootstraps nothing, has no peers, and
+	// learns the members from the leader once added.
+	Join bool `mapstructure:"join"`
 	// HeartbeatTimeout and ElectionTimeout are Raft's (0: 500ms each, for
 	// a LAN).
 	HeartbeatTimeout time.Duration `mapstructure:"heartbeat_timeout"`
@@ -40,6 +44,15 @@ type Cluster struct {
 	// FailoverMargin is added to every lease's remaining time when a new
 	// leader takes over (0: 1s).
 	FailoverMargin time.Duration `mapstructure:"failover_margin"`
+	// SnapshotThreshold, SnapshotInterval and TrailingLogs are Raft's: a
+	// snapshot is taken when this many entries were appended since the
+	// last one (checked every interval), and the log then keeps this many
+	// entries behind it, for followers a little behind (0: 8192, 30s and
+	// 10240). A server further behind, or a new one, installs the
+	// snapshot instead.
+	SnapshotThreshold int           `mapstructure:"snapshot_threshold"`
+	SnapshotInterval  time.Duration `mapstructure:"snapshot_interval"`
+	TrailingLogs      int           `mapstructure:"trailing_logs"`
 }
 
 // Peer is one server in cluster.peers.
@@ -110,8 +123,11 @@ func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) 
 	if c.DataDir == "" {
 		bad("cluster.data_dir", "is required")
 	}
-	if len(c.Peers) == 0 {
-		bad("cluster.peers", "is required: the initial voters, this server among them")
+	switch {
+	case c.Join && len(c.Peers) > 0:
+		bad("cluster.peers", "must be empty with cluster.join: a joining server learns the members from the cluster")
+	case len(c.Peers) == 0 && !c.Join:
+		bad("cluster.peers", "is required: the initial voters, this server among them (or set cluster.join to add this server to a running cluster)")
 	}
 	ids, raftAddrs := map[string]bool{}, map[string]bool{}
 	self := false
@@ -151,6 +167,15 @@ func (c Cluster) validate(auth Auth, bad func(key, format string, args ...any)) 
 		if d.v != 0 && d.v < 10*time.Millisecond {
 			bad(d.key, "must be at least 10ms (or 0 for the default), got %s", d.v)
 		}
+	}
+	if c.SnapshotInterval != 0 && c.SnapshotInterval < 10*time.Millisecond {
+		bad("cluster.snapshot_interval", "must be at least 10ms (or 0 for the default), got %s", c.SnapshotInterval)
+	}
+	if c.SnapshotThreshold < 0 {
+		bad("cluster.snapshot_threshold", "must not be negative (0 is the default), got %d", c.SnapshotThreshold)
+	}
+	if c.TrailingLogs < 0 {
+		bad("cluster.trailing_logs", "must not be negative (0 is the default), got %d", c.TrailingLogs)
 	}
 	if auth.Enabled() && len(auth.AdminTokens) == 0 {
 		bad("auth.admin_tokens", "a cluster with auth on needs an admin token: servers forward calls to the leader with the first one")

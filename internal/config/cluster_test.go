@@ -28,6 +28,20 @@ func TestClusterSection(t *testing.T) {
 	}
 }
 
+// TestClusterJoin: a server to be added to a running cluster has no peers.
+func TestClusterJoin(t *testing.T) {
+	c, err := load(t, "cluster:\n  node_id: n4\n  raft_listen: 127.0.0.1:7174\n  data_dir: d\n  join: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	if !c.Cluster.Join || len(c.Cluster.Peers) != 0 {
+		t.Fatalf("cluster = %+v, want join and no peers", c.Cluster)
+	}
+}
+
 func TestClusterPeersFromEnv(t *testing.T) {
 	t.Setenv("MUTEXD_CLUSTER_NODE_ID", "n2")
 	t.Setenv("MUTEXD_CLUSTER_RAFT_LISTEN", "127.0.0.1:7172")
@@ -57,6 +71,7 @@ func TestClusterBadInput(t *testing.T) {
 		{"unspecified raft_listen", strings.Replace(base, "127.0.0.1:7171", "0.0.0.0:7171", 1) + threePeers, "cluster.raft_listen"},
 		{"no data_dir", strings.Replace(base, "  data_dir: d\n", "", 1) + threePeers, "cluster.data_dir: is required"},
 		{"no peers", base, "cluster.peers: is required"},
+		{"join with peers", base + "  join: true\n" + threePeers, "cluster.peers: must be empty with cluster.join"},
 		{"bad api", base + "  peers:\n    - {id: n1, raft: 127.0.0.1:7171, api: ftp://a}\n", "cluster.peers[0].api"},
 		{"peers without node_id", "cluster:\n" + threePeers, "cluster.node_id: is required"},
 		{"tiny timeout", base + threePeers + "  heartbeat_timeout: 1ms\n", "cluster.heartbeat_timeout"},

@@ -41,6 +41,9 @@ type Options struct {
 	Cluster bool
 	// Extra is YAML appended to every configuration (top-level keys).
 	Extra string
+	// ClusterExtra is YAML added to every cluster section (its keys
+	// indented by two spaces: "  snapshot_threshold: 64\n").
+	ClusterExtra string
 }
 
 // Harness runs mutexd processes and the network between them.
@@ -50,8 +53,12 @@ type Harness struct {
 	opts Options
 	// Net is the fault-injecting network between cluster nodes (its
 	// proxies exist only in cluster mode).
-	Net   *Network
+	Net *Network
+	// Nodes are the processes, by index; AddServer appends to it (from
+	// the test's goroutine only), under mu for the proxies that read it.
 	Nodes []*Node
+	mu    sync.Mutex // guards Nodes against pids' reads
+	dir   string
 }
 
 // Node is one mutexd process and its files. Its ports stay the same across
@@ -93,21 +100,13 @@ func Start(t testing.TB, bin string, opts Options) (*Harness, error) {
 	t.Helper()
 	h := &Harness{t: t, bin: bin, opts: opts}
 	h.Net = NewNetwork(h.pids)
-	dir := t.TempDir() // before the cleanup, which reads the logs in it, so removed after it
+	h.dir = t.TempDir() // before the cleanup, which reads the logs in it, so removed after it
 	t.Cleanup(h.cleanup)
 	for i := range opts.Nodes {
-		ip := fmt.Sprintf("127.0.0.%d", 10+i)
-		listen, err := freePort(ip)
+		n, err := h.newNode(i)
 		if err != nil {
 			return h, err
 		}
-		raft, err := freePort(ip)
-		if err != nil {
-			return h, err
-		}
-		n := &Node{Index: i, ID: fmt.Sprintf("n%d", i+1), URL: "http://" + listen, listen: listen, raftListen: raft,
-			dataDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1), "data"), ConfigPath: filepath.Join(dir, fmt.Sprintf("n%d.yaml", i+1)),
-			LogPath: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1))}
 		h.Nodes = append(h.Nodes, n)
 	}
 	// The proxies' goroutines read h.Nodes (pids): start them only once
@@ -144,6 +143,60 @@ func Start(t testing.TB, bin string, opts Options) (*Harness, error) {
 	return h, nil
 }
 
+// newNode names node i and picks its ports, on its own loopback address
+// 127.0.0.(10+i).
+func (h *Harness) newNode(i int) (*Node, error) {
+	ip := fmt.Sprintf("127.0.0.%d", 10+i)
+	listen, err := freePort(ip)
+	if err != nil {
+		return nil, err
+	}
+	raft, err := freePort(ip)
+	if err != nil {
+		return nil, err
+	}
+	id := fmt.Sprintf("n%d", i+1)
+	return &Node{Index: i, ID: id, URL: "http://" + listen, listen: listen, raftListen: raft,
+		dataDir: filepath.Join(h.dir, id, "data"), ConfigPath: filepath.Join(h.dir, id+".yaml"),
+		LogPath: filepath.Join(h.dir, id+".log")}, nil
+}
+
+// AddServer starts a new, empty cluster server (cluster.join: no peers,
+// nothing bootstrapped) behind its own proxies, with extra added to its
+// cluster section, and returns it without waiting: it is ready only once
+// a member joins it to the cluster (JoinRaft and JoinAPI are the
+// addresses to join it with).
+func (h *Harness) AddServer(extra string) (*Node, error) {
+	n, err := h.newNode(len(h.Nodes))
+	if err != nil {
+		return nil, err
+	}
+	if n.raftProxy, err = h.Net.Proxy(n.Index, n.raftListen); err != nil {
+		return nil, err
+	}
+	if n.apiProxy, err = h.Net.Proxy(n.Index, n.listen); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.Nodes = append(h.Nodes, n)
+	h.mu.Unlock()
+	cfg := fmt.Sprintf("listen: %s\nlog:\n  level: info\n  format: text\ncluster:\n  node_id: %s\n  raft_listen: %s\n  raft_advertise: %s\n  data_dir: %s\n  join: true\n%s%s",
+		n.listen, n.ID, n.raftListen, n.raftProxy.Addr(), n.dataDir, extra, h.opts.Extra)
+	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	return n, h.start(n)
+}
+
+// JoinRaft is the Raft address the other members reach n at.
+func (n *Node) JoinRaft() string { return n.raftProxy.Addr() }
+
+// JoinAPI is the API URL the other members reach n at.
+func (n *Node) JoinAPI() string { return "http://" + n.apiProxy.Addr() }
+
+// DataDir is n's cluster.data_dir.
+func (n *Node) DataDir() string { return n.dataDir }
+
 // config is node n's configuration file. In cluster mode every peer's
 // addresses are its proxies' (identical on every node, as the cluster
 // requires), while raft_listen and listen are the node's own: so every
@@ -157,6 +210,7 @@ func (h *Harness) config(n *Node) string {
 		for _, p := range h.Nodes {
 			fmt.Fprintf(&b, "    - {id: %s, raft: %s, api: http://%s}\n", p.ID, p.raftProxy.Addr(), p.apiProxy.Addr())
 		}
+		b.WriteString(h.opts.ClusterExtra)
 	}
 	b.WriteString(h.opts.Extra)
 	return b.String()
@@ -189,7 +243,10 @@ func (h *Harness) start(n *Node) error {
 // pids returns the running nodes' process ids by index.
 func (h *Harness) pids() map[int]int {
 	m := map[int]int{}
-	for _, n := range h.Nodes {
+	h.mu.Lock()
+	nodes := h.Nodes
+	h.mu.Unlock()
+	for _, n := range nodes {
 		n.mu.Lock()
 		if n.cmd != nil && !n.exited() {
 			m[n.Index] = n.cmd.Process.Pid

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 
 	"github.com/mutexd/mutexd/internal/api"
 	"github.com/mutexd/mutexd/internal/cluster"
@@ -27,6 +29,7 @@ func (s *Server) openCluster(limits engine.Limits, obs engine.Observer, raftObs 
 	n, err := cluster.Open(cluster.Config{
 		NodeID: c.NodeID, RaftListen: c.RaftListen, RaftAdvertise: c.RaftAdvertise, DataDir: c.DataDir, Peers: peers,
 		HeartbeatTimeout: c.HeartbeatTimeout, ElectionTimeout: c.ElectionTimeout, FailoverMargin: c.FailoverMargin,
+		SnapshotThreshold: c.SnapshotThreshold, SnapshotInterval: c.SnapshotInterval, TrailingLogs: c.TrailingLogs,
 		Limits: limits,
 		NewEngine: func(clock engine.Clock, l engine.Limits) *engine.Engine {
 			return engine.New(clock, obs, l)
@@ -72,8 +75,46 @@ func (c clusterAPI) ReadIndex(ctx context.Context) (uint64, error) {
 	return idx, apiError(err)
 }
 
+// clusterAdmin adapts a node to api.ClusterAdmin.
+type clusterAdmin struct{ n *cluster.Node }
+
+var _ api.ClusterAdmin = clusterAdmin{}
+
+func (c clusterAdmin) Join(ctx context.Context, m api.ClusterJoin, fwd bool) error {
+	return apiError(c.n.Join(ctx, cluster.JoinRequest{ID: m.ID, Raft: m.Raft, API: m.API, Voter: m.Voter}, fwd))
+}
+
+func (c clusterAdmin) Remove(ctx context.Context, id string, fwd bool) error {
+	return apiError(c.n.Remove(ctx, id, fwd))
+}
+
+func (c clusterAdmin) TransferLeadership(ctx context.Context, to string, fwd bool) error {
+	return apiError(c.n.TransferLeadership(ctx, to, fwd))
+}
+
+func (c clusterAdmin) Snapshot(w io.Writer) (uint64, error) { return c.n.Snapshot(w) }
+
+func (c clusterAdmin) Restore(ctx context.Context, file []byte, force, fwd bool) error {
+	return apiError(c.n.Restore(ctx, file, force, fwd))
+}
+
+// renamed keeps err's detail under the API's sentinel: "<api's
+// sentence><the rest of err's message>".
+func renamed(apiErr, clusterErr, err error) error {
+	return fmt.Errorf("%w%s", apiErr, strings.TrimPrefix(err.Error(), clusterErr.Error()))
+}
+
 // apiError gives the cluster's errors the API's names.
 func apiError(err error) error {
+	for _, m := range []struct{ c, a error }{
+		{cluster.ErrMemberExists, api.ErrMemberExists}, {cluster.ErrUnknownMember, api.ErrUnknownMember},
+		{cluster.ErrLastVoter, api.ErrLastVoter}, {cluster.ErrNotVoter, api.ErrNotVoter},
+		{cluster.ErrClusterRunning, api.ErrClusterRunning}, {cluster.ErrBadSnapshot, api.ErrBadSnapshot},
+	} {
+		if errors.Is(err, m.c) {
+			return renamed(m.a, m.c, err)
+		}
+	}
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
 		return fmt.Errorf("%w: %w", api.ErrNotLeader, err)

@@ -168,8 +168,9 @@ func (s *Server) buildAPI() {
 	}
 	var cl api.Cluster
 	var ops api.Operator
+	var admin api.ClusterAdmin
 	if s.node != nil {
-		cl, ops = clusterAPI{s.node}, s.node
+		cl, ops, admin = clusterAPI{s.node}, s.node, clusterAdmin{s.node}
 	}
 	var fwd api.Forwarder
 	var events api.EventSource = s.hub
@@ -181,6 +182,8 @@ func (s *Server) buildAPI() {
 		Operator: ops,
 		Cluster:  cl,
 		Forward:  fwd,
+		// ClusterAdmin: the membership and snapshot routes.
+		ClusterAdmin: admin,
 		Bounds: api.Bounds{
 			DefaultTTL:       cfg.Lock.DefaultTTL,
 			MinTTL:           config.MinTTL,
