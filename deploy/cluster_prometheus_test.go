@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,18 +37,26 @@ func TestClusterDashboardAgainstPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var targets []string
+	var targets, servers []string
 	for _, n := range h.Nodes {
 		targets = append(targets, strings.TrimPrefix(n.URL, "http://"))
+		servers = append(servers, n.URL)
 	}
+	// An app's agent in front of them, scraped in the same job: the
+	// Cluster row's agent panels read it.
+	ag, err := faults.StartAgent(t, bin, servers, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets = append(targets, strings.TrimPrefix(ag.URL, "http://"))
 	prom := startPrometheus(t, promBin, targets...)
-	prom.awaitQuery(t, `count(up{job="mutexd"} == 1) == 3`, 30*time.Second)
+	prom.awaitQuery(t, `count(up{job="mutexd"} == 1) == 4`, 30*time.Second)
 
 	loadStart := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, n := range h.Nodes {
+	for i, n := range append(slices.Clone(h.Nodes), ag) {
 		c, err := demo.New(n.URL, "")
 		if err != nil {
 			t.Fatal(err)
@@ -71,10 +80,10 @@ func TestClusterDashboardAgainstPrometheus(t *testing.T) {
 	wg.Wait()
 	loadEnd := time.Now()
 	// Two scrapes of every server after the load, so rates see its end.
-	prom.awaitQuery(t, fmt.Sprintf(`count(timestamp(up{job="mutexd"}) > %d) == 3`, loadEnd.Add(2*time.Second).Unix()), 30*time.Second)
+	prom.awaitQuery(t, fmt.Sprintf(`count(timestamp(up{job="mutexd"}) > %d) == 4`, loadEnd.Add(2*time.Second).Unix()), 30*time.Second)
 
 	t.Run("promtool check metrics", func(t *testing.T) {
-		for _, n := range h.Nodes {
+		for _, n := range append(slices.Clone(h.Nodes), ag) {
 			if out := runTool(t, ".", httpGet(t, n.URL+"/metrics"), promtool, "check", "metrics"); strings.TrimSpace(out) != "" {
 				t.Errorf("promtool check metrics on %s found problems:\n%s", n.ID, out)
 			}

@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mutexd/mutexd/internal/agent"
 	"github.com/mutexd/mutexd/internal/engine"
 	"github.com/mutexd/mutexd/internal/metrics"
 )
@@ -285,6 +286,12 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	m.Route("/v1/locks/:key/acquire", "POST", []int{200, 423}).Observe(200, time.Millisecond)
 	m.Cluster([]string{"acquire"})
 	m.WatchCluster(fakeCluster{})
+	// An agent's own metrics, on the same kind of registry.
+	a, err := agent.New(agent.Config{Servers: []string{"http://127.0.0.1:1"}, Registerer: m.Registry(), ProbeInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
 	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +305,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 			}
 		}
 	}
-	for _, name := range []string{"mutexd_keys", "mutexd_wait_duration_seconds", "mutexd_raft_follower_lag_entries", "go_goroutines", "process_resident_memory_bytes"} {
+	for _, name := range []string{"mutexd_keys", "mutexd_wait_duration_seconds", "mutexd_raft_follower_lag_entries", "mutexd_agent_failovers_total", "go_goroutines", "process_resident_memory_bytes"} {
 		if !known[name] {
 			t.Fatalf("the registry lacks %s: exportedFamilies no longer sees every family", name)
 		}

@@ -13,7 +13,10 @@ import (
 
 // clusterHeading starts docs/metrics.md's section of a cluster server's
 // own metrics.
-const clusterHeading = "\n## Cluster metrics\n"
+const (
+	clusterHeading = "\n## Cluster metrics\n"
+	agentHeading   = "\n## Agent metrics\n"
+)
 
 // servedFamilies returns the families base's /metrics serves, by type.
 func servedFamilies(t *testing.T, base string) map[string]string {
@@ -66,6 +69,16 @@ func TestReadmeListsExactlyTheExportedMetrics(t *testing.T) {
 	if !ok {
 		t.Fatalf("docs/metrics.md has no section %q", strings.TrimSpace(clusterHeading))
 	}
+	clusterPart, agentPart, ok := strings.Cut(clusterPart, agentHeading)
+	if !ok {
+		t.Fatalf("docs/metrics.md has no section %q after the cluster's", strings.TrimSpace(agentHeading))
+	}
+	// An agent may leave out any of a standalone daemon's families (it has
+	// no engine), but must serve every one of the agent section's.
+	agentAbsent := map[string]bool{}
+	for name := range listedFamilies(t, standalone) {
+		agentAbsent[name] = true
+	}
 	for _, c := range []struct {
 		name    string
 		cfg     config.Config
@@ -79,6 +92,7 @@ func TestReadmeListsExactlyTheExportedMetrics(t *testing.T) {
 			// A one-server cluster has no follower: the deploy tests'
 			// three-server cluster shows it.
 			map[string]bool{"mutexd_raft_follower_lag_entries": true}},
+		{"agent", agentConfig(t), standalone + agentPart, merge(listedFamilies(t, standalone), listedFamilies(t, agentPart)), agentAbsent},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, base, _, _ := start(t, c.cfg)
@@ -103,6 +117,16 @@ func TestReadmeListsExactlyTheExportedMetrics(t *testing.T) {
 			}
 		})
 	}
+}
+
+// agentConfig is an agent in front of a standalone daemon (its /readyz
+// is what the agent's readiness follows).
+func agentConfig(t *testing.T) config.Config {
+	_, base, _, _ := start(t, config.Default())
+	c := config.Default()
+	c.Cluster.Role = "agent"
+	c.Cluster.Servers = []string{base}
+	return c
 }
 
 func merge(ms ...map[string]string) map[string]string {
