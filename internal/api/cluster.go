@@ -25,10 +25,11 @@ type Cluster interface {
 	// Digest is a hash of this node's whole lock state and the log index
 	// it was taken at, for comparing replicas.
 	Digest() (digest []byte, applied uint64, err error)
-	// Apply appends an entry a follower forwarded. admin says whether
-	// the caller's token is an admin's (or auth is off). ErrNotLeader
-	// means it was not appended.
-	Apply(ctx context.Context, entry []byte, admin bool) error
+	// Apply appends an entry a follower forwarded and returns the
+	// leader's result for it, opaque to the API. admin says whether the
+	// caller's token is an admin's (or auth is off). ErrNotLeader means it
+	// was not appended.
+	Apply(ctx context.Context, entry []byte, admin bool) ([]byte, error)
 	// ReadIndex is the commit index a follower's linearizable read must
 	// wait for. ErrNotLeader when this node cannot give one.
 	ReadIndex(ctx context.Context) (uint64, error)
@@ -149,10 +150,11 @@ func (s *Server) internalApply(c echo.Context) error {
 		return echo.ErrStatusRequestEntityTooLarge
 	}
 	admin := s.authorize(c, auth.Admin) == nil
-	if err := s.cluster.Apply(c.Request().Context(), body, admin); err != nil {
+	res, err := s.cluster.Apply(c.Request().Context(), body, admin)
+	if err != nil {
 		return err
 	}
-	return c.NoContent(http.StatusNoContent)
+	return c.JSONBlob(http.StatusOK, res)
 }
 
 type readIndexJSON struct {

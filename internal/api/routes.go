@@ -89,7 +89,7 @@ func (s *Server) routeTable(o Options) []route {
 		routes = append(routes,
 			route{http.MethodGet, "/v1/cluster", tierClient, s.clusterStatus, answers(200, 400, 413)},
 			route{http.MethodGet, "/v1/cluster/digest", tierAdmin, s.clusterDigest, answers(200, 400, 413, statusClientClosed, 503)},
-			route{http.MethodPost, InternalApplyPath, tierAdmin, s.internalApply, answers(204, 400, 413, 421, statusClientClosed, 503)},
+			route{http.MethodPost, InternalApplyPath, tierAdmin, s.internalApply, answers(200, 400, 413, 421, statusClientClosed, 503)},
 			route{http.MethodGet, InternalReadIndexPath, tierAdmin, s.internalReadIndex, answers(200, 400, 413, 421, statusClientClosed, 503)})
 		if o.ClusterAdmin != nil || o.Forward != nil {
 			routes = append(routes, s.clusterAdminRoutes()...)

@@ -34,21 +34,30 @@ var errRefused = fmt.Errorf("%w: the leader refused a forwarded call", engine.Er
 // appendLocal appends c on this node, which must be the leader. An error
 // wrapping ErrNotLeader means c was not appended.
 func (n *Node) appendLocal(c *command) error {
+	_, err := n.appendResult(c)
+	return err
+}
+
+// appendResult is appendLocal that also returns what this (the leader's)
+// replica made of c.
+func (n *Node) appendResult(c *command) (*result, error) {
 	if c.Time == 0 {
 		c.Time = n.now().UnixNano()
 	}
 	b, err := json.Marshal(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	err = n.raft.Apply(b, applyTimeout).Error()
+	f := n.raft.Apply(b, applyTimeout)
+	err = f.Error()
 	switch {
 	case err == nil:
-		return nil
+		r, _ := f.Response().(*result)
+		return r, nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrRaftShutdown):
-		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
-	return err // raft.ErrLeadershipLost: appended, fate unknown
+	return nil, err // raft.ErrLeadershipLost: appended, fate unknown
 }
 
 // idempotent ops may be appended twice with the same outcome: a forward
@@ -77,8 +86,12 @@ func (n *Node) proposeOnce(ctx context.Context, c *command) (_ *result, twice bo
 	for {
 		var retry <-chan time.Time
 		if send {
-			err := n.submit(ctx, c)
+			r, err := n.submit(ctx, c)
 			switch {
+			case err == nil && r != nil && !twice && !errors.Is(r.err, errUnpromoted):
+				// The leader's replica applied it: its result is this
+				// call's (a twice-sent entry waits for its first apply's).
+				return r, false, nil
 			case err == nil:
 				send = false
 			case errors.Is(err, errRefused):
@@ -126,29 +139,31 @@ func (n *Node) proposeBound() time.Duration {
 	return 4*(n.cfg.HeartbeatTimeout+n.cfg.ElectionTimeout) + time.Second
 }
 
-// submit appends c on the leader: here, or by forwarding it.
-func (n *Node) submit(ctx context.Context, c *command) error {
+// submit appends c on the leader: here, or by forwarding it. It returns
+// the leader's result when it can stand for this replica's (nil when the
+// caller must wait for this replica: a forwarded acquire that queued).
+func (n *Node) submit(ctx context.Context, c *command) (*result, error) {
 	if n.raft.State() == raft.Leader {
 		if !n.promoted.Load() {
-			return ErrNotLeader
+			return nil, ErrNotLeader
 		}
-		c.Time = 0 // stamped by appendLocal
-		return n.appendLocal(c)
+		c.Time = 0 // stamped by appendResult
+		return n.appendResult(c)
 	}
 	_, id := n.raft.LeaderWithID()
 	api := n.apiOf(string(id))
 	if id == "" || api == "" {
-		return ErrNoLeader
+		return nil, ErrNoLeader
 	}
 	b, err := json.Marshal(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, applyTimeout+time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+ApplyPath, bytes.NewReader(b))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if n.cfg.Token != "" {
@@ -159,21 +174,27 @@ func (n *Node) submit(ctx context.Context, c *command) error {
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return ErrNoLeader // never sent
+			return nil, ErrNoLeader // never sent
 		}
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	switch resp.StatusCode {
-	case http.StatusNoContent, http.StatusOK:
-		return nil
+	case http.StatusOK:
+		r, queued, err := decodeResult(body)
+		if err != nil || queued {
+			return nil, nil // appended: this replica's result will do
+		}
+		return r, nil
+	case http.StatusNoContent:
+		return nil, nil
 	case http.StatusMisdirectedRequest:
-		return ErrNotLeader
+		return nil, ErrNotLeader
 	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden:
-		return fmt.Errorf("%w (%d: %s)", errRefused, resp.StatusCode, bytes.TrimSpace(body))
+		return nil, fmt.Errorf("%w (%d: %s)", errRefused, resp.StatusCode, bytes.TrimSpace(body))
 	}
-	return fmt.Errorf("cluster: leader %s answered %d: %s", id, resp.StatusCode, bytes.TrimSpace(body))
+	return nil, fmt.Errorf("cluster: leader %s answered %d: %s", id, resp.StatusCode, bytes.TrimSpace(body))
 }
 
 // readIndex returns an index that a linearizable read must see applied:

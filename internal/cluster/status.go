@@ -116,33 +116,38 @@ func (n *Node) Digest() ([]byte, uint64, error) {
 	return sum[:], idx, nil
 }
 
-// Apply appends an entry a follower forwarded. admin says whether the
-// caller may make admin calls. A tick or promote entry is never taken
-// from the wire: only a leader makes its own.
-func (n *Node) Apply(ctx context.Context, entry []byte, admin bool) error {
+// Apply appends an entry a follower forwarded and returns the leader's
+// result, encoded, for the follower to answer with. admin says whether
+// the caller may make admin calls. A tick, promote or member entry is
+// never taken from the wire: only a leader makes its own.
+func (n *Node) Apply(ctx context.Context, entry []byte, admin bool) ([]byte, error) {
 	c, err := decodeCommand(entry)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadEntry, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadEntry, err)
 	}
 	switch {
 	case c.Op == opTick || c.Op == opPromote || c.Op == opSetMember:
-		return fmt.Errorf("%w: op %d is the leader's own", ErrBadEntry, c.Op)
+		return nil, fmt.Errorf("%w: op %d is the leader's own", ErrBadEntry, c.Op)
 	case adminOps[c.Op] && !admin:
-		return fmt.Errorf("%w: op %d needs an admin token", ErrBadEntry, c.Op)
+		return nil, fmt.Errorf("%w: op %d needs an admin token", ErrBadEntry, c.Op)
 	case c.Origin == "" || c.Seq == 0:
-		return fmt.Errorf("%w: no origin", ErrBadEntry)
+		return nil, fmt.Errorf("%w: no origin", ErrBadEntry)
 	}
 	if n.raft.State() != raft.Leader || !n.promoted.Load() {
-		return ErrNotLeader
+		return nil, ErrNotLeader
 	}
 	c.Time = 0
-	if err := n.appendLocal(c); err != nil {
+	r, err := n.appendResult(c)
+	if err != nil {
 		if errors.Is(err, ErrNotLeader) {
-			return err
+			return nil, err
 		}
-		return ErrUnknownOutcome
+		return nil, ErrUnknownOutcome
 	}
-	return nil
+	if r == nil {
+		return []byte(`{"queued":true}`), nil // cannot happen: wait for the replica's own
+	}
+	return encodeResult(r)
 }
 
 // ReadIndex is the leader's commit index, once it confirmed it leads.

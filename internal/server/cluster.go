@@ -66,8 +66,9 @@ func (c clusterAPI) Status(ctx context.Context, local bool) api.ClusterStatus {
 
 func (c clusterAPI) Digest() ([]byte, uint64, error) { return c.n.Digest() }
 
-func (c clusterAPI) Apply(ctx context.Context, entry []byte, admin bool) error {
-	return apiError(c.n.Apply(ctx, entry, admin))
+func (c clusterAPI) Apply(ctx context.Context, entry []byte, admin bool) ([]byte, error) {
+	res, err := c.n.Apply(ctx, entry, admin)
+	return res, apiError(err)
 }
 
 func (c clusterAPI) ReadIndex(ctx context.Context) (uint64, error) {
