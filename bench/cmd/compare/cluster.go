@@ -107,7 +107,11 @@ func clusterCompare(ctx context.Context, o clusterOptions) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		fmt.Fprintln(os.Stderr, "keeping", dir)
+	}
 	root, err := repoRoot()
 	if err != nil {
 		return err
