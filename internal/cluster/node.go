@@ -9,6 +9,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -21,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -452,6 +454,25 @@ func (n *Node) applied() uint64 { return max(n.fsm.applied.Load(), n.raft.Applie
 // Close stops the node. A leader hands leadership to another voter first,
 // so that calls pause for an election's worth of time at most.
 func (n *Node) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- n.close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(closeBound):
+		// The process is about to exit anyway: say where it is stuck.
+		var b bytes.Buffer
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+		n.log.Error("cluster shutdown did not finish; the goroutines follow", "after", closeBound.String(), "goroutines", b.String())
+		return errors.New("cluster: shutdown did not finish in time")
+	}
+}
+
+// closeBound bounds Close: a leadership transfer, Raft's shutdown and the
+// node's own goroutines take well under it.
+const closeBound = 20 * time.Second
+
+func (n *Node) close() error {
 	if n.raft.State() == raft.Leader && n.voters() > 1 {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("leadership transfer before shutdown failed", "err", err)
@@ -501,7 +522,15 @@ func randomSeq() uint64 {
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Info(string(trimNewline(p)))
+	line := trimNewline(p)
+	level := slog.LevelInfo
+	switch {
+	case bytes.Contains(line, []byte("[ERROR]")):
+		level = slog.LevelError
+	case bytes.Contains(line, []byte("[WARN]")):
+		level = slog.LevelWarn
+	}
+	w.log.Log(context.Background(), level, string(line))
 	return len(p), nil
 }
 
