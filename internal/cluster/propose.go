@@ -91,6 +91,7 @@ func (n *Node) proposeOnce(ctx context.Context, c *command) (_ *result, twice bo
 			case err == nil && r != nil && !twice && !errors.Is(r.err, errUnpromoted):
 				// The leader's replica applied it: its result is this
 				// call's (a twice-sent entry waits for its first apply's).
+				n.obs.Committed(time.Since(start))
 				return r, false, nil
 			case err == nil:
 				send = false
