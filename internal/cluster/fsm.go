@@ -219,6 +219,9 @@ type snapHeader struct {
 	Version int    `json:"version"`
 	Time    int64  `json:"time"`
 	Term    uint64 `json:"term"`
+	// Applied is the last entry the FSM applied, so that a replica
+	// restored from the snapshot knows how far reads may trust it.
+	Applied uint64 `json:"applied,omitempty"`
 	RNG     []byte `json:"rng,omitempty"`
 	// Members are the members' API URLs (encoding/json writes a map in
 	// key order, so the encoding stays canonical).
@@ -242,7 +245,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 func (f *fsm) encodeLocked() ([]byte, error) {
-	h := snapHeader{Version: 1, Time: f.clock.Now().UnixNano(), Term: f.term, Members: f.members}
+	h := snapHeader{Version: 1, Time: f.clock.Now().UnixNano(), Term: f.term, Applied: f.applied.Load(), Members: f.members}
 	if f.rng != nil {
 		rb, err := f.rng.MarshalBinary()
 		if err != nil {
@@ -291,6 +294,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		members = map[string]string{}
 	}
 	f.eng, f.clock, f.rng, f.term, f.members = eng, clock, rng, h.Term, members
+	f.setApplied(h.Applied)
 	f.mu.Unlock()
 	old.Close()
 	return nil

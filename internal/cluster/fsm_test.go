@@ -131,12 +131,20 @@ func TestReplicasAgree(t *testing.T) {
 func TestUnpromotedEntriesAreRefused(t *testing.T) {
 	f := newTestFSM("a")
 	f.ApplyBatch(logOf(t, 1, 1, promote(0)))
-	before := digestOf(t, f)
+	// The state without the applied index, which a refused entry moves
+	// like any other.
+	state := func() []byte {
+		applied := f.applied.Load()
+		defer f.applied.Store(applied)
+		f.applied.Store(0)
+		return digestOf(t, f)
+	}
+	before := state()
 	out := f.ApplyBatch(logOf(t, 2, 2, &command{Op: opAcquire, Time: at(time.Hour), Key: "k", TTL: time.Second, RequestID: "r"}))
 	if r := out[0].(*result); !errors.Is(r.err, errUnpromoted) {
 		t.Fatalf("result = %+v, want errUnpromoted", r)
 	}
-	if after := digestOf(t, f); !bytes.Equal(before, after) {
+	if after := state(); !bytes.Equal(before, after) {
 		t.Fatal("a refused entry changed the state (or moved the log's time)")
 	}
 	f.ApplyBatch(logOf(t, 3, 2, promote(time.Hour)))

@@ -245,14 +245,20 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 
 // waitApplied waits until this replica has applied idx.
 func (n *Node) waitApplied(ctx context.Context, idx uint64) error {
-	t := time.NewTicker(10 * time.Millisecond) // raft's own entries do not reach the FSM
-	defer t.Stop()
-	for n.applied() < idx {
+	// The FSM's own index, not raft's AppliedIndex: raft advances that
+	// when it hands entries to the FSM goroutine, before they are applied,
+	// and a read must see them applied. Raft's no-op and barrier entries
+	// never reach the FSM, but the read index is a leader's commit index
+	// after its promote entry, which comes after them.
+	for n.fsm.applied.Load() < idx {
+		ch := n.fsm.appliedChanged()
+		if n.fsm.applied.Load() >= idx {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", engine.ErrCancelled, context.Cause(ctx))
-		case <-n.fsm.appliedChanged():
-		case <-t.C:
+		case <-ch:
 		}
 	}
 	return nil
