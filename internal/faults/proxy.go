@@ -91,7 +91,7 @@ func (p *Proxy) serve() {
 		if err != nil {
 			return
 		}
-		src := p.net.source(c.RemoteAddr())
+		src := p.net.source(c.RemoteAddr(), c.LocalAddr())
 		pc := &proxied{src: src, down: c}
 		if !p.net.isCut(src, p.dst) {
 			up, err := net.Dial("tcp", p.target)
@@ -228,15 +228,16 @@ func (n *Network) isCut(src, dst int) bool {
 	return false
 }
 
-// source names the node that dialed from addr, or -1.
-func (n *Network) source(addr net.Addr) int {
+// source names the node that dialed from addr to our local address, or -1.
+func (n *Network) source(addr, local net.Addr) int {
 	ta, ok := addr.(*net.TCPAddr)
-	if !ok || n.owners == nil {
+	la, lok := local.(*net.TCPAddr)
+	if !ok || !lok || n.owners == nil {
 		return -1
 	}
 	owners := n.owners()
 	node := -1
-	if inode, err := socketInode(ta); err == nil {
+	if inode, err := socketInode(ta, la); err == nil {
 		node = inodeOwner(inode, owners)
 	}
 	if node < 0 {
@@ -247,14 +248,19 @@ func (n *Network) source(addr net.Addr) int {
 	return node
 }
 
-// socketInode finds the inode of the IPv4 socket whose local address is
-// addr (the dialer's end of a connection we accepted).
-func socketInode(addr *net.TCPAddr) (string, error) {
-	ip := addr.IP.To4()
-	if ip == nil {
-		return "", fmt.Errorf("not IPv4: %v", addr)
+// socketInode finds the inode of the dialer's end of a connection we
+// accepted: the IPv4 socket from addr to local. Both ends must match, since
+// an ephemeral port is reused for other destinations (and lingers in
+// TIME_WAIT, inode 0).
+func socketInode(addr, local *net.TCPAddr) (string, error) {
+	from, err := procAddr(addr)
+	if err != nil {
+		return "", err
 	}
-	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], addr.Port)
+	to, err := procAddr(local)
+	if err != nil {
+		return "", err
+	}
 	f, err := os.Open("/proc/net/tcp")
 	if err != nil {
 		return "", err
@@ -263,11 +269,20 @@ func socketInode(addr *net.TCPAddr) (string, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 9 && fields[1] == want {
+		if len(fields) > 9 && fields[1] == from && fields[2] == to && fields[9] != "0" {
 			return fields[9], nil
 		}
 	}
 	return "", fmt.Errorf("no socket at %v", addr)
+}
+
+// procAddr spells an IPv4 address as /proc/net/tcp does.
+func procAddr(a *net.TCPAddr) (string, error) {
+	ip := a.IP.To4()
+	if ip == nil {
+		return "", fmt.Errorf("not IPv4: %v", a)
+	}
+	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], a.Port), nil
 }
 
 // inodeOwner returns the node whose process holds socket inode, or -1.
