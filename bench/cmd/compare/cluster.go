@@ -183,6 +183,9 @@ func clusterCompare(ctx context.Context, o clusterOptions) error {
 				res.Failovers = append(res.Failovers, f)
 				if f.Err != "" {
 					log.Printf("failover %d  %-6s %-4s FAILED: %s", rep+1, sys, f.Signal, f.Err)
+					if d, ok := clusters[sys].(interface{ dumpGoroutines(string) }); ok {
+						d.dumpGoroutines(fmt.Sprintf("failover%d", rep+1))
+					}
 				} else {
 					log.Printf("failover %d  %-6s %-4s first acquire after %8s  longest pause %8s  new leader seen after %8s  terms +%d", rep+1, sys, f.Signal,
 						loadgen.FormatDuration(f.Outage.Recovery), loadgen.FormatDuration(f.Outage.Pause), loadgen.FormatDuration(f.NewLeader), f.Terms)

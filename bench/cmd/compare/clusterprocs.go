@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"os"
 	"os/exec"
@@ -358,7 +360,8 @@ var errNoClusterMode = errors.New("this mutexd build rejects the cluster: config
 // and Raft ports are apis[i] and rafts[i].
 func mutexdClusterConfig(i int, dataDir string, apis, rafts []int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\ncluster:\n  node_id: n%d\n  raft_listen: 127.0.0.1:%d\n  data_dir: %s\n  peers:\n",
+	// pprof lets a stuck member's goroutines be read (dumpGoroutines).
+	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\ndebug:\n  pprof: true\ncluster:\n  node_id: n%d\n  raft_listen: 127.0.0.1:%d\n  data_dir: %s\n  peers:\n",
 		apis[i], i+1, rafts[i], strconv.Quote(dataDir))
 	for j := range apis {
 		fmt.Fprintf(&b, "    - {id: n%d, raft: \"127.0.0.1:%d\", api: \"http://127.0.0.1:%d\"}\n", j+1, rafts[j], apis[j])
@@ -498,10 +501,38 @@ func (c *mutexdCluster) waitHealthy(ctx context.Context) error {
 	for i, m := range c.members {
 		// /readyz is 200 once the node knows a leader and has caught up.
 		if err := waitMemberHTTP(ctx, m, c.apis[i]+"/readyz"); err != nil {
+			c.dumpGoroutines("unhealthy")
 			return err
 		}
 	}
 	return nil
+}
+
+// dumpGoroutines writes every running member's goroutines beside its log
+// (as <log>.goroutines-<why>), so that a member that stops making
+// progress can be diagnosed after the run (keep it with BENCH_KEEP=1).
+func (c *mutexdCluster) dumpGoroutines(why string) {
+	for i, m := range c.members {
+		if !m.running() {
+			continue
+		}
+		resp, err := c.http.Get(c.apis[i] + "/debug/pprof/goroutine?debug=2")
+		if err != nil {
+			log.Printf("%s: goroutine dump: %v", m.name, err)
+			continue
+		}
+		name := strings.TrimSuffix(m.log, ".log") + ".goroutines-" + why + "-" + time.Now().Format("150405")
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			err = os.WriteFile(name, b, 0o644)
+		}
+		if err != nil {
+			log.Printf("%s: goroutine dump: %v", m.name, err)
+			continue
+		}
+		log.Printf("%s: goroutines written to %s", m.name, name)
+	}
 }
 
 func (c *mutexdCluster) stop() {
