@@ -23,10 +23,12 @@ import (
 // Deterministic. raft calls Apply, ApplyBatch, Snapshot and Restore from
 // one goroutine.
 type fsm struct {
-	self    string
-	newEng  func(engine.Clock, engine.Limits) *engine.Engine
-	limits  engine.Limits
-	pending *pending
+	self   string
+	newEng func(engine.Clock, engine.Limits) *engine.Engine
+	// restored is Config.Restored, or nil.
+	restored func(*engine.Engine)
+	limits   engine.Limits
+	pending  *pending
 
 	// eng and clock are replaced by Restore; readers take them through
 	// state().
@@ -297,6 +299,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.setApplied(h.Applied)
 	f.mu.Unlock()
 	old.Close()
+	if f.restored != nil {
+		f.restored(eng)
+	}
 	return nil
 }
 

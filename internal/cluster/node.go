@@ -68,6 +68,11 @@ type Config struct {
 	// observers: metrics, events, the lease log).
 	Limits    engine.Limits
 	NewEngine func(engine.Clock, engine.Limits) *engine.Engine
+	// Restored, if set, is called with the engine a snapshot installed,
+	// once the one it replaced is closed: a restore reports no events, so
+	// observers that count from them (metrics' live gauges) must count
+	// again from its state. It runs in the apply goroutine.
+	Restored func(*engine.Engine)
 	// Token authenticates this node's forwarded calls (an admin token);
 	// empty when auth is off.
 	Token string
@@ -171,6 +176,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("%w: %w", ErrDataDir, err)
 	}
 	n.fsm = newFSM(cfg.NodeID, cfg.Limits, cfg.NewEngine, n.pending)
+	n.fsm.restored = cfg.Restored
 	if err := n.openRaft(); err != nil {
 		n.closeStores()
 		return nil, err

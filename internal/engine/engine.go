@@ -1069,6 +1069,27 @@ func (e *Engine) EachOldestWaiter(fn func(key string, since time.Time)) {
 	}
 }
 
+// EachCount calls fn with every key that has leases or waiters, and how
+// many of each: every lease (one past its deadline whose end has not run
+// yet included) and every waiter that a later event will report ending.
+// An observer that counts from events takes its counts again from it
+// after a Restore, which reports no events. fn runs with a shard locked:
+// it must be fast and must not call the engine.
+func (e *Engine) EachCount(fn func(key string, leases, waiters int)) {
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		for k, ks := range sh.keys {
+			leases := 0
+			ks.eachLease(func(*lease) { leases++ })
+			if leases > 0 || ks.n > 0 {
+				fn(k, leases, int(ks.n))
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
 // Close stops granting: every queued waiter and every later acquire gets
 // ErrUnavailable. Live leases may still be released and renewed; their
 // expiry is no longer enforced, since nobody can be waiting for them.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -30,11 +31,51 @@ type replica struct {
 	src    *rand.ChaCha8
 	events []string
 	hs     []*engine.Waiting // the waiters this replica queued
+	// tally counts each key's leases and waiters from the events, as
+	// internal/metrics does; a restored replica starts it from EachCount.
+	tally map[string][2]int
 }
 
 type eventLog struct{ r *replica }
 
-func (l eventLog) OnEvent(ev engine.Event) { l.r.events = append(l.r.events, showEvent(ev)) }
+func (l eventLog) OnEvent(ev engine.Event) {
+	l.r.events = append(l.r.events, showEvent(ev))
+	c := l.r.tally[ev.Key]
+	switch ev.Type {
+	case engine.EventQueued:
+		c[1]++
+	case engine.EventGranted:
+		c[0]++
+		if ev.FromQueue {
+			c[1]--
+		}
+	case engine.EventEnded:
+		c[0]--
+	case engine.EventTimeout, engine.EventAborted, engine.EventCancelled, engine.EventDrained:
+		c[1]--
+	}
+	if c == ([2]int{}) {
+		delete(l.r.tally, ev.Key)
+	} else {
+		l.r.tally[ev.Key] = c
+	}
+}
+
+// counts returns EachCount's counts.
+func (r *replica) counts() map[string][2]int {
+	out := map[string][2]int{}
+	r.e.EachCount(func(key string, leases, waiters int) { out[key] = [2]int{leases, waiters} })
+	return out
+}
+
+// checkCounts fails unless the counts taken from r's events (since its
+// restore) are EachCount's.
+func (r *replica) checkCounts(t *testing.T, what string) {
+	t.Helper()
+	if got := r.counts(); !maps.Equal(got, r.tally) {
+		t.Fatalf("%s: EachCount %v, counted from the events %v", what, got, r.tally)
+	}
+}
 
 func replicaLimits(src *rand.ChaCha8) engine.Limits {
 	return engine.Limits{Deterministic: true, MaxWaitersPerKey: 5, DetachGrace: 2 * time.Second,
@@ -51,7 +92,7 @@ func replicaLimits(src *rand.ChaCha8) engine.Limits {
 }
 
 func newReplica(start time.Time, src *rand.ChaCha8) *replica {
-	r := &replica{clk: fakeclock.New(start), src: src}
+	r := &replica{clk: fakeclock.New(start), src: src, tally: map[string][2]int{}}
 	r.e = engine.New(r.clk, eventLog{r}, replicaLimits(src))
 	r.clk.BeforeDeadline(r.e.ExpireDue)
 	return r
@@ -86,6 +127,7 @@ func (r *replica) fork(t *testing.T) *replica {
 	if again := b.snapshot(t); !bytes.Equal(again, snap) {
 		t.Fatalf("restored engine's snapshot differs:\n got %s\nwant %s", again, snap)
 	}
+	b.tally = b.counts() // a restore reports no events
 	return b
 }
 
@@ -323,6 +365,7 @@ func runDifferential(t *testing.T, seed uint64, steps, forkAt int) {
 		if err := a.e.Check(); err != nil {
 			t.Fatalf("seed %d step %d: a: %v", seed, step, err)
 		}
+		a.checkCounts(t, fmt.Sprintf("seed %d step %d: a", seed, step))
 		if b == nil {
 			continue
 		}
@@ -332,6 +375,7 @@ func runDifferential(t *testing.T, seed uint64, steps, forkAt int) {
 		if err := b.e.Check(); err != nil {
 			t.Fatalf("seed %d step %d: b: %v", seed, step, err)
 		}
+		b.checkCounts(t, fmt.Sprintf("seed %d step %d: b", seed, step))
 		if ha, hb := showHandles(a.hs[aHandles:]), showHandles(b.hs); ha != hb {
 			t.Fatalf("seed %d step %d: waiters differ:\n a: %s\n b: %s", seed, step, ha, hb)
 		}

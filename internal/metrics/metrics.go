@@ -419,13 +419,42 @@ func (m *Metrics) arrive(key string, d int64) *nsMetrics {
 		}
 		n := v.(*nsMetrics)
 		n.touch()
-		if n.live.Add(d) >= 0 {
+		if live := n.live.Add(d); live >= 0 || live > liveDead/2 {
+			// Negative but far from liveDead: counts out of step with
+			// the engine, a bug that must cost a wrong gauge, never a
+			// lock holder spinning here.
 			return n
 		}
 		// Being created or given up: wait for that to finish, look again.
 		m.nsMu.Lock()
 		m.nsMu.Unlock() // empty: only a barrier
 	}
+}
+
+// Recount takes the live counts (mutexd_locks_held, mutexd_queue_depth)
+// again from each, which calls its argument with every key's leases and
+// waiters (engine.EachCount): after an engine's state was replaced by a
+// restore, which reports no events, so that the leases and waiters it
+// brought are counted and those it dropped are not. No transition may be
+// reported meanwhile.
+func (m *Metrics) Recount(each func(fn func(key string, leases, waiters int))) {
+	m.nsMu.Lock()
+	m.namespaces.Range(func(_, v any) bool {
+		v.(*nsMetrics).live.Store(0) // under nsMu, none is being created or given up
+		return true
+	})
+	for i := range m.overflow {
+		m.overflow[i].Store(0)
+	}
+	m.nsMu.Unlock()
+	each(func(key string, leases, waiters int) {
+		for range leases {
+			m.arrive(key, liveHeld)
+		}
+		for range waiters {
+			m.arrive(key, liveQueued)
+		}
+	})
 }
 
 // present returns the namespace an earlier arrival of key was counted in,

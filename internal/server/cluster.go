@@ -34,6 +34,7 @@ func (s *Server) openCluster(limits engine.Limits, obs engine.Observer, raftObs 
 		NewEngine: func(clock engine.Clock, l engine.Limits) *engine.Engine {
 			return engine.New(clock, obs, l)
 		},
+		Restored: func(e *engine.Engine) { s.metrics.Recount(e.EachCount) },
 		Token:    token,
 		Log:      s.log,
 		Observer: raftObs,
