@@ -2,11 +2,16 @@ package server_test
 
 import (
 	"bufio"
+	"encoding/json"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mutexd/mutexd/internal/config"
 )
@@ -117,5 +122,66 @@ func TestClusterMetrics(t *testing.T) {
 		if isClusterSeries(s) {
 			t.Errorf("a standalone daemon exports %s", s)
 		}
+	}
+}
+
+// TestRestartedServerCountsRestoredLeases: a cluster server started again
+// on its data directory restores its state from a snapshot, which reports
+// no engine events; its live gauges must still count the leases the
+// snapshot brought, and go down, not below zero, as they end. (A restored
+// lease's end once drove the count negative, and the next waiter's
+// arrival spun the apply goroutine for a minute.)
+func TestRestartedServerCountsRestoredLeases(t *testing.T) {
+	cfg := oneNodeCluster(t)
+	cfg.Cluster.SnapshotThreshold, cfg.Cluster.SnapshotInterval = 1, 10*time.Millisecond
+	_, base, stop, wait := start(t, cfg)
+	tokens := map[string]string{}
+	for _, k := range []string{"orders:1", "orders:2"} {
+		code, body := post(t, base+"/v1/locks/"+k+"/acquire?ttl=1h&wait=0")
+		if code != http.StatusOK {
+			t.Fatalf("acquire %s: %d %v", k, code, body)
+		}
+		tokens[k] = body["token"].(string)
+	}
+	applied := scrape(t, base)["mutexd_raft_applied_index"]
+	// Wait for a snapshot that holds both grants.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var newest uint64
+		filepath.WalkDir(cfg.Cluster.DataDir, func(path string, d fs.DirEntry, err error) error {
+			var meta struct{ Index uint64 }
+			if err == nil && d.Name() == "meta.json" {
+				if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &meta) == nil {
+					newest = max(newest, meta.Index)
+				}
+			}
+			return nil
+		})
+		if float64(newest) >= applied {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no snapshot at index %v or later within 10s (newest %d)", applied, newest)
+		}
+	}
+	stop()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+
+	_, base, _, _ = start(t, cfg)
+	held := func() float64 { return scrape(t, base)[`mutexd_locks_held{lock_namespace="orders"}`] }
+	if got := held(); got != 2 {
+		t.Fatalf("restarted: mutexd_locks_held{orders} = %v, want the 2 restored leases", got)
+	}
+	if code, body := post(t, base+"/v1/locks/orders:1/release?token="+tokens["orders:1"]); code != http.StatusOK && code != http.StatusNoContent {
+		t.Fatalf("release of a restored lease: %d %v", code, body)
+	}
+	// A waiter in the namespace, queued and timed out: it once found the
+	// count below zero and spun.
+	if code, body := post(t, base+"/v1/locks/orders:2/acquire?ttl=1m&wait=50ms"); code == http.StatusOK {
+		t.Fatalf("acquire of a held key: %d %v, want a timeout", code, body)
+	}
+	if got, q := held(), scrape(t, base)[`mutexd_queue_depth{lock_namespace="orders"}`]; got != 1 || q != 0 {
+		t.Fatalf("after one release and a timed-out waiter: held %v, queued %v; want 1 and 0", got, q)
 	}
 }
